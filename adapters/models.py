@@ -1,0 +1,53 @@
+"""LoRA adapter versions per tenant."""
+
+from django.db import models
+from django.utils import timezone
+
+
+class AdapterVersion(models.Model):
+    """A trained adapter, `v<number>` per tenant, with its files in object storage.
+
+    At most one version per tenant is active (a partial unique constraint enforces it).
+    """
+
+    READY = "ready"
+    ARCHIVED = "archived"
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE,
+                               related_name="adapter_versions")
+    number = models.PositiveIntegerField()
+    job = models.OneToOneField("training.TrainingJob", null=True, blank=True,
+                               on_delete=models.SET_NULL, related_name="adapter_version")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="children")
+    method = models.CharField(max_length=3)
+    base_model = models.CharField(max_length=500)
+    training_samples = models.PositiveIntegerField(default=0)
+    eval_metrics = models.JSONField(default=dict, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, help_text="sha256 of adapter_model.safetensors")
+    files = models.JSONField(default=dict, help_text="file name -> sha256")
+    storage_prefix = models.CharField(max_length=300)
+    data_manifest = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, default=READY,
+                              choices=[(READY, READY), (ARCHIVED, ARCHIVED)])
+    is_active = models.BooleanField(default=False)
+    needs_retraining = models.BooleanField(
+        default=False, help_text="Its training data included erased user data")
+    created_at = models.DateTimeField(default=timezone.now)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["tenant_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "number"], name="unique_version_number"),
+            models.UniqueConstraint(fields=["tenant"], condition=models.Q(is_active=True),
+                                    name="one_active_version_per_tenant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.version}"
+
+    @property
+    def version(self) -> str:
+        return f"v{self.number}"

@@ -1,0 +1,152 @@
+"""What a tenant's users said: conversations, messages, feedback, and curated datasets."""
+
+from django.db import models
+from django.utils import timezone
+
+
+class Conversation(models.Model):
+    """A conversation, served by the platform (chat endpoint) or logged by an integration."""
+
+    SOURCE_CHAT = "chat"
+    SOURCE_LOGGED = "logged"
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE,
+                               related_name="conversations")
+    external_id = models.CharField(max_length=200, help_text="The client's conversation_id")
+    source = models.CharField(max_length=10, choices=[(SOURCE_CHAT, "Served by the platform"),
+                                                      (SOURCE_LOGGED, "Logged by integration")])
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "external_id"],
+                                    name="unique_conversation_per_tenant")
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Message(models.Model):
+    """One turn. `content` is stored PII-redacted; `served_by_version` null means the base model
+    (for chat) or unknown (for logged conversations)."""
+
+    ROLE_CHOICES = [("system", "system"), ("user", "user"), ("assistant", "assistant")]
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE,
+                                     related_name="messages")
+    external_id = models.CharField(max_length=200, help_text="The client's message_id")
+    role = models.CharField(max_length=10, choices=ROLE_CHOICES)
+    content = models.TextField()
+    position = models.PositiveIntegerField()
+    served_by_version = models.ForeignKey("adapters.AdapterVersion", null=True, blank=True,
+                                          on_delete=models.SET_NULL, related_name="messages")
+    pii_redactions = models.JSONField(default=dict, blank=True,
+                                      help_text="Counts of redacted kinds, never the values")
+    user_id = models.CharField(max_length=200, blank=True, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["conversation_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "external_id"],
+                                    name="unique_message_per_tenant")
+        ]
+        indexes = [models.Index(fields=["conversation", "position"])]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} ({self.role})"
+
+
+class Feedback(models.Model):
+    """A user's reaction to a served message.
+
+    `correction` is stored PII-redacted. When the same user reacts again to the same message the
+    newest row has `is_latest=True` and the older ones stay as history with `is_latest=False`.
+    """
+
+    THUMBS_UP = "thumbs_up"
+    THUMBS_DOWN = "thumbs_down"
+    CORRECTION = "correction"
+    RATING = "rating"
+    REPORT = "report"
+    TYPE_CHOICES = [(t, t) for t in (THUMBS_UP, THUMBS_DOWN, CORRECTION, RATING, REPORT)]
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE,
+                               related_name="feedback")
+    conversation = models.ForeignKey(Conversation, null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="feedback")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="feedback")
+    conversation_external_id = models.CharField(max_length=200)
+    message_external_id = models.CharField(max_length=200)
+    type = models.CharField(max_length=12, choices=TYPE_CHOICES)
+    correction = models.TextField(blank=True)
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    user_id = models.CharField(max_length=200, blank=True, db_index=True)
+    is_latest = models.BooleanField(default=True)
+    pii_redactions = models.JSONField(default=dict, blank=True)
+    excluded_reason = models.CharField(max_length=50, blank=True,
+                                       help_text="Why this row never reaches training, if so")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "type", "is_latest"]),
+            models.Index(fields=["tenant", "created_at"]),
+            models.Index(fields=["tenant", "message_external_id"]),
+        ]
+        verbose_name_plural = "feedback"
+
+    def __str__(self) -> str:
+        return f"{self.type} on {self.message_external_id}"
+
+
+class Dataset(models.Model):
+    """A curated dataset in the DataHub: SFT conversations or DPO preference pairs."""
+
+    CONVERSATIONS = "conversations"
+    PREFERENCES = "preferences"
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE,
+                               related_name="datasets")
+    name = models.CharField(max_length=200)
+    type = models.CharField(max_length=20, choices=[(CONVERSATIONS, CONVERSATIONS),
+                                                    (PREFERENCES, PREFERENCES)])
+    allow_rag = models.BooleanField(default=False)
+    allow_private_training = models.BooleanField(default=True)
+    record_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    pii_redaction_counts = models.JSONField(default=dict, blank=True)
+    last_validation_report = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DatasetRecord(models.Model):
+    """One validated, PII-redacted record of a dataset; unique by content hash."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="records")
+    content_hash = models.CharField(max_length=64)
+    data = models.JSONField()
+    pii_redactions = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "content_hash"],
+                                    name="unique_record_per_dataset")
+        ]

@@ -1,0 +1,125 @@
+"""Training jobs, their loss curves and their event logs."""
+
+import secrets
+
+from django.db import models
+from django.utils import timezone
+
+
+def new_job_id() -> str:
+    return f"train_{secrets.token_hex(6)}"
+
+
+class TrainingJob(models.Model):
+    """One SFT or DPO training run. The row exists before anything is queued.
+
+    Status only moves forward: queued -> preparing -> running -> completed | failed | cancelled.
+    """
+
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    STATUS_CHOICES = [(s, s) for s in (QUEUED, PREPARING, RUNNING, COMPLETED, FAILED, CANCELLED)]
+    TERMINAL = {COMPLETED, FAILED, CANCELLED}
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_job_id, editable=False)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE,
+                               related_name="training_jobs")
+    method = models.CharField(max_length=3, choices=[("sft", "SFT"), ("dpo", "DPO")])
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=QUEUED,
+                              db_index=True)
+    preset = models.CharField(max_length=40, blank=True)
+    params = models.JSONField(default=dict, help_text="Validated hyperparameters")
+    base_model = models.CharField(max_length=500)
+    parent_version = models.ForeignKey("adapters.AdapterVersion", null=True, blank=True,
+                                       on_delete=models.SET_NULL, related_name="child_jobs")
+    triggered_by = models.CharField(max_length=20, default="api")
+    backend = models.CharField(max_length=10, default="local")
+    external_id = models.CharField(max_length=100, blank=True,
+                                   help_text="Slurm job id or local process id")
+    attempt = models.PositiveSmallIntegerField(default=1)
+
+    progress = models.FloatField(default=0.0)
+    current_epoch = models.PositiveIntegerField(default=0)
+    total_epochs = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    resources = models.JSONField(default=dict, blank=True)
+
+    training_samples = models.PositiveIntegerField(default=0)
+    eval_samples = models.PositiveIntegerField(default=0)
+    token_count = models.PositiveBigIntegerField(default=0)
+    estimated_duration_minutes = models.FloatField(null=True, blank=True)
+    estimated_cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    gpu_hours = models.FloatField(default=0.0)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+
+    snapshot_prefix = models.CharField(max_length=300, blank=True)
+    snapshot_manifest = models.JSONField(default=dict, blank=True)
+    work_dir = models.CharField(max_length=500, blank=True)
+    events_offset = models.PositiveBigIntegerField(default=0)
+    rq_job_id = models.CharField(max_length=100, blank=True)
+
+    cancel_requested = models.BooleanField(default=False)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    failure_category = models.CharField(max_length=40, blank=True)
+    log_tail = models.TextField(blank=True)
+
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.method}, {self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+
+class TrainingMetric(models.Model):
+    """One logged point of a job's curves: a training step or an evaluation."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="metric_points")
+    kind = models.CharField(max_length=5, choices=[("train", "train"), ("eval", "eval")],
+                            default="train")
+    step = models.PositiveIntegerField()
+    epoch = models.FloatField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    eval_loss = models.FloatField(null=True, blank=True)
+    learning_rate = models.FloatField(null=True, blank=True)
+    grad_norm = models.FloatField(null=True, blank=True)
+    samples_processed = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_processed = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    extra = models.JSONField(default=dict, blank=True, help_text="e.g. DPO rewards and margins")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job_id", "kind", "step"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "kind", "step"], name="unique_metric_point")
+        ]
+
+
+class TrainingEvent(models.Model):
+    """The job's event log: every status transition and notable happening, with a time."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=40)
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10, blank=True)
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]

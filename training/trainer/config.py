@@ -1,0 +1,345 @@
+"""job.json (seam 1): typed, strictly validated, with the seed's defaults and presets.
+
+This module is imported by the Django side for `PRESETS` and the defaults, so it must stay
+import-light: standard library only, no torch.
+
+Precedence of values: method defaults < preset < what job.json states explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from training.trainer.errors import JobConfigError
+
+METHODS = ("sft", "dpo")
+
+# Seed "Training Parameters" table (SFT) and "DPO Training" example.
+SFT_DEFAULTS: dict[str, Any] = {
+    "epochs": 3,
+    "learning_rate": 2e-4,
+    "batch_size": 4,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+}
+DPO_DEFAULTS: dict[str, Any] = {
+    "epochs": 2,
+    "learning_rate": 5e-5,
+    "batch_size": 4,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "beta": 0.1,
+}
+LORA_DEFAULTS: dict[str, Any] = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+
+# Seed "Training Configuration" table: use case -> LoRA r, epochs, learning rate.
+PRESETS: dict[str, dict[str, Any]] = {
+    "small_corrections": {"lora_r": 8, "epochs": 2, "learning_rate": 3e-4},
+    "domain_adaptation": {"lora_r": 16, "epochs": 3, "learning_rate": 2e-4},
+    "major_behavior_change": {"lora_r": 32, "epochs": 5, "learning_rate": 1e-4},
+    "continuous_learning": {"lora_r": 16, "epochs": 1, "learning_rate": 5e-5},
+}
+
+
+@dataclass(frozen=True)
+class BaseModelSpec:
+    """Where the base model comes from: a local folder, or a hub id pinned to a revision."""
+
+    path: str | None = None
+    hf_id: str | None = None
+    revision: str | None = None
+
+    @property
+    def name_or_path(self) -> str:
+        return self.path or self.hf_id or ""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The compiled snapshot: train JSONL and an optional held-out eval JSONL."""
+
+    train: str
+    eval: str | None = None
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | tuple[str, ...] = "all-linear"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: float = 3
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 1024
+    beta: float = 0.1
+    seed: int = 42
+    eval_every: int = 50
+    save_every: int = 100
+    early_stopping_patience: int | None = 3
+    gradient_accumulation_steps: int = 1
+    log_every: int = 1
+    max_grad_norm: float = 1.0
+    keep_checkpoints: int = 2
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything one training run needs; no database, no Django."""
+
+    job_id: str
+    method: str
+    base_model: BaseModelSpec
+    data: DataSpec
+    output_dir: str
+    init_adapter: str | None = None
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    preset: str | None = None
+    # Padding-free batches (SFT only; TRL's DPO trainer has it disabled in this version).
+    padding_free: bool = True
+    packing: bool = False
+    gradient_checkpointing: bool = False
+    deepspeed: dict[str, Any] | None = None
+    resume: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if isinstance(self.lora.target_modules, tuple):
+            data["lora"]["target_modules"] = list(self.lora.target_modules)
+        return data
+
+
+_TOP_KEYS = {f.name for f in fields(JobConfig)}
+_TRAIN_KEYS = {f.name for f in fields(TrainSpec)}
+_LORA_KEYS = {f.name for f in fields(LoraSpec)}
+
+
+def load_job_config(path: str | Path, *, resume: bool | None = None) -> JobConfig:
+    """Read and validate job.json; relative paths in it are relative to the file's folder.
+
+    `resume`, when given, overrides the file's `resume` (the CLI's `--resume`).
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise JobConfigError(f"job config {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobConfigError(f"cannot read job config {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise JobConfigError(
+            f"job config {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+        ) from exc
+    config = parse_job_config(raw, base_dir=path.parent)
+    if resume is not None and resume != config.resume:
+        config = replace(config, resume=resume)
+    return config
+
+
+def parse_job_config(raw: Any, *, base_dir: str | Path | None = None) -> JobConfig:
+    """Validate a decoded job.json; raises JobConfigError naming the offending field."""
+    if not isinstance(raw, dict):
+        raise JobConfigError("job config must be a JSON object")
+    _reject_unknown(raw, _TOP_KEYS, "")
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+
+    job_id = _require(raw, "job_id", str)
+    if not job_id.strip():
+        raise JobConfigError("job_id must not be empty")
+    method = _require(raw, "method", str)
+    if method not in METHODS:
+        raise JobConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+    base_model = _parse_base_model(raw.get("base_model"), base)
+    data = _parse_data(raw.get("data"), base)
+
+    preset = raw.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise JobConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    preset_values = PRESETS.get(preset, {}) if preset else {}
+
+    lora = _parse_lora(raw.get("lora", {}), preset_values)
+    train = _parse_train(raw.get("train", {}), method, preset_values)
+
+    init_adapter = raw.get("init_adapter")
+    if init_adapter is not None:
+        init_adapter = str(_resolve(_typed("init_adapter", init_adapter, str), base))
+
+    output_dir = raw.get("output_dir")
+    output_dir = str(_resolve(_typed("output_dir", output_dir, str), base)) if output_dir else str(
+        base
+    )
+
+    deepspeed = raw.get("deepspeed")
+    if deepspeed is not None and not isinstance(deepspeed, dict):
+        raise JobConfigError("deepspeed must be a JSON object (the DeepSpeed config) or null")
+
+    return JobConfig(
+        job_id=job_id,
+        method=method,
+        base_model=base_model,
+        data=data,
+        output_dir=output_dir,
+        init_adapter=init_adapter,
+        lora=lora,
+        train=train,
+        preset=preset,
+        padding_free=_typed("padding_free", raw.get("padding_free", True), bool),
+        packing=_typed("packing", raw.get("packing", False), bool),
+        gradient_checkpointing=_typed(
+            "gradient_checkpointing", raw.get("gradient_checkpointing", False), bool
+        ),
+        deepspeed=deepspeed,
+        resume=_typed("resume", raw.get("resume", False), bool),
+    )
+
+
+def _parse_base_model(raw: Any, base: Path) -> BaseModelSpec:
+    if not isinstance(raw, dict):
+        raise JobConfigError("base_model must be an object with `path` or `hf_id`")
+    _reject_unknown(raw, {"path", "hf_id", "revision"}, "base_model.")
+    path, hf_id = raw.get("path"), raw.get("hf_id")
+    if bool(path) == bool(hf_id):
+        raise JobConfigError("base_model needs exactly one of `path` or `hf_id`")
+    revision = raw.get("revision")
+    if revision is not None:
+        _typed("base_model.revision", revision, str)
+    if path:
+        resolved = _resolve(_typed("base_model.path", path, str), base)
+        if not resolved.is_dir():
+            raise JobConfigError(f"base_model.path {resolved} is not a folder")
+        return BaseModelSpec(path=str(resolved), revision=revision)
+    return BaseModelSpec(hf_id=_typed("base_model.hf_id", hf_id, str), revision=revision)
+
+
+def _parse_data(raw: Any, base: Path) -> DataSpec:
+    if not isinstance(raw, dict):
+        raise JobConfigError("data must be an object with `train` (and optionally `eval`)")
+    _reject_unknown(raw, {"train", "eval"}, "data.")
+    train = _require(raw, "train", str, prefix="data.")
+    eval_path = raw.get("eval")
+    if eval_path is not None:
+        eval_path = str(_resolve(_typed("data.eval", eval_path, str), base))
+    return DataSpec(train=str(_resolve(train, base)), eval=eval_path)
+
+
+def _parse_lora(raw: Any, preset: dict[str, Any]) -> LoraSpec:
+    if not isinstance(raw, dict):
+        raise JobConfigError("lora must be an object")
+    _reject_unknown(raw, _LORA_KEYS, "lora.")
+    values = dict(LORA_DEFAULTS)
+    if "lora_r" in preset:
+        values["r"] = preset["lora_r"]
+    values.update(raw)
+    r = _int("lora.r", values["r"], minimum=1)
+    alpha = _number("lora.alpha", values["alpha"], minimum=0, exclusive=True)
+    dropout = _number("lora.dropout", values["dropout"], minimum=0)
+    if dropout >= 1:
+        raise JobConfigError("lora.dropout must be below 1")
+    targets = values["target_modules"]
+    if isinstance(targets, str):
+        if not targets:
+            raise JobConfigError("lora.target_modules must not be empty")
+    elif isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets):
+        targets = tuple(targets)
+    else:
+        raise JobConfigError('lora.target_modules must be "all-linear" or a list of module names')
+    return LoraSpec(r=r, alpha=alpha, dropout=float(dropout), target_modules=targets)
+
+
+def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
+    if not isinstance(raw, dict):
+        raise JobConfigError("train must be an object")
+    _reject_unknown(raw, _TRAIN_KEYS, "train.")
+    values: dict[str, Any] = {f.name: f.default for f in fields(TrainSpec)}
+    values.update(DPO_DEFAULTS if method == "dpo" else SFT_DEFAULTS)
+    values.update({k: v for k, v in preset.items() if k in _TRAIN_KEYS})
+    values.update(raw)
+    patience = values["early_stopping_patience"]
+    return TrainSpec(
+        epochs=_number("train.epochs", values["epochs"], minimum=0, exclusive=True),
+        learning_rate=_number("train.learning_rate", values["learning_rate"], minimum=0, exclusive=True),
+        batch_size=_int("train.batch_size", values["batch_size"], minimum=1),
+        warmup_ratio=_ratio("train.warmup_ratio", values["warmup_ratio"]),
+        weight_decay=_number("train.weight_decay", values["weight_decay"], minimum=0),
+        max_length=_int("train.max_length", values["max_length"], minimum=8),
+        beta=_number("train.beta", values["beta"], minimum=0, exclusive=True),
+        seed=_int("train.seed", values["seed"], minimum=0),
+        eval_every=_int("train.eval_every", values["eval_every"], minimum=1),
+        save_every=_int("train.save_every", values["save_every"], minimum=1),
+        early_stopping_patience=None
+        if patience is None
+        else _int("train.early_stopping_patience", patience, minimum=1),
+        gradient_accumulation_steps=_int(
+            "train.gradient_accumulation_steps", values["gradient_accumulation_steps"], minimum=1
+        ),
+        log_every=_int("train.log_every", values["log_every"], minimum=1),
+        max_grad_norm=_number("train.max_grad_norm", values["max_grad_norm"], minimum=0),
+        keep_checkpoints=_int("train.keep_checkpoints", values["keep_checkpoints"], minimum=1),
+    )
+
+
+def _reject_unknown(raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    # A typo in job.json ("learning_rte") would otherwise silently train with a default.
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise JobConfigError(
+            f"unknown field(s) {', '.join(prefix + k for k in unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _require(raw: dict[str, Any], key: str, kind: type, prefix: str = "") -> Any:
+    if key not in raw or raw[key] is None:
+        raise JobConfigError(f"{prefix}{key} is required")
+    return _typed(prefix + key, raw[key], kind)
+
+
+def _typed(name: str, value: Any, kind: type) -> Any:
+    # bool is an int subclass in Python; JSON true must not pass as a number or vice versa.
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise JobConfigError(f"{name} must be a {kind.__name__}, got {json.dumps(value)}")
+    return value
+
+
+def _int(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    _typed(name, value, int)
+    if value < minimum:
+        raise JobConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _number(name: str, value: Any, *, minimum: float, exclusive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise JobConfigError(f"{name} must be a number, got {json.dumps(value)}")
+    if not math.isfinite(value):
+        raise JobConfigError(f"{name} must be finite")
+    if value < minimum or (exclusive and value == minimum):
+        relation = "greater than" if exclusive else "at least"
+        raise JobConfigError(f"{name} must be {relation} {minimum}, got {value}")
+    return value
+
+
+def _ratio(name: str, value: Any) -> float:
+    value = _number(name, value, minimum=0)
+    if value >= 1:
+        raise JobConfigError(f"{name} must be below 1, got {value}")
+    return float(value)
+
+
+def _resolve(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
