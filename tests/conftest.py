@@ -1,0 +1,104 @@
+"""Shared fixtures: real Redis (the configured one, or an embedded redis-server), tenants with
+keys, and API clients for the owner / another tenant / no key trio."""
+
+import os
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from synapsex_site.embedded_redis import redis_is_up, start_embedded_redis
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A live Redis for RQ: REDIS_URL when set (it must answer), else an embedded server."""
+    url = os.environ.get("REDIS_URL")
+    proc = None
+    if url:
+        if not redis_is_up(url):
+            pytest.fail(f"REDIS_URL={url} does not answer; start Redis or unset REDIS_URL")
+    else:
+        proc, url = start_embedded_redis(tmp_path_factory.mktemp("redis"))
+    for queue in settings.RQ_QUEUES.values():
+        queue["URL"] = url
+    yield url
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def rq_connection(redis_url):
+    """A Redis connection with this test's queues emptied before and after."""
+    import django_rq
+
+    queues = [django_rq.get_queue(name) for name in settings.RQ_QUEUES]
+    for queue in queues:
+        queue.empty()
+    yield queues[0].connection
+    for queue in queues:
+        queue.empty()
+
+
+@dataclass
+class TenantCtx:
+    """A tenant, one of its keys' secret, and an API client that presents it."""
+
+    tenant: object
+    secret: str
+    client: APIClient
+
+    def url(self, path: str = "") -> str:
+        return f"/v1/tenants/{self.tenant.slug}/{path.lstrip('/')}"
+
+
+def api_client(secret: str | None = None) -> APIClient:
+    client = APIClient()
+    if secret:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+@pytest.fixture
+def make_tenant(db):
+    from tenants.models import ApiKey
+    from tenants.services import api_key_create, tenant_create
+
+    counter = {"n": 0}
+
+    def _make(slug: str | None = None, plan: str = "enterprise",
+              access: str = ApiKey.READ_WRITE) -> TenantCtx:
+        counter["n"] += 1
+        tenant, secret = tenant_create(slug=slug or f"tenant-{counter['n']}", plan_slug=plan)
+        if access != ApiKey.READ_WRITE:
+            _, secret = api_key_create(tenant=tenant, access=access)
+        return TenantCtx(tenant=tenant, secret=secret, client=api_client(secret))
+
+    return _make
+
+
+@pytest.fixture
+def owner(make_tenant) -> TenantCtx:
+    return make_tenant("acme")
+
+
+@pytest.fixture
+def outsider(make_tenant) -> TenantCtx:
+    """Another tenant with a valid key of its own."""
+    return make_tenant("globex")
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def read_only(owner) -> TenantCtx:
+    from tenants.models import ApiKey
+    from tenants.services import api_key_create
+
+    _, secret = api_key_create(tenant=owner.tenant, access=ApiKey.READ_ONLY)
+    return TenantCtx(tenant=owner.tenant, secret=secret, client=api_client(secret))
