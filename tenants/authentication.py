@@ -24,7 +24,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         try:
             secret = parts[1].decode("ascii")
         except UnicodeDecodeError as exc:
-            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key") from exc
+            raise exceptions.AuthenticationFailed(
+                "Invalid API key.", code="invalid_api_key"
+            ) from exc
         key = api_key_get_active(secret=secret)
         # Lookup is by hash; compare again in constant time so timing reveals nothing.
         if key is None or not hmac.compare_digest(key.hashed_secret, api_key_hash(secret)):

@@ -9,7 +9,9 @@ class HasTenantApiKey(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         key = request.auth
         if not isinstance(key, ApiKey):
-            raise exceptions.NotAuthenticated("An API key is required: 'Authorization: Bearer sk-...'.")
+            raise exceptions.NotAuthenticated(
+                "An API key is required: 'Authorization: Bearer sk-...'."
+            )
         if request.method not in permissions.SAFE_METHODS and not key.can_write:
             raise exceptions.PermissionDenied(
                 "This API key is read-only; use a read-write key for this call.",
