@@ -59,3 +59,18 @@ def test_secret_key_is_required_outside_debug_and_local_runs():
                             env=env, capture_output=True, text=True, cwd=settings.BASE_DIR)
     assert result.returncode != 0
     assert "SECRET_KEY is required" in result.stderr
+
+
+def test_bootstrap_demo_prints_working_credentials_and_reuses_them(capsys, settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    call_command("bootstrap_demo")
+    first = capsys.readouterr().out
+    key = first.split("API key:")[1].split()[0]
+    password = first.split("admin / ")[1].split()[0]
+    assert api_client(key).get("/v1/tenants/demo/settings").status_code == 200
+    from django.contrib.auth import authenticate
+
+    assert authenticate(username="admin", password=password) is not None
+    call_command("bootstrap_demo")
+    assert f"API key:  {key}" in capsys.readouterr().out
+    assert ApiKey.objects.filter(tenant__slug="demo").count() == 1
