@@ -34,8 +34,13 @@ class AdapterVersion(models.Model):
     is_active = models.BooleanField(default=False)
     needs_retraining = models.BooleanField(
         default=False, help_text="Its training data included erased user data")
+    manifest = models.JSONField(
+        default=dict, blank=True,
+        help_text="The trainer's manifest.json as stored next to the files (hyperparameters, "
+                  "final metrics, data snapshot hash)")
     created_at = models.DateTimeField(default=timezone.now)
     activated_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["tenant_id", "number"]
@@ -51,3 +56,7 @@ class AdapterVersion(models.Model):
     @property
     def version(self) -> str:
         return f"v{self.number}"
+
+    @property
+    def is_archived(self) -> bool:
+        return self.status == self.ARCHIVED

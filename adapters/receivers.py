@@ -1,0 +1,58 @@
+"""Signal receivers connected in `AdaptersConfig.ready()`.
+
+* A/B audit: the tenants app saves settings without knowing what `lora_ab_test` means; comparing
+  the stored split before and after each save of a tenant records every change (PATCH, promotion,
+  admin edit) once, whoever made it.
+* Auto-promotion: after each feedback row (on commit, so the feedback write never fails because
+  of it) the tenant's A/B test is checked; with `auto_promote_ab_winner` on and a significant
+  winner, the winner is activated and the split disabled. A per-feedback check costs a few
+  aggregate queries on the tenant's A/B arms only, and only for tenants that turned it on.
+"""
+
+import logging
+
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def _ab_of(settings_doc) -> dict:
+    ab = (settings_doc or {}).get("lora_ab_test") or {}
+    return {"enabled": bool(ab.get("enabled")), "versions": dict(ab.get("versions") or {})}
+
+
+def tenant_settings_remember(sender, instance, raw=False, update_fields=None, **kwargs):
+    if raw or instance.pk is None:
+        return
+    if update_fields is not None and "settings" not in update_fields:
+        return
+    stored = sender.objects.filter(pk=instance.pk).values_list("settings", flat=True).first()
+    instance._adapters_ab_before = _ab_of(stored)
+
+
+def tenant_settings_audit_ab(sender, instance, created=False, raw=False, **kwargs):
+    before = getattr(instance, "_adapters_ab_before", None)
+    if raw or created or before is None:
+        return
+    instance._adapters_ab_before = None
+    after = _ab_of(instance.settings)
+    if before != after:
+        from adapters.services import audit_ab_settings_change
+
+        audit_ab_settings_change(tenant=instance, before=before, after=after)
+
+
+def feedback_saved_check_ab_winner(sender, instance, created=False, raw=False, **kwargs):
+    if raw or not created:
+        return
+    tenant_id = instance.tenant_id
+
+    def check():
+        from adapters.services import adapter_ab_test_auto_promote
+
+        try:
+            adapter_ab_test_auto_promote(tenant_id=tenant_id)
+        except Exception:  # the feedback is stored; a failed check is retried by the next one
+            logger.exception("A/B auto-promotion check failed for tenant %s", tenant_id)
+
+    transaction.on_commit(check)

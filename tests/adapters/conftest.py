@@ -1,0 +1,120 @@
+"""Adapters fixtures: the tiny base model (built once, cached by the builder's source hash),
+storage in a temporary folder, and adapter versions created through the real job-success path."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _builder_fingerprint() -> str:
+    digest = hashlib.sha256()
+    trainer = REPO / "training" / "trainer"
+    for path in [trainer / "tiny_model.py", trainer / "modeling.py",
+                 *sorted((trainer / "assets").glob("*"))]:
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def tiny_base_path() -> Path:
+    """The tiny base model, built once into var/test-cache (keyed by the builder's sources, so a
+    change to the builder rebuilds it) and reused by every adapters test of the session."""
+    from training.trainer.tiny_model import build_tiny_base
+
+    cache = Path(django_settings.VAR_DIR) / "test-cache" / f"tiny-base-{_builder_fingerprint()}"
+    if not (cache / "tiny_base.json").is_file():
+        tmp = cache.with_name(cache.name + ".building")
+        build_tiny_base(tmp, seed=0)
+        if cache.exists():  # another session finished first
+            return cache
+        tmp.rename(cache)
+    return cache
+
+
+@pytest.fixture
+def base_model(settings, tiny_base_path) -> Path:
+    settings.BASE_MODEL_PATH = str(tiny_base_path)
+    settings.BASE_MODEL_HF_ID = ""
+    return tiny_base_path
+
+
+@pytest.fixture(autouse=True)
+def media_storage(settings, tmp_path) -> Path:
+    """Each test stores adapters in its own folder (the default storage, file-system backend)."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = str(root)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                    "OPTIONS": {"location": str(root)}},
+    }
+    return root
+
+
+@pytest.fixture
+def adapter_cache_dir(settings, tmp_path) -> Path:
+    path = tmp_path / "adapter-cache"
+    settings.ADAPTER_LOCAL_CACHE_DIR = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def untrained_result_dirs(tmp_path_factory, tiny_base_path):
+    """Three real PEFT adapters (random LoRA, safetensors) with manifests, built once."""
+    from tests.adapters.helpers import make_untrained_result_dir
+
+    root = tmp_path_factory.mktemp("results")
+    return [make_untrained_result_dir(tiny_base_path, root / f"r{i}", seed=i, eval_loss=0.5)
+            for i in range(3)]
+
+
+@pytest.fixture
+def make_job(db, tiny_base_path):
+    from training.models import TrainingJob
+
+    def _make(tenant, *, training_samples: int = 42, parent=None, method: str = "sft"):
+        return TrainingJob.objects.create(
+            tenant=tenant, method=method, status=TrainingJob.COMPLETED,
+            base_model=str(tiny_base_path), training_samples=training_samples,
+            parent_version=parent,
+            snapshot_manifest={"train_records": training_samples, "eval_records": 5,
+                               "sha256": "cd" * 32},
+        )
+
+    return _make
+
+
+@pytest.fixture
+def make_version(make_job, untrained_result_dirs, tmp_path):
+    """Create a version through the real success signal from a copied result folder."""
+    import shutil
+
+    from tests.adapters.helpers import write_manifest
+    from training.signals import training_job_succeeded
+
+    counter = {"n": 0}
+
+    def _make(tenant, *, result_dir: Path | None = None, eval_loss: float | None = 0.5,
+              training_samples: int = 42):
+        counter["n"] += 1
+        src = result_dir or untrained_result_dirs[(counter["n"] - 1) % len(untrained_result_dirs)]
+        dst = tmp_path / f"result-{counter['n']}"
+        shutil.copytree(src, dst)
+        manifest_base = str(django_settings.BASE_MODEL_PATH)
+        if result_dir is None:
+            write_manifest(dst, base_model=manifest_base, eval_loss=eval_loss)
+        job = make_job(tenant, training_samples=training_samples)
+        responses = training_job_succeeded.send(sender=type(job), job=job, result_dir=dst)
+        versions = [v for _, v in responses if v is not None]
+        assert len(versions) == 1
+        return versions[0]
+
+    return _make
