@@ -55,6 +55,8 @@ class TrainingJob(models.Model):
     estimated_cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     cost = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     gpu_hours = models.FloatField(default=0.0)
+    compute_seconds = models.FloatField(default=0.0,
+                                        help_text="Wall time of the trainer, for billing")
     tokens_per_second = models.FloatField(null=True, blank=True)
 
     snapshot_prefix = models.CharField(max_length=300, blank=True)
@@ -123,3 +125,54 @@ class TrainingEvent(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+
+class Webhook(models.Model):
+    """A tenant's URL that receives job state changes, signed with the tenant's webhook secret."""
+
+    EVENTS = ["queued", "running", "completed", "failed", "cancelled"]
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE,
+                               related_name="webhooks")
+    url = models.URLField(max_length=1000)
+    events = models.JSONField(default=list, blank=True,
+                              help_text="Job statuses to send; empty means all of them")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}: {self.url}"
+
+    def wants(self, status: str) -> bool:
+        return self.is_active and (not self.events or status in self.events)
+
+
+class WebhookDelivery(models.Model):
+    """One state change sent (or being sent) to one webhook: the log of every attempt."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+    webhook = models.ForeignKey(Webhook, null=True, on_delete=models.SET_NULL,
+                                related_name="deliveries")
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    job = models.ForeignKey(TrainingJob, null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="webhook_deliveries")
+    event = models.CharField(max_length=40)
+    url = models.URLField(max_length=1000)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, default=PENDING,
+                              choices=[(s, s) for s in (PENDING, DELIVERED, FAILED)])
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "webhook deliveries"

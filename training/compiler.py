@@ -1,0 +1,373 @@
+"""The feedback compiler: a tenant's feedback, logged conversations and datasets -> SFT / DPO data.
+
+What becomes what (all text is read as stored, i.e. already PII-redacted by the feedback app):
+- correction on an assistant message -> one SFT example (the conversation up to the corrected
+  message, then the correction as the assistant turn) and one DPO pair (chosen: the correction,
+  rejected: the answer it corrected). Two corrections of the same prompt: the newest one wins.
+- thumbs_up and thumbs_down on answers to the same prompt (same conversation history) -> DPO pairs
+  (every up answer against every down answer with different text, at most MAX_PAIRS_PER_PROMPT).
+- rating r (1-5) on an answer -> weight r/5 on the SFT example of that answer when r >= 4 (a rated
+  good answer is worth learning, a 5 as much as a correction, a 4 a bit less); lower ratings do not
+  make examples (the user did not say what was better). Corrections weigh 1.0.
+- report on a message -> that message and everything it would have fed are excluded: feedback on
+  it, and any example whose prompt history contains it.
+- dataset records of datasets with `allow_private_training`: conversations -> SFT (weight 1.0),
+  preferences -> DPO.
+Only the latest reaction per user and message (`is_latest`) is used, and only feedback without an
+`excluded_reason`. Exact duplicates are merged (highest weight, union of sources).
+
+Held-out split: examples are ordered by the sha256 of their content and the first
+EVAL_FRACTION of them (at least 1 when there are >= MIN_EXAMPLES_FOR_EVAL) go to eval. The split
+is therefore deterministic and does not depend on row order.
+
+DPO prompts: the trainer's seam takes a single-turn prompt string, so a pair's prompt is the last
+user message before the answer (earlier turns are not part of DPO pairs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from feedback.models import Dataset, DatasetRecord, Feedback, Message
+
+EVAL_FRACTION = 0.10
+MIN_EXAMPLES_FOR_EVAL = 10
+MAX_PAIRS_PER_PROMPT = 16
+RATING_MIN_FOR_EXAMPLE = 4
+CHARS_PER_TOKEN = 4  # fallback when no tokenizer file is at hand
+TOKENS_PER_MESSAGE = 4  # chat-template overhead per turn (ChatML: start, role, newline, end)
+
+
+@dataclass
+class _Example:
+    key: str
+    record: dict[str, Any]
+    sources: set[str] = field(default_factory=set)
+    created_at: Any = None
+
+
+@dataclass
+class CompiledData:
+    """The result of compiling one tenant's data for one method."""
+
+    method: str
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    sft_examples: int
+    dpo_pairs: int
+    token_count: int
+    feedback_ids: list[int]
+    message_ids: list[int]
+    dataset_record_ids: list[int]
+    excluded: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return len(self.train) + len(self.eval)
+
+
+def _sha(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _turns(messages: list[Message]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _usable_feedback(tenant):
+    """Feedback that may reach training: the feedback app's selector when it has one."""
+    try:
+        from feedback import selectors as feedback_selectors
+    except ImportError:  # pragma: no cover - depends on the feedback app's progress
+        feedback_selectors = None
+    selector = getattr(feedback_selectors, "feedback_usable_for_training", None)
+    if selector is not None:
+        return selector(tenant=tenant)
+    return Feedback.objects.filter(tenant=tenant, is_latest=True, excluded_reason="")
+
+
+def _training_datasets(tenant):
+    try:
+        from feedback import selectors as feedback_selectors
+    except ImportError:  # pragma: no cover
+        feedback_selectors = None
+    selector = getattr(feedback_selectors, "datasets_allowed_for_private_training", None)
+    if selector is not None:
+        return selector(tenant=tenant)
+    return Dataset.objects.filter(tenant=tenant, allow_private_training=True)
+
+
+def training_data_compile(*, tenant, method: str) -> CompiledData:
+    """Build the SFT or DPO set of a tenant (counts of both, for readiness). Reads only."""
+    excluded: dict[str, int] = {}
+
+    def skip(reason: str) -> None:
+        excluded[reason] = excluded.get(reason, 0) + 1
+
+    feedback = list(
+        _usable_feedback(tenant).exclude(message=None).select_related("message")
+        .order_by("created_at", "id")
+    )
+    reported_ids = set(
+        Feedback.objects.filter(tenant=tenant, type=Feedback.REPORT, is_latest=True)
+        .exclude(message=None).values_list("message_id", flat=True)
+    )
+    conversation_ids = {f.message.conversation_id for f in feedback}
+    history: dict[int, list[Message]] = {}
+    for message in Message.objects.filter(conversation_id__in=conversation_ids).order_by(
+        "conversation_id", "position", "id"
+    ):
+        history.setdefault(message.conversation_id, []).append(message)
+
+    sft: dict[str, _Example] = {}
+    dpo: dict[str, _Example] = {}
+    thumbs: dict[str, dict[str, list[tuple[Message, Feedback]]]] = {}
+    # A rated answer that was also corrected: the correction is what to learn, not the answer.
+    corrected = {fb.message_id for fb in feedback if fb.type == Feedback.CORRECTION}
+
+    def add(store: dict[str, _Example], key: str, record: dict, sources: set[str], created_at,
+            *, newest_wins: bool = False) -> None:
+        current = store.get(key)
+        if current is None:
+            store[key] = _Example(key=key, record=record, sources=set(sources),
+                                  created_at=created_at)
+            return
+        if newest_wins and record != current.record:
+            skip("superseded_correction")
+            current.record = record
+        elif "weight" in record:
+            current.record["weight"] = max(current.record.get("weight", 1.0), record["weight"])
+        current.sources |= sources
+
+    for fb in feedback:
+        target = fb.message
+        if fb.type == Feedback.REPORT:
+            continue
+        if target.role != "assistant":
+            skip("not_assistant_message")
+            continue
+        before = [m for m in history.get(target.conversation_id, [])
+                  if m.position < target.position]
+        if target.id in reported_ids or any(m.id in reported_ids for m in before):
+            skip("reported")
+            continue
+        users = [m for m in before if m.role == "user"]
+        if not users:
+            skip("no_prompt")
+            continue
+        prompt_turns = _turns(before)
+        prompt_key = _sha(prompt_turns)
+        sources = {f"feedback:{fb.id}"} | {f"message:{m.id}" for m in before + [target]}
+        if fb.type == Feedback.CORRECTION:
+            text = fb.correction.strip()
+            if not text:
+                skip("empty_correction")
+                continue
+            add(sft, "p:" + prompt_key,
+                {"messages": prompt_turns + [{"role": "assistant", "content": text}],
+                 "weight": 1.0}, sources, fb.created_at, newest_wins=True)
+            if text != target.content.strip():
+                add(dpo, "p:" + prompt_key,
+                    {"prompt": users[-1].content, "chosen": text, "rejected": target.content},
+                    sources, fb.created_at, newest_wins=True)
+        elif fb.type in (Feedback.THUMBS_UP, Feedback.THUMBS_DOWN):
+            side = "up" if fb.type == Feedback.THUMBS_UP else "down"
+            thumbs.setdefault(prompt_key, {"up": [], "down": [], "prompt": users[-1].content})
+            thumbs[prompt_key][side].append((target, fb, sources))
+        elif fb.type == Feedback.RATING:
+            if fb.rating is None or fb.rating < RATING_MIN_FOR_EXAMPLE:
+                skip("low_rating")
+                continue
+            if target.id in corrected:
+                skip("rated_answer_corrected")
+                continue
+            add(sft, "r:" + _sha(prompt_turns + [target.content]),
+                {"messages": prompt_turns + [{"role": "assistant", "content": target.content}],
+                 "weight": round(fb.rating / 5, 3)}, sources, fb.created_at)
+
+    for group in thumbs.values():
+        pairs = 0
+        for up_msg, up_fb, up_sources in group["up"]:
+            for down_msg, down_fb, down_sources in group["down"]:
+                if up_msg.content.strip() == down_msg.content.strip():
+                    continue
+                if pairs >= MAX_PAIRS_PER_PROMPT:
+                    skip("pair_limit")
+                    continue
+                record = {"prompt": group["prompt"], "chosen": up_msg.content,
+                          "rejected": down_msg.content}
+                add(dpo, "t:" + _sha(record), record, up_sources | down_sources,
+                    max(up_fb.created_at, down_fb.created_at))
+                pairs += 1
+
+    record_ids = []
+    for dataset in _training_datasets(tenant):
+        for rec in DatasetRecord.objects.filter(dataset=dataset).order_by("id"):
+            data = rec.data if isinstance(rec.data, dict) else {}
+            source = {f"dataset_record:{rec.id}"}
+            if dataset.type == Dataset.CONVERSATIONS:
+                turns = [{"role": m.get("role"), "content": m.get("content")}
+                         for m in data.get("messages", []) if isinstance(m, dict)]
+                if not turns or turns[-1]["role"] != "assistant":
+                    skip("dataset_record_without_answer")
+                    continue
+                add(sft, "d:" + _sha(turns), {"messages": turns, "weight": 1.0}, source,
+                    rec.created_at)
+            else:
+                record = {k: data.get(k) for k in ("prompt", "chosen", "rejected")}
+                if not all(isinstance(v, str) and v.strip() for v in record.values()) or \
+                        record["chosen"] == record["rejected"]:
+                    skip("dataset_record_invalid")
+                    continue
+                add(dpo, "t:" + _sha(record), record, source, rec.created_at)
+            record_ids.append(rec.id)
+
+    chosen = sft if method == "sft" else dpo
+    examples = sorted(chosen.values(), key=lambda ex: _sha(ex.record))
+    for ex in examples:
+        ex.record["id"] = _example_id(ex.sources)
+    n_eval = 0
+    if len(examples) >= MIN_EXAMPLES_FOR_EVAL:
+        n_eval = max(1, round(len(examples) * EVAL_FRACTION))
+    eval_set = [ex.record for ex in examples[:n_eval]]
+    train_set = [ex.record for ex in examples[n_eval:]]
+    train_set.sort(key=lambda r: r["id"])
+
+    used = set().union(*(ex.sources for ex in examples)) if examples else set()
+    return CompiledData(
+        method=method,
+        train=train_set,
+        eval=eval_set,
+        sft_examples=len(sft),
+        dpo_pairs=len(dpo),
+        token_count=sum(_record_tokens(r) for r in train_set),
+        feedback_ids=_ids(used, "feedback"),
+        message_ids=_ids(used, "message"),
+        dataset_record_ids=_ids(used, "dataset_record"),
+        excluded=excluded,
+    )
+
+
+def _ids(sources: set[str], kind: str) -> list[int]:
+    return sorted(int(s.split(":", 1)[1]) for s in sources if s.split(":", 1)[0] == kind)
+
+
+def _example_id(sources: set[str]) -> str:
+    """A stable, readable id: the feedback (or dataset record) it came from."""
+    for kind, prefix in (("feedback", "fb_"), ("dataset_record", "ds_")):
+        ids = _ids(sources, kind)
+        if ids:
+            return f"{prefix}{ids[0]}"
+    return "ex_" + _sha(sorted(sources))[:12]
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(path: str):
+    tokenizer_file = Path(path) / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(tokenizer_file))
+    except Exception:  # noqa: BLE001 - an estimate must never fail a request
+        return None
+
+
+def _count(text: str) -> int:
+    tokenizer = _tokenizer(str(settings.BASE_MODEL_PATH))
+    if tokenizer is None:
+        return max(1, len(text) // CHARS_PER_TOKEN)
+    return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def _record_tokens(record: dict) -> int:
+    """Tokens one epoch of this record feeds the model (the base model's tokenizer if present)."""
+    if "messages" in record:
+        return sum(_count(m["content"]) + TOKENS_PER_MESSAGE for m in record["messages"])
+    prompt = _count(record["prompt"]) + TOKENS_PER_MESSAGE
+    # DPO runs prompt + chosen and prompt + rejected.
+    return 2 * prompt + _count(record["chosen"]) + _count(record["rejected"]) \
+        + 2 * TOKENS_PER_MESSAGE
+
+
+def _jsonl(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def snapshot_prefix(*, tenant, job_id: str) -> str:
+    # Built from ids the platform issued, never from tenant-supplied names (seam 4).
+    return f"tenants/{tenant.slug}/snapshots/{job_id}"
+
+
+def snapshot_write(*, tenant, job_id: str, compiled: CompiledData) -> tuple[str, dict]:
+    """Write train.jsonl, eval.jsonl and manifest.json to storage; returns (prefix, manifest).
+
+    The manifest lists every feedback, message and dataset record id the snapshot used, so each
+    adapter trained from it can say exactly what it learned from (and erasure can find it).
+    """
+    prefix = snapshot_prefix(tenant=tenant, job_id=job_id)
+    files = {"train.jsonl": _jsonl(compiled.train), "eval.jsonl": _jsonl(compiled.eval)}
+    manifest = {
+        "format": "synapsex-snapshot/1",
+        "job_id": job_id,
+        "tenant": tenant.slug,
+        "method": compiled.method,
+        "created_at": timezone.now().isoformat(),
+        "counts": {
+            "train": len(compiled.train),
+            "eval": len(compiled.eval),
+            "sft_examples": compiled.sft_examples,
+            "dpo_pairs": compiled.dpo_pairs,
+            "token_count": compiled.token_count,
+            "excluded": compiled.excluded,
+        },
+        "files": {
+            name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                   "lines": data.count(b"\n")}
+            for name, data in files.items()
+        },
+        "split": {"eval_fraction": EVAL_FRACTION, "min_examples_for_eval": MIN_EXAMPLES_FOR_EVAL,
+                  "rule": "lowest sha256 of the record content"},
+        "eval_ids": [r["id"] for r in compiled.eval],
+        "feedback_ids": compiled.feedback_ids,
+        "message_ids": compiled.message_ids,
+        "dataset_record_ids": compiled.dataset_record_ids,
+    }
+    files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    for name, data in files.items():
+        path = f"{prefix}/{name}"
+        if default_storage.exists(path):
+            default_storage.delete(path)
+        default_storage.save(path, ContentFile(data))
+    return prefix, manifest
+
+
+def snapshot_download(*, prefix: str, manifest: dict, dest: Path) -> None:
+    """Copy a snapshot's data files into `dest`, checking them against the manifest's sha256."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, info in manifest.get("files", {}).items():
+        with default_storage.open(f"{prefix}/{name}", "rb") as handle:
+            data = handle.read()
+        if hashlib.sha256(data).hexdigest() != info["sha256"]:
+            raise ValueError(f"snapshot file {name} does not match its manifest sha256")
+        (dest / name).write_bytes(data)
+
+
+__all__ = [
+    "CompiledData",
+    "snapshot_download",
+    "snapshot_write",
+    "training_data_compile",
+]
