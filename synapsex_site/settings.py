@@ -255,3 +255,69 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# --- Slurm / LUMI compute backend (training/backends/slurm.py; docs in the README) ------------
+# Defaults describe LUMI-G (lumi.csc.fi, DeepSpeed ZeRO-3 in the LUMI AI container, one task per
+# GCD); any other Slurm cluster overrides them (scripts/slurm-up.sh prints a test cluster's set).
+SLURM_SSH_HOST = env_str("SLURM_SSH_HOST", "lumi.csc.fi")
+SLURM_SSH_PORT = env_int("SLURM_SSH_PORT", 22, minimum=1)
+SLURM_SSH_USER = env_str("SLURM_SSH_USER", "")
+# Keys only (LUMI has no passwords); host keys are checked against this file, never added.
+SLURM_SSH_KEY_FILE = env_str("SLURM_SSH_KEY_FILE", str(Path.home() / ".ssh" / "id_ed25519"))
+SLURM_SSH_KEY_PASSPHRASE = env_str("SLURM_SSH_KEY_PASSPHRASE")
+SLURM_SSH_KNOWN_HOSTS = env_str("SLURM_SSH_KNOWN_HOSTS", str(Path.home() / ".ssh" / "known_hosts"))
+SLURM_SSH_TIMEOUT = env_int("SLURM_SSH_TIMEOUT", 20, minimum=1)
+SLURM_ACCOUNT = env_str("SLURM_ACCOUNT", "")  # project_<number> on LUMI
+# Every job gets <SLURM_REMOTE_WORK_DIR>/<job id>/ (job.json, data, script, checkpoints, adapter).
+SLURM_REMOTE_WORK_DIR = env_str(
+    "SLURM_REMOTE_WORK_DIR", f"/scratch/{SLURM_ACCOUNT}/synapsex/jobs" if SLURM_ACCOUNT else ""
+)
+SLURM_PARTITION = env_str("SLURM_PARTITION", "standard-g")
+SLURM_NODES = env_int("SLURM_NODES", 1, minimum=1)
+SLURM_GPUS_PER_NODE = env_int("SLURM_GPUS_PER_NODE", 8, minimum=0)  # GCDs on LUMI-G
+SLURM_NTASKS_PER_NODE = env_int("SLURM_NTASKS_PER_NODE", 8, minimum=1)
+SLURM_CPUS_PER_TASK = env_int("SLURM_CPUS_PER_TASK", 7, minimum=1)
+SLURM_MEM_PER_GPU = env_str("SLURM_MEM_PER_GPU", "60G")
+SLURM_MEM = env_str("SLURM_MEM", "")  # memory per node, instead of per GPU
+SLURM_TIME_LIMIT = env_str("SLURM_TIME_LIMIT", "12:00:00")
+# singularity: srun + container + DeepSpeed (LUMI); srun: srun without a container;
+# plain: `<python> -m training.trainer --config job.json` in the batch step itself.
+SLURM_LAUNCHER = env_choice("SLURM_LAUNCHER", "singularity", {"singularity", "srun", "plain"})
+SLURM_CONTAINER_IMAGE = env_str(
+    "SLURM_CONTAINER_IMAGE", "/appl/local/laifs/containers/lumi-multitorch-latest.sif"
+)
+# Bind mounts by full path (LUMI project folders are symlinks); default /scratch/<account>.
+SLURM_CONTAINER_BINDS = env_list(
+    "SLURM_CONTAINER_BINDS", [f"/scratch/{SLURM_ACCOUNT}"] if SLURM_ACCOUNT else []
+)
+# Shell lines run before the launch, separated by ";" or newlines.
+SLURM_MODULES = env_str(
+    "SLURM_MODULES", "module use /appl/local/laifs/modules;module load lumi-aif-singularity-bindings"
+)
+# KEY=VALUE pairs separated by ";" (values may use $USER and $SLURM_* variables).
+SLURM_ENV = env_str(
+    "SLURM_ENV",
+    "MIOPEN_USER_DB_PATH=/tmp/miopen-config-$USER;MIOPEN_CUSTOM_CACHE_DIR=/tmp/miopen-cache-$USER;"
+    "NCCL_SOCKET_IFNAME=hsn0,hsn1,hsn2,hsn3;NCCL_NET_GDR_LEVEL=PHB;HF_HUB_OFFLINE=1;"
+    "TOKENIZERS_PARALLELISM=false",
+)
+SLURM_CPU_BIND_MASKS = env_str(
+    "SLURM_CPU_BIND_MASKS",
+    "0x00fe000000000000,0xfe00000000000000,0x0000000000fe0000,0x00000000fe000000,"
+    "0x00000000000000fe,0x000000000000fe00,0x000000fe00000000,0x0000fe0000000000",
+)
+SLURM_REMOTE_PYTHON = env_str("SLURM_REMOTE_PYTHON", "python")
+# The base model's folder on the cluster; empty: the local BASE_MODEL_PATH is staged once into
+# <SLURM_REMOTE_WORK_DIR>/_models/.
+SLURM_REMOTE_BASE_MODEL_PATH = env_str("SLURM_REMOTE_BASE_MODEL_PATH", "")
+SLURM_DEEPSPEED_STAGE = env_int("SLURM_DEEPSPEED_STAGE", 3, minimum=0)
+# accounting: `sacct -X` (LUMI, slurmdbd); jobcomp: `sacct -c` (clusters without slurmdbd).
+SLURM_SACCT_MODE = env_choice("SLURM_SACCT_MODE", "accounting", {"accounting", "jobcomp"})
+SLURM_POLL_INTERVAL_SECONDS = env_int("SLURM_POLL_INTERVAL_SECONDS", 30, minimum=1)
+# Partitions billed per whole node (4 GPU-hours per node-hour); others by resources.
+SLURM_WHOLE_NODE_PARTITIONS = env_list("SLURM_WHOLE_NODE_PARTITIONS", ["standard-g"])
+# The project's GPU-hour budget (0: no limit) counted from this date (YYYY-MM-DD; empty: ever).
+SLURM_ALLOCATION_GPU_HOURS = env_float("SLURM_ALLOCATION_GPU_HOURS", 0.0)
+SLURM_ALLOCATION_PERIOD_START = env_str("SLURM_ALLOCATION_PERIOD_START", "")
+# How often the runner resubmits (with --resume) a job lost to TIMEOUT/PREEMPTED/NODE_FAIL.
+TRAINING_MAX_RESUBMITS = env_int("TRAINING_MAX_RESUBMITS", 3, minimum=0)
