@@ -92,7 +92,17 @@ class Feedback(models.Model):
     pii_redactions = models.JSONField(default=dict, blank=True)
     excluded_reason = models.CharField(max_length=50, blank=True,
                                        help_text="Why this row never reaches training, if so")
+    pii_hold = models.BooleanField(
+        default=False, help_text="The correction was mostly PII: kept, never trained on")
     created_at = models.DateTimeField(default=timezone.now)
+
+    # Why a row is held back from training (`excluded_reason`); "" means usable.
+    EXCLUDED_REPORT = "report"
+    EXCLUDED_SUPERSEDED = "superseded"
+    EXCLUDED_UNLINKED = "unlinked"
+    EXCLUDED_NOT_ASSISTANT = "not_assistant_message"
+    EXCLUDED_PII_HOLD = "pii_hold"
+    EXCLUDED_MESSAGE_REPORTED = "message_reported"
 
     class Meta:
         ordering = ["-created_at"]
@@ -100,6 +110,8 @@ class Feedback(models.Model):
             models.Index(fields=["tenant", "type", "is_latest"]),
             models.Index(fields=["tenant", "created_at"]),
             models.Index(fields=["tenant", "message_external_id"]),
+            models.Index(fields=["tenant", "is_latest", "excluded_reason"],
+                         name="feedback_usable_idx"),
         ]
         verbose_name_plural = "feedback"
 
@@ -150,3 +162,24 @@ class DatasetRecord(models.Model):
             models.UniqueConstraint(fields=["dataset", "content_hash"],
                                     name="unique_record_per_dataset")
         ]
+
+
+class FeedbackCounters(models.Model):
+    """Per-tenant feedback counters, maintained in the same transaction as every feedback write.
+
+    The stats endpoint reads this one row instead of counting a million feedback rows. The row is
+    also the per-tenant lock that serialises feedback writes (so "latest per user and message"
+    stays exact under concurrent submissions). `feedback.services.feedback_counters_rebuild`
+    recomputes it from the rows if it ever drifts.
+    """
+
+    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE, primary_key=True,
+                                  related_name="feedback_counters")
+    counts = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "feedback counters"
+
+    def __str__(self) -> str:
+        return f"counters of {self.tenant_id}"

@@ -1,0 +1,211 @@
+"""Request and response shapes of the feedback, conversation and DataHub endpoints."""
+
+import json
+
+from rest_framework import serializers
+
+from feedback.models import Conversation, Dataset, Feedback, Message
+from feedback.validation import MAX_CONTENT_CHARS
+
+MAX_ID_CHARS = 200
+MAX_CORRECTION_CHARS = 20_000
+MAX_METADATA_BYTES = 16_384
+MAX_MESSAGES_PER_LOG = 500
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers, booleans and objects instead of stringifying them, and
+    refuses whitespace-only text without trimming what it stores."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if not self.allow_blank and not data.strip():
+            self.fail("blank")
+        return super().to_internal_value(data)
+
+
+def flatten_errors(detail, prefix: str = "") -> dict:
+    """DRF's nested errors -> {"messages[1].role": ["..."]}, the path style used everywhere."""
+    flat: dict = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                path = f"{prefix}[{key}]"
+            elif key == "non_field_errors" and prefix:
+                path = prefix
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flatten_errors(value, path))
+    elif isinstance(detail, list) and detail and not all(isinstance(d, str) for d in detail):
+        for index, value in enumerate(detail):
+            if value:
+                flat.update(flatten_errors(value, f"{prefix}[{index}]"))
+    else:
+        flat[prefix or "non_field_errors"] = [str(d) for d in detail] if isinstance(
+            detail, list) else [str(detail)]
+    return flat
+
+
+class FlatErrorsMixin:
+    def is_valid(self, *, raise_exception=False):
+        valid = super().is_valid(raise_exception=False)
+        if not valid and raise_exception:
+            raise serializers.ValidationError(flatten_errors(self.errors))
+        return valid
+
+
+class FeedbackCreateSerializer(FlatErrorsMixin, serializers.Serializer):
+    """POST /feedback. `correction` is required for type=correction, `rating` (1-5) for
+    type=rating; neither is accepted with other types. `metadata` is stored as given (its
+    `user_id` identifies the user whose repeated feedback replaces their earlier one)."""
+
+    conversation_id = StrictCharField(max_length=MAX_ID_CHARS)
+    message_id = StrictCharField(max_length=MAX_ID_CHARS)
+    type = serializers.ChoiceField(choices=[t for t, _ in Feedback.TYPE_CHOICES])
+    correction = StrictCharField(max_length=MAX_CORRECTION_CHARS, required=False,
+                                 allow_blank=True)
+    rating = serializers.IntegerField(min_value=1, max_value=5, required=False, allow_null=True)
+    metadata = serializers.DictField(required=False, default=dict)
+
+    def validate_rating(self, value):
+        if isinstance(self.initial_data.get("rating"), bool | float | str):
+            raise serializers.ValidationError("Must be a whole number from 1 to 5.")
+        return value
+
+    def validate_metadata(self, value):
+        if len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise serializers.ValidationError(f"At most {MAX_METADATA_BYTES} bytes of JSON.")
+        return value
+
+    def validate(self, attrs):
+        kind = attrs["type"]
+        correction = attrs.get("correction") or ""
+        rating = attrs.get("rating")
+        errors = {}
+        if kind == Feedback.CORRECTION and not correction.strip():
+            errors["correction"] = ["Required for type 'correction': the corrected answer."]
+        if kind != Feedback.CORRECTION and correction:
+            errors["correction"] = [f"Only allowed with type 'correction', not {kind!r}."]
+        if kind == Feedback.RATING and rating is None:
+            errors["rating"] = ["Required for type 'rating': a whole number from 1 to 5."]
+        if kind != Feedback.RATING and rating is not None:
+            errors["rating"] = [f"Only allowed with type 'rating', not {kind!r}."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    conversation_id = serializers.CharField(source="conversation_external_id")
+    message_id = serializers.CharField(source="message_external_id")
+    linked = serializers.SerializerMethodField()
+    usable_for_training = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Feedback
+        fields = ["id", "conversation_id", "message_id", "type", "correction", "rating",
+                  "metadata", "user_id", "linked", "is_latest", "usable_for_training",
+                  "excluded_reason", "pii_redactions", "created_at"]
+
+    def get_linked(self, obj) -> bool:
+        return obj.message_id is not None
+
+    def get_usable_for_training(self, obj) -> bool:
+        return obj.is_latest and not obj.excluded_reason
+
+
+class MessageInSerializer(FlatErrorsMixin, serializers.Serializer):
+    message_id = StrictCharField(max_length=MAX_ID_CHARS, required=False)
+    role = serializers.ChoiceField(choices=[r for r, _ in Message.ROLE_CHOICES])
+    content = StrictCharField(max_length=MAX_CONTENT_CHARS)
+    user_id = StrictCharField(max_length=MAX_ID_CHARS, required=False)
+
+
+class ConversationLogSerializer(FlatErrorsMixin, serializers.Serializer):
+    """POST /conversations: log a conversation served elsewhere (or append to one)."""
+
+    conversation_id = StrictCharField(max_length=MAX_ID_CHARS, required=False)
+    messages = MessageInSerializer(many=True, allow_empty=False,
+                                   max_length=MAX_MESSAGES_PER_LOG)
+    metadata = serializers.DictField(required=False, default=dict)
+
+    def validate_metadata(self, value):
+        if len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise serializers.ValidationError(f"At most {MAX_METADATA_BYTES} bytes of JSON.")
+        return value
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    message_id = serializers.CharField(source="external_id")
+    served_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = ["message_id", "role", "content", "position", "served_by", "pii_redactions",
+                  "created_at"]
+
+    def get_served_by(self, obj) -> str | None:
+        """"base" for the platform's base model, "vN" for an adapter, null if logged elsewhere."""
+        if obj.served_by_version_id:
+            return obj.served_by_version.version
+        if obj.conversation.source == Conversation.SOURCE_CHAT and obj.role == "assistant":
+            return "base"
+        return None
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    conversation_id = serializers.CharField(source="external_id")
+    message_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Conversation
+        fields = ["conversation_id", "source", "metadata", "message_count", "created_at",
+                  "updated_at"]
+
+    def get_message_count(self, obj) -> int:
+        return obj.messages.count()
+
+
+class DataUseSerializer(FlatErrorsMixin, serializers.Serializer):
+    allow_rag = serializers.BooleanField(required=False, default=False)
+    allow_private_training = serializers.BooleanField(required=False, default=True)
+
+
+class DatasetRegisterSerializer(FlatErrorsMixin, serializers.Serializer):
+    """POST /datasets/register. `data_use` defaults: allow_rag false, allow_private_training
+    true; a dataset with allow_private_training false is stored but never trained on."""
+
+    name = StrictCharField(max_length=200)
+    type = serializers.ChoiceField(choices=[Dataset.CONVERSATIONS, Dataset.PREFERENCES])
+    data_use = DataUseSerializer(required=False)
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    data_use = serializers.SerializerMethodField()
+    pii_redactions = serializers.JSONField(source="pii_redaction_counts")
+
+    class Meta:
+        model = Dataset
+        fields = ["id", "name", "type", "data_use", "record_count", "duplicate_count",
+                  "pii_redactions", "last_validation_report", "created_at", "updated_at"]
+
+    def get_data_use(self, obj) -> dict:
+        return {"allow_rag": obj.allow_rag, "allow_private_training": obj.allow_private_training}
+
+
+class DatasetRecordSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    content_hash = serializers.CharField()
+    data = serializers.JSONField()
+    pii_redactions = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+
+
+class UploadFileSerializer(FlatErrorsMixin, serializers.Serializer):
+    file = serializers.FileField()
+    skip_invalid = serializers.BooleanField(required=False, default=False)

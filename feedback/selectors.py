@@ -1,0 +1,174 @@
+"""Reads for feedback: the stats document, what training may use, datasets and conversations.
+
+The training compiler reads through `feedback_usable_for_training`, `feedback_prompt_turns` and
+`dataset_records_for_training` only; they encode every exclusion (reports, unlinked feedback, PII
+holds, superseded answers, datasets without training consent), so the compiler need not.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from feedback.models import (
+    Conversation,
+    Dataset,
+    DatasetRecord,
+    Feedback,
+    FeedbackCounters,
+    Message,
+)
+from feedback.pii import PII_KINDS
+from tenants.api.errors import ApiError
+from tenants.models import Tenant
+
+# The seed's readiness rule: corrections >= 50 or (thumbs_up + thumbs_down) >= 100.
+SFT_MIN_CORRECTIONS = 50
+DPO_MIN_THUMBS = 100
+FEEDBACK_TYPES = [t for t, _ in Feedback.TYPE_CHOICES]
+TRAINABLE_TYPES = [Feedback.THUMBS_UP, Feedback.THUMBS_DOWN, Feedback.CORRECTION,
+                   Feedback.RATING]
+EXCLUSION_REASONS = [
+    Feedback.EXCLUDED_REPORT, Feedback.EXCLUDED_UNLINKED, Feedback.EXCLUDED_NOT_ASSISTANT,
+    Feedback.EXCLUDED_PII_HOLD, Feedback.EXCLUDED_MESSAGE_REPORTED,
+    Feedback.EXCLUDED_SUPERSEDED,
+]
+
+
+def feedback_stats(*, tenant: Tenant) -> dict:
+    """The stats document of `GET /v1/tenants/{t}/feedback/stats` (also used by the dashboard).
+
+    One indexed row read (the maintained `FeedbackCounters`), whatever the number of feedback
+    rows. Counts per type count each user's latest feedback per message (history excluded);
+    `received` counts every row ever stored. `ready_for_training` follows the seed's rule on
+    those counts; `usable_for_training` is what training can actually use after exclusions.
+    """
+    row = FeedbackCounters.objects.filter(tenant=tenant).first()
+    c = dict(row.counts) if row else {}
+    by_type = {t: c.get(f"type.{t}", 0) for t in FEEDBACK_TYPES}
+    thumbs = by_type[Feedback.THUMBS_UP] + by_type[Feedback.THUMBS_DOWN]
+    corrections = by_type[Feedback.CORRECTION]
+    usable_by_type = {t: c.get(f"usable.{t}", 0) for t in TRAINABLE_TYPES}
+    usable_thumbs = usable_by_type[Feedback.THUMBS_UP] + usable_by_type[Feedback.THUMBS_DOWN]
+    sft_ready = corrections >= SFT_MIN_CORRECTIONS
+    dpo_ready = thumbs >= DPO_MIN_THUMBS
+    pii_feedback = {k: c.get(f"pii_feedback.{k}", 0) for k in PII_KINDS}
+    pii_messages = {k: c.get(f"pii_messages.{k}", 0) for k in PII_KINDS}
+    rating_count = c.get("rating_count", 0)
+    return {
+        "total": sum(by_type.values()),
+        "received": c.get("received", 0),
+        "by_type": by_type,
+        "thumbs_up": by_type[Feedback.THUMBS_UP],
+        "thumbs_down": by_type[Feedback.THUMBS_DOWN],
+        "corrections": corrections,
+        "ratings": by_type[Feedback.RATING],
+        "reports": by_type[Feedback.REPORT],
+        "average_rating": round(c.get("rating_sum", 0) / rating_count, 2) if rating_count
+        else None,
+        "ready_for_training": sft_ready or dpo_ready,
+        "readiness": {
+            "sft": {"ready": sft_ready, "corrections": corrections,
+                    "required": SFT_MIN_CORRECTIONS,
+                    "corrections_needed": max(0, SFT_MIN_CORRECTIONS - corrections),
+                    "usable_corrections": usable_by_type[Feedback.CORRECTION]},
+            "dpo": {"ready": dpo_ready, "thumbs": thumbs, "required": DPO_MIN_THUMBS,
+                    "thumbs_needed": max(0, DPO_MIN_THUMBS - thumbs),
+                    "usable_thumbs": usable_thumbs},
+        },
+        "missing": {
+            "sft": {"corrections_needed": max(0, SFT_MIN_CORRECTIONS - corrections)},
+            "dpo": {"thumbs_needed": max(0, DPO_MIN_THUMBS - thumbs)},
+        },
+        "usable_for_training": c.get("usable", 0),
+        "usable_by_type": usable_by_type,
+        "excluded": {reason: c.get(f"excluded.{reason}", 0) for reason in EXCLUSION_REASONS},
+        "unlinked": c.get("unlinked", 0),
+        "pii_holds": c.get("pii_hold", 0),
+        "pii_redactions": {
+            "feedback": pii_feedback,
+            "messages": pii_messages,
+            "total": sum(pii_feedback.values()) + sum(pii_messages.values()),
+        },
+        "updated_at": row.updated_at.isoformat() if row else None,
+    }
+
+
+def feedback_usable_for_training(*, tenant: Tenant) -> QuerySet[Feedback]:
+    """Feedback rows the compiler may turn into examples, oldest first.
+
+    Included: each user's latest thumbs_up / thumbs_down / correction / rating on a logged
+    assistant message. Excluded: reports (and all feedback on a reported message), feedback on
+    messages never logged (no prompt known), corrections that were mostly PII (held), and
+    anything superseded by the same user's newer feedback. `correction` is PII-redacted.
+    Use `feedback_prompt_turns(message=row.message)` for the prompt an example answers.
+    """
+    return (Feedback.objects
+            .filter(tenant=tenant, is_latest=True, excluded_reason="",
+                    type__in=TRAINABLE_TYPES, message__isnull=False, message__role="assistant")
+            .select_related("message", "conversation", "message__served_by_version")
+            .order_by("created_at", "id"))
+
+
+def feedback_prompt_turns(*, message: Message) -> list[dict]:
+    """The turns before `message` in its conversation (its prompt), as [{role, content}]."""
+    return [{"role": m.role, "content": m.content}
+            for m in Message.objects.filter(conversation_id=message.conversation_id,
+                                            position__lt=message.position)
+            .order_by("position")]
+
+
+def feedback_list(*, tenant: Tenant, type: str | None = None,
+                  conversation_id: str | None = None, message_id: str | None = None,
+                  include_history: bool = False) -> QuerySet[Feedback]:
+    rows = Feedback.objects.filter(tenant=tenant)
+    if not include_history:
+        rows = rows.filter(is_latest=True)
+    if type:
+        rows = rows.filter(type=type)
+    if conversation_id:
+        rows = rows.filter(conversation_external_id=conversation_id)
+    if message_id:
+        rows = rows.filter(message_external_id=message_id)
+    return rows.order_by("-created_at", "-id")
+
+
+def conversation_get(*, tenant: Tenant, conversation_id: str) -> Conversation:
+    conversation = Conversation.objects.filter(tenant=tenant, external_id=conversation_id).first()
+    if conversation is None:
+        raise ApiError("not_found", f"No conversation {conversation_id!r}.", status_code=404)
+    return conversation
+
+
+def conversation_list(*, tenant: Tenant) -> QuerySet[Conversation]:
+    return Conversation.objects.filter(tenant=tenant).order_by("-updated_at", "-id")
+
+
+def dataset_list(*, tenant: Tenant) -> QuerySet[Dataset]:
+    return Dataset.objects.filter(tenant=tenant).order_by("-created_at", "-id")
+
+
+def dataset_get(*, tenant: Tenant, dataset_id: int) -> Dataset:
+    dataset = Dataset.objects.filter(tenant=tenant, pk=dataset_id).first()
+    if dataset is None:
+        raise ApiError("not_found", f"No dataset {dataset_id}.", status_code=404)
+    return dataset
+
+
+def datasets_for_training(*, tenant: Tenant, type: str | None = None) -> QuerySet[Dataset]:
+    """Datasets whose owner allowed private training (`data_use.allow_private_training`)."""
+    datasets = Dataset.objects.filter(tenant=tenant, allow_private_training=True)
+    if type:
+        datasets = datasets.filter(type=type)
+    return datasets
+
+
+def dataset_records_for_training(*, tenant: Tenant, type: str | None = None
+                                 ) -> QuerySet[DatasetRecord]:
+    """The only way training reads DataHub records: validated, PII-redacted, de-duplicated
+    records of datasets that allow private training. `type`: "conversations" (SFT records
+    `{"messages": [...]}`) or "preferences" (DPO records `{"prompt", "chosen", "rejected"}`)."""
+    records = DatasetRecord.objects.filter(tenant=tenant, dataset__tenant=tenant,
+                                           dataset__allow_private_training=True)
+    if type:
+        records = records.filter(dataset__type=type)
+    return records.order_by("dataset_id", "id")
