@@ -25,7 +25,7 @@ def write_manifest(result_dir: Path, *, base_model: str, eval_loss: float | None
     manifest = {
         "format": "synapsex-adapter-manifest/1",
         "adapter": {"files": files},
-        "final_metrics": final,
+        "metrics": final,
         "base_model": {"path": base_model},
         "hyperparameters": {"lora": {"r": 8, "alpha": 16}, "train": {"epochs": 1}},
         "data": {"snapshot_sha256": "ab" * 32},

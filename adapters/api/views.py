@@ -1,0 +1,166 @@
+"""Adapter versions, activation, export, per-version metrics, A/B promotion and chat."""
+
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from adapters import metrics, selectors, services
+from adapters.api.serializers import (
+    ActivateSerializer,
+    AdapterVersionSerializer,
+    ChatCompletionSerializer,
+)
+from adapters.serving import chat_completion_create
+from tenants.api.base import TenantAPIView
+from tenants.api.errors import ApiError
+from tenants.services import audit_actor_from_request
+
+
+def _version_body(tenant, version) -> dict:
+    context = {"ab_weights": selectors.ab_weights_of(tenant)}
+    return AdapterVersionSerializer(version, context=context).data
+
+
+class LoraListView(TenantAPIView):
+    """The tenant's adapter versions, newest first, with the active one and the A/B split."""
+
+    @extend_schema(responses=AdapterVersionSerializer(many=True))
+    def get(self, request, tenant):
+        versions = selectors.adapter_version_list(tenant=self.tenant)
+        context = {"ab_weights": selectors.ab_weights_of(self.tenant)}
+        active = next((v for v in versions if v.is_active), None)
+        ready = sum(1 for v in versions if not v.is_archived)
+        return Response({
+            "versions": AdapterVersionSerializer(versions, many=True, context=context).data,
+            "active_version": active.version if active else None,
+            "ab_test": services.ab_test_settings(self.tenant),
+            "plan": {"slug": self.tenant.plan.slug,
+                     "max_lora_versions": self.tenant.plan.max_lora_versions,
+                     "stored_versions": ready},
+        })
+
+
+class LoraDetailView(TenantAPIView):
+    """One version (GET), or delete its files (DELETE: archive; 409 when active or in A/B)."""
+
+    @extend_schema(responses=AdapterVersionSerializer)
+    def get(self, request, tenant, version):
+        found = selectors.adapter_version_get(tenant=self.tenant, label=version)
+        return Response(_version_body(self.tenant, found))
+
+    @extend_schema(request=None, responses=AdapterVersionSerializer)
+    def delete(self, request, tenant, version):
+        found = selectors.adapter_version_get(tenant=self.tenant, label=version)
+        actor, ip = audit_actor_from_request(request)
+        archived = services.adapter_version_archive(version=found, actor=actor, ip_address=ip)
+        return Response(_version_body(self.tenant, archived))
+
+
+class LoraActivateView(TenantAPIView):
+    """Serve this version from the next request on; rollback = activating an older version."""
+
+    @extend_schema(request=ActivateSerializer, responses=AdapterVersionSerializer)
+    def post(self, request, tenant, version):
+        serializer = ActivateSerializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        found = selectors.adapter_version_get(tenant=self.tenant, label=version)
+        actor, ip = audit_actor_from_request(request)
+        activated = services.adapter_version_activate(
+            version=found, force=serializer.validated_data["force"], actor=actor,
+            ip_address=ip)
+        return Response(_version_body(self.tenant, activated))
+
+
+class LoraDownloadView(TenantAPIView):
+    """Export: a zip of adapter_model.safetensors + adapter_config.json + manifest.json (or one
+    of them with `?file=`), each checked against its recorded sha256 first."""
+
+    FILES = ("adapter_model.safetensors", "adapter_config.json", "manifest.json")
+
+    @extend_schema(
+        parameters=[OpenApiParameter("file", str, enum=list(FILES), required=False)],
+        responses={(200, "application/zip"): OpenApiResponse(description="the adapter")},
+    )
+    def get(self, request, tenant, version):
+        found = selectors.adapter_version_get(tenant=self.tenant, label=version)
+        wanted = request.query_params.get("file")
+        if wanted is not None and wanted not in self.FILES:
+            raise ApiError("validation_error", "The request has invalid fields.",
+                           details={"file": [f"One of {', '.join(self.FILES)}."]})
+        if wanted:
+            data = services.adapter_files_read_verified(found)[wanted]
+            content_type = ("application/json" if wanted.endswith(".json")
+                            else "application/octet-stream")
+            filename = f"{self.tenant.slug}-{found.version}-{wanted}"
+        else:
+            data = services.adapter_export_zip(found)
+            content_type = "application/zip"
+            filename = f"{self.tenant.slug}-{found.version}.zip"
+        response = HttpResponse(data, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["X-Adapter-SHA256"] = found.sha256
+        return response
+
+
+class LoraVersionMetricsView(TenantAPIView):
+    """Online metrics of one version, from feedback on the messages it served."""
+
+    @extend_schema(responses=OpenApiResponse(description="per-version metrics"))
+    def get(self, request, tenant, version):
+        found = selectors.adapter_version_get(tenant=self.tenant, label=version)
+        return Response(metrics.version_online_metrics(version=found))
+
+
+class LoraMetricsView(TenantAPIView):
+    """Online metrics of every version and the comparison of the A/B arms."""
+
+    @extend_schema(responses=OpenApiResponse(description="all versions + A/B comparison"))
+    def get(self, request, tenant):
+        return Response({
+            "versions": metrics.versions_online_metrics(tenant=self.tenant),
+            "ab_test": metrics.ab_test_comparison(tenant=self.tenant),
+        })
+
+
+class AbTestPromoteView(TenantAPIView):
+    """Activate the A/B test's significant winner and turn the split off, in one call."""
+
+    @extend_schema(request=None, responses=OpenApiResponse(description="promoted version"))
+    def post(self, request, tenant):
+        actor, ip = audit_actor_from_request(request)
+        result = services.adapter_ab_test_promote(tenant=self.tenant, actor=actor, ip_address=ip)
+        return Response({
+            "promoted": _version_body(self.tenant, result["promoted"]),
+            "comparison": result["comparison"],
+            "lora_ab_test": result["settings"]["lora_ab_test"],
+        })
+
+
+class ChatResponseSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    created = serializers.IntegerField()
+    model = serializers.CharField()
+    choices = serializers.ListField(child=serializers.DictField())
+    usage = serializers.DictField()
+    conversation_id = serializers.CharField()
+    message_id = serializers.CharField()
+    adapter_version = serializers.CharField(allow_null=True)
+
+
+class ChatCompletionsView(TenantAPIView):
+    """OpenAI-compatible chat completions, answered by the tenant's active adapter or A/B arm."""
+
+    @extend_schema(request=ChatCompletionSerializer, responses=ChatResponseSerializer)
+    def post(self, request, tenant):
+        serializer = ChatCompletionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        body = chat_completion_create(
+            tenant=self.tenant, messages=data["messages"], max_tokens=data["max_tokens"],
+            temperature=data["temperature"], conversation_id=data.get("conversation_id"),
+            adapter_version=data.get("adapter_version"), model=data.get("model"),
+            user=data.get("user", ""),
+        )
+        return Response(body)
