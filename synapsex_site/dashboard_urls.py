@@ -1,11 +1,10 @@
-"""Browser pages: login and the dashboards. The dashboard views are added by the See issue."""
+"""Browser pages: login/logout and the dashboards (`dashboard:home` is the site's home page)."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
-from django.views.generic import RedirectView
+from django.urls import include, path
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", RedirectView.as_view(url="/v1/docs/", permanent=False), name="home"),
+    path("", include("synapsex_site.dashboard.urls")),
 ]

@@ -1,0 +1,662 @@
+"""The tenant dashboard (`/t/<slug>/...`) and the staff dashboard (`/staff/`).
+
+Views stay thin: `TenantMemberMixin` resolves the tenant and the role (404 for non-members, 403
+for viewers on POST), a view calls one service or selector of the apps, and renders. Charts are
+drawn in the browser by Plotly from the JSON endpoints at the end of each section, which are
+scoped exactly like the pages.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.generic import TemplateView
+from rest_framework.exceptions import ValidationError as DrfValidationError
+
+from adapters.models import AdapterVersion
+from feedback.models import Dataset
+from synapsex_site.dashboard import charts
+from synapsex_site.dashboard.forms import (
+    METHOD_DEFAULTS,
+    ApiKeyForm,
+    AutoTrainingForm,
+    DatasetRegisterForm,
+    DatasetUploadForm,
+    TrainingJobForm,
+)
+from synapsex_site.dashboard.permissions import (
+    StaffRequiredMixin,
+    TenantMemberMixin,
+    tenant_accesses_for_user,
+)
+from tenants.api.errors import ApiError
+from tenants.models import ApiKey, Tenant, default_tenant_settings
+from tenants.services import (
+    api_key_create,
+    api_key_revoke,
+    audit_actor_from_request,
+    audit_log_record,
+)
+from training.models import TrainingJob
+from training.trainer.config import PRESETS
+
+
+def error_lines(exc: Exception) -> list[str]:
+    """A service's refusal (ApiError or a serializer's ValidationError) as lines for a page."""
+    if isinstance(exc, ApiError):
+        lines = [exc.message]
+        details = exc.details
+    else:
+        lines, details = [], getattr(exc, "detail", str(exc))
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}{key}: " if not prefix else f"{prefix}{key}: ", inner)
+        elif isinstance(value, list | tuple):
+            for inner in value:
+                walk(prefix, inner)
+        elif value not in (None, ""):
+            lines.append(f"{prefix}{value}")
+
+    if not isinstance(exc, ApiError) or isinstance(details, dict | list):
+        if isinstance(exc, ApiError):
+            # Field-level reasons are worth showing; bulky data (comparisons) is not.
+            details = {k: v for k, v in details.items() if isinstance(v, list | str)} \
+                if isinstance(details, dict) else details
+        walk("", details)
+    return lines or ["The request was refused."]
+
+
+def settings_document(tenant: Tenant) -> dict:
+    document = default_tenant_settings()
+    document.update(tenant.settings or {})
+    return document
+
+
+def tenant_settings_change(request, *, tenant: Tenant, changes: dict) -> dict:
+    """Validate and store a settings change the way the API's PATCH does (same validators)."""
+    from tenants.api.serializers import TenantSettingsSerializer
+    from tenants.services import tenant_settings_update
+
+    serializer = TenantSettingsSerializer(data=changes, partial=True, context={"tenant": tenant})
+    serializer.is_valid(raise_exception=True)
+    updated = tenant_settings_update(tenant=tenant, changes=serializer.validated_data)
+    actor, ip = audit_actor_from_request(request)
+    audit_log_record(action="settings.updated", actor=actor, ip_address=ip, tenant=tenant,
+                     details={"changed": sorted(serializer.validated_data), "via": "dashboard"})
+    tenant.settings = updated
+    return updated
+
+
+# --- Home ----------------------------------------------------------------------------------
+
+
+class HomeView(LoginRequiredMixin, TemplateView):
+    """The tenants a user is a member of; a single membership goes straight to its overview."""
+
+    template_name = "dashboard/home.html"
+
+    def get(self, request, *args, **kwargs):
+        accesses = tenant_accesses_for_user(request.user)
+        if len(accesses) == 1 and not request.user.is_staff:
+            return redirect("dashboard:overview", accesses[0].tenant.slug)
+        return self.render_to_response({"accesses": accesses})
+
+
+# --- Overview ------------------------------------------------------------------------------
+
+
+class TenantPage(TenantMemberMixin, TemplateView):
+    nav = ""
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["nav"] = self.nav
+        return context
+
+
+def feedback_stats_for(tenant: Tenant) -> dict:
+    from feedback.selectors import feedback_stats
+
+    return feedback_stats(tenant=tenant)
+
+
+class OverviewView(TenantPage):
+    template_name = "dashboard/overview.html"
+    nav = "overview"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        stats = feedback_stats_for(self.tenant)
+        context["stats"] = stats
+        context["readiness"] = readiness_bars(stats)
+        context["pii_rows"] = pii_rows(stats)
+        context["pii_total"] = (stats.get("pii_redactions") or {}).get("total", 0)
+        context["jobs"] = TrainingJob.objects.filter(tenant=self.tenant)[:5]
+        context["active_version"] = AdapterVersion.objects.filter(
+            tenant=self.tenant, is_active=True).first()
+        context["ab"] = settings_document(self.tenant)["lora_ab_test"]
+        return context
+
+
+def readiness_bars(stats: dict) -> list[dict]:
+    """Progress toward the SFT and DPO thresholds, as the feedback selector reports them."""
+    readiness = stats.get("readiness") or {}
+    bars = []
+    for key, count_key, label in (("sft", "corrections", "SFT: corrections"),
+                                  ("dpo", "thumbs", "DPO: thumbs up + down")):
+        item = readiness.get(key) or {}
+        have = int(item.get(count_key, 0))
+        need = int(item.get("required", 0)) or 1
+        bars.append({
+            "key": key, "label": label, "have": have, "need": need,
+            "percent": min(100, round(100 * have / need)),
+            "ready": bool(item.get("ready")),
+            "text": f"{have} / {need}",
+        })
+    return bars
+
+
+def pii_rows(stats: dict) -> list[dict]:
+    """PII redaction counts per kind, in feedback corrections and in logged messages."""
+    pii = stats.get("pii_redactions") or {}
+    feedback, messages_ = pii.get("feedback") or {}, pii.get("messages") or {}
+    return [
+        {"kind": kind, "feedback": feedback.get(kind, 0), "messages": messages_.get(kind, 0)}
+        for kind in sorted(set(feedback) | set(messages_))
+    ]
+
+
+class OverviewDataView(TenantMemberMixin, View):
+    """Chart data of the overview: feedback per day by type, and the A/B split."""
+
+    def get(self, request, slug):
+        document = settings_document(self.tenant)
+        return JsonResponse({
+            "feedback": charts.feedback_over_time(tenant=self.tenant),
+            "ab_test": document["lora_ab_test"],
+            "active_version": AdapterVersion.objects.filter(
+                tenant=self.tenant, is_active=True).values_list("number", flat=True).first(),
+        })
+
+
+# --- Datasets ------------------------------------------------------------------------------
+
+
+class DatasetListView(TenantPage):
+    template_name = "dashboard/datasets.html"
+    nav = "datasets"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["datasets"] = Dataset.objects.filter(tenant=self.tenant)
+        context.setdefault("form", DatasetRegisterForm())
+        return context
+
+    def post(self, request, slug):
+        from feedback.services import dataset_register
+
+        form = DatasetRegisterForm(request.POST)
+        if form.is_valid():
+            try:
+                dataset, created = dataset_register(
+                    tenant=self.tenant,
+                    name=form.cleaned_data["name"],
+                    type=form.cleaned_data["type"],
+                    allow_rag=form.cleaned_data["allow_rag"],
+                    allow_private_training=form.cleaned_data["allow_private_training"],
+                )
+            except (ApiError, DrfValidationError) as exc:
+                for line in error_lines(exc):
+                    form.add_error(None, line)
+            else:
+                messages.success(request, f"Dataset “{dataset.name}” registered." if created
+                                 else f"Dataset “{dataset.name}” was already registered.")
+                return redirect("dashboard:dataset", self.tenant.slug, dataset.pk)
+        return self.render_to_response(self.get_context_data(form=form), status=400)
+
+
+def report_rows(report: dict) -> list[dict]:
+    """An upload report's refused records as one row per problem, by line number."""
+    rows = []
+    for record in (report or {}).get("invalid_records") or []:
+        for error in record.get("errors") or []:
+            field = error.get("field") or ""
+            prefix = f"line {record.get('line')}"
+            if field.startswith(prefix):
+                field = field[len(prefix):].lstrip(": ")
+            rows.append({"line": record.get("line", record.get("index")), "field": field,
+                         "message": error.get("message", "")})
+    return rows
+
+
+class DatasetDetailView(TenantPage):
+    template_name = "dashboard/dataset.html"
+    nav = "datasets"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        dataset = get_object_or_404(Dataset, tenant=self.tenant, pk=self.kwargs["dataset_id"])
+        context["dataset"] = dataset
+        report = dataset.last_validation_report or {}
+        context["report"] = report
+        context["report_rows"] = report_rows(report)
+        context.setdefault("form", DatasetUploadForm())
+        return context
+
+    def post(self, request, slug, dataset_id):
+        from feedback.services import dataset_upload, upload_items_from_jsonl
+        from feedback.validation import jsonl_lines
+
+        dataset = get_object_or_404(Dataset, tenant=self.tenant, pk=dataset_id)
+        form = DatasetUploadForm(request.POST, request.FILES)
+        status = 400
+        if form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                report = dataset_upload(
+                    tenant=self.tenant, dataset=dataset,
+                    items=upload_items_from_jsonl(jsonl_lines(upload)),
+                    skip_invalid=form.cleaned_data["skip_invalid"], source="jsonl",
+                    filename=upload.name,
+                )
+            except (ApiError, DrfValidationError) as exc:
+                # A refused upload stores its report on the dataset; other refusals (empty
+                # file) go on the form.
+                if getattr(exc, "error_code", "") != "invalid_records":
+                    for line in error_lines(exc):
+                        form.add_error(None, line)
+            else:
+                status = 200
+                messages.success(request, f"{report.get('stored', 0)} records stored, "
+                                 f"{report.get('duplicates', 0)} duplicates, "
+                                 f"{report.get('skipped', 0)} invalid lines skipped.")
+        context = self.get_context_data(form=form)
+        return self.render_to_response(context, status=status)
+
+
+# --- Training ------------------------------------------------------------------------------
+
+
+def training_start(request, *, tenant: Tenant, form: TrainingJobForm, dry_run: bool):
+    """Dry-run or create a job through the training service; returns (job or None, estimate).
+
+    The parameters are checked by the API's own serializer first when it is available, so the
+    browser and the API accept exactly the same ranges.
+    """
+    from training.services import JobRequest, training_job_create
+
+    method, params = form.cleaned_data["method"], form.params()
+    params = training_params_validate(method=method, params=params)
+    actor, ip = audit_actor_from_request(request)
+    job_request = JobRequest(method=method, params=params,
+                             preset=form.cleaned_data.get("preset") or "",
+                             dry_run=dry_run, triggered_by="dashboard")
+    return training_job_create(tenant=tenant, request=job_request, actor=actor, ip_address=ip)
+
+
+def training_params_validate(*, method: str, params: dict) -> dict:
+    """The API serializer's validation of the train endpoints' body (ranges, types)."""
+    try:
+        from training.api.serializers import train_request_serializer
+    except ImportError:  # the API layer is not there: the service's own checks still apply
+        return params
+    serializer = train_request_serializer(method=method, data=params)
+    serializer.is_valid(raise_exception=True)
+    return {k: v for k, v in serializer.validated_data.items() if k in params}
+
+
+class TrainingListView(TenantPage):
+    template_name = "dashboard/training.html"
+    nav = "training"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["jobs"] = TrainingJob.objects.filter(tenant=self.tenant)[:50]
+        context.setdefault("form", TrainingJobForm(initial={"method": "sft",
+                                                            **METHOD_DEFAULTS["sft"]}))
+        context["method_defaults"] = METHOD_DEFAULTS
+        context["presets"] = PRESETS
+        return context
+
+    def post(self, request, slug):
+        form = TrainingJobForm(request.POST)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(form=form), status=400)
+        confirmed = request.POST.get("confirm") == "1"
+        try:
+            job, estimate = training_start(request, tenant=self.tenant, form=form,
+                                           dry_run=not confirmed)
+        except (ApiError, DrfValidationError) as exc:
+            for line in error_lines(exc):
+                form.add_error(None, line)
+            return self.render_to_response(self.get_context_data(form=form), status=400)
+        if not confirmed:
+            context = self.get_context_data(form=form)
+            context["estimate"] = estimate
+            context["confirm_params"] = {**form.params(),
+                                         "preset": form.cleaned_data.get("preset") or ""}
+            return self.render_to_response(context)
+        messages.success(request, f"Training job {job.id} queued.")
+        return redirect("dashboard:job", self.tenant.slug, job.id)
+
+
+class JobDetailView(TenantPage):
+    template_name = "dashboard/job.html"
+    nav = "training"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        job = get_object_or_404(TrainingJob, tenant=self.tenant, pk=self.kwargs["job_id"])
+        context["job"] = job
+        context["summary"] = charts.job_summary(job)
+        context["percent"] = round(100 * float(job.progress or 0))
+        context["events"] = charts.job_events(job=job)
+        context["version"] = AdapterVersion.objects.filter(job=job).first()
+        return context
+
+
+@method_decorator(never_cache, name="dispatch")
+class JobDataView(TenantMemberMixin, View):
+    """What the job page polls: status, progress, curves and events (JSON)."""
+
+    def get(self, request, slug, job_id):
+        job = get_object_or_404(TrainingJob, tenant=self.tenant, pk=job_id)
+        return JsonResponse(charts.job_live_data(job=job))
+
+
+class JobCancelView(TenantMemberMixin, View):
+    def post(self, request, slug, job_id):
+        from training.services import training_job_cancel
+
+        job = get_object_or_404(TrainingJob, tenant=self.tenant, pk=job_id)
+        actor, ip = audit_actor_from_request(request)
+        try:
+            job = training_job_cancel(job=job, actor=actor, ip_address=ip)
+        except (ApiError, DrfValidationError) as exc:
+            for line in error_lines(exc):
+                messages.error(request, line)
+        else:
+            messages.success(request, f"Job {job.id}: cancelled by user."
+                             if job.status == TrainingJob.CANCELLED
+                             else f"Cancellation of {job.id} requested.")
+        return redirect("dashboard:job", self.tenant.slug, job.id)
+
+
+# --- Adapters ------------------------------------------------------------------------------
+
+
+def version_metrics(tenant: Tenant) -> dict:
+    """Per-version feedback metrics with 95% intervals and the A/B comparison (adapters app)."""
+    from adapters.metrics import ab_test_comparison, versions_online_metrics
+
+    comparison = ab_test_comparison(tenant=tenant)
+    comparison.pop("arms", None)  # the per-version rows below carry the same metrics
+    return {"versions": versions_online_metrics(tenant=tenant), "ab_test": comparison}
+
+
+class AdapterListView(TenantPage):
+    template_name = "dashboard/adapters.html"
+    nav = "adapters"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        versions = list(AdapterVersion.objects.filter(tenant=self.tenant)
+                        .select_related("parent", "job").order_by("-number"))
+        active = next((v for v in versions if v.is_active), None)
+        context["versions"] = versions
+        context["active"] = active
+        ab = settings_document(self.tenant)["lora_ab_test"]
+        context["ab"] = ab
+        weights = kwargs.get("ab_weights") or ab.get("versions") or {}
+        context["ab_rows"] = [
+            {"version": v.version, "weight": weights.get(v.version, ""),
+             "active": v.is_active}
+            for v in versions if v.status == AdapterVersion.READY
+        ]
+        context["ab_enabled"] = kwargs.get("ab_enabled", ab.get("enabled"))
+        context["metrics"] = version_metrics(self.tenant)
+        return context
+
+
+class AdapterActivateView(TenantPage):
+    """GET: the confirmation page. POST: activate (rollback = activating an older version)."""
+
+    template_name = "dashboard/adapter_activate.html"
+    nav = "adapters"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["version"] = self.version
+        context["active"] = AdapterVersion.objects.filter(
+            tenant=self.tenant, is_active=True).first()
+        return context
+
+    def dispatch(self, request, *args, **kwargs):
+        return super().dispatch(request, *args, **kwargs)
+
+    def get(self, request, slug, number):
+        self.version = get_object_or_404(AdapterVersion, tenant=self.tenant, number=number)
+        return self.render_to_response(self.get_context_data())
+
+    def post(self, request, slug, number):
+        from adapters.services import adapter_version_activate
+
+        self.version = get_object_or_404(AdapterVersion, tenant=self.tenant, number=number)
+        actor, ip = audit_actor_from_request(request)
+        try:
+            adapter_version_activate(version=self.version, force=request.POST.get("force") == "1",
+                                     actor=actor, ip_address=ip, reason="dashboard")
+        except (ApiError, DrfValidationError) as exc:
+            context = self.get_context_data()
+            context["errors"] = error_lines(exc)
+            context["can_force"] = getattr(exc, "error_code", "") == "eval_regression"
+            return self.render_to_response(context, status=409)
+        messages.success(request, f"{self.version.version} is now the active version.")
+        return redirect("dashboard:adapters", self.tenant.slug)
+
+
+class AbTestUpdateView(TenantMemberMixin, View):
+    """Save the A/B split; the adapters app's validator refuses bad splits (sum, versions)."""
+
+    def post(self, request, slug):
+        enabled = request.POST.get("enabled") == "on"
+        weights: dict[str, float] = {}
+        raw: dict[str, str] = {}
+        bad: list[str] = []
+        for key, value in request.POST.items():
+            if not key.startswith("weight_") or value.strip() == "":
+                continue
+            label = key.removeprefix("weight_")
+            raw[label] = value
+            try:
+                number = float(value)
+            except ValueError:
+                bad.append(f"{label}: “{value}” is not a number.")
+                continue
+            if number != 0:
+                weights[label] = number
+        try:
+            if bad:
+                raise DrfValidationError({"versions": bad})
+            tenant_settings_change(request, tenant=self.tenant, changes={
+                "lora_ab_test": {"enabled": enabled, "versions": weights}})
+        except (ApiError, DrfValidationError) as exc:
+            view = AdapterListView()
+            view.setup(request, slug=slug)
+            view.access, view.tenant = self.access, self.tenant
+            context = view.get_context_data(ab_weights=raw, ab_enabled=enabled)
+            context["ab_errors"] = error_lines(exc)
+            response = view.render_to_response(context, status=400)
+            return response
+        messages.success(request, "A/B split saved." if enabled else "A/B split saved (off).")
+        return HttpResponseRedirect(reverse("dashboard:adapters", args=[self.tenant.slug])
+                                    + "#ab-test")
+
+
+class AdapterDataView(TenantMemberMixin, View):
+    """Chart data of the adapters page: the A/B split and per-version metrics with CIs."""
+
+    def get(self, request, slug):
+        versions = AdapterVersion.objects.filter(tenant=self.tenant).order_by("number")
+        return JsonResponse({
+            "ab_test": settings_document(self.tenant)["lora_ab_test"],
+            "versions": [
+                {"version": v.version, "is_active": v.is_active, "status": v.status,
+                 "parent": v.parent.version if v.parent_id else None,
+                 "eval_metrics": v.eval_metrics}
+                for v in versions.select_related("parent")
+            ],
+            "metrics": version_metrics(self.tenant),
+        })
+
+
+# --- API keys and settings -----------------------------------------------------------------
+
+
+@method_decorator(never_cache, name="dispatch")
+class ApiKeyListView(TenantPage):
+    template_name = "dashboard/api_keys.html"
+    nav = "api_keys"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["keys"] = ApiKey.objects.filter(tenant=self.tenant)
+        context.setdefault("form", ApiKeyForm())
+        return context
+
+    def post(self, request, slug):
+        form = ApiKeyForm(request.POST)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(form=form), status=400)
+        key, secret = api_key_create(tenant=self.tenant, name=form.cleaned_data["name"],
+                                     access=form.cleaned_data["access"], created_by=request.user)
+        actor, ip = audit_actor_from_request(request)
+        audit_log_record(action="api_key.created", actor=actor, ip_address=ip,
+                         tenant=self.tenant, target=key.prefix, details={"via": "dashboard"})
+        # The secret is rendered in this response only (never stored, never in a redirect URL).
+        context = self.get_context_data(form=ApiKeyForm())
+        context["new_key"], context["new_secret"] = key, secret
+        return self.render_to_response(context, status=201)
+
+
+class ApiKeyRevokeView(TenantMemberMixin, View):
+    def post(self, request, slug, key_id):
+        key = get_object_or_404(ApiKey, tenant=self.tenant, pk=key_id)
+        api_key_revoke(key=key)
+        actor, ip = audit_actor_from_request(request)
+        audit_log_record(action="api_key.revoked", actor=actor, ip_address=ip,
+                         tenant=self.tenant, target=key.prefix, details={"via": "dashboard"})
+        messages.success(request, f"Key {key.prefix}… revoked.")
+        return redirect("dashboard:api_keys", self.tenant.slug)
+
+
+class SettingsView(TenantPage):
+    template_name = "dashboard/settings.html"
+    nav = "settings"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        document = settings_document(self.tenant)
+        context.setdefault("form", AutoTrainingForm(initial=document["auto_training"]))
+        context["document"] = document
+        return context
+
+    def post(self, request, slug):
+        form = AutoTrainingForm(request.POST)
+        if form.is_valid():
+            try:
+                tenant_settings_change(request, tenant=self.tenant,
+                                       changes={"auto_training": form.cleaned_data})
+            except (ApiError, DrfValidationError) as exc:
+                for line in error_lines(exc):
+                    form.add_error(None, line)
+            else:
+                state = "on" if form.cleaned_data["enabled"] else "off"
+                messages.success(request, f"Automatic training is {state}.")
+                return redirect("dashboard:settings", self.tenant.slug)
+        return self.render_to_response(self.get_context_data(form=form), status=400)
+
+
+# --- Staff ---------------------------------------------------------------------------------
+
+
+def recent_jobs_for_comparison(request) -> list[TrainingJob]:
+    """The jobs to overlay: `?jobs=id,id` when given, else the 5 newest that logged a loss."""
+    wanted = request.GET.getlist("job") + request.GET.get("jobs", "").split(",")
+    wanted = list(dict.fromkeys(j for j in wanted if j))[:10]
+    jobs = TrainingJob.objects.select_related("tenant")
+    if wanted:
+        found = {j.id: j for j in jobs.filter(pk__in=wanted)}
+        return [found[j] for j in wanted if j in found]
+    return list(jobs.filter(metric_points__kind="train").distinct().order_by("-created_at")[:5])
+
+
+class StaffDashboardView(StaffRequiredMixin, TemplateView):
+    template_name = "dashboard/staff/index.html"
+
+    def get_context_data(self, **kwargs):
+        from django.db.models import Count, Q, Sum
+
+        context = super().get_context_data(**kwargs)
+        tenants = (
+            Tenant.objects.select_related("plan")
+            .annotate(
+                job_count=Count("training_jobs", distinct=True),
+                running=Count("training_jobs", filter=Q(training_jobs__status__in=[
+                    TrainingJob.QUEUED, TrainingJob.PREPARING, TrainingJob.RUNNING]),
+                    distinct=True),
+                gpu_hours=Sum("training_jobs__gpu_hours"),
+            )
+        )
+        active = {v.tenant_id: v for v in AdapterVersion.objects.filter(is_active=True)}
+        context["tenants"] = [
+            {"tenant": t, "active": active.get(t.pk),
+             "ab": settings_document(t)["lora_ab_test"]}
+            for t in tenants
+        ]
+        context["queues"] = charts.queue_health()
+        context["by_backend"] = charts.running_jobs_by_backend()
+        context["failures"] = (TrainingJob.objects.filter(status=TrainingJob.FAILED)
+                               .select_related("tenant").order_by("-created_at")[:20])
+        context["recent_jobs"] = (TrainingJob.objects.select_related("tenant")
+                                  .order_by("-created_at")[:30])
+        compared = recent_jobs_for_comparison(self.request)
+        context["compared_ids"] = [j.id for j in compared]
+        context["comparison"] = charts.jobs_comparison(jobs=compared)
+        return context
+
+
+class StaffDataView(StaffRequiredMixin, View):
+    """Staff chart data: loss curves to overlay, GPU-hours by tenant and month, A/B splits."""
+
+    def get(self, request):
+        jobs = recent_jobs_for_comparison(request)
+        splits = []
+        for tenant in Tenant.objects.order_by("slug"):
+            ab = settings_document(tenant)["lora_ab_test"]
+            entry = {"tenant": tenant.slug, "enabled": ab["enabled"], "versions": ab["versions"]}
+            entry["metrics"] = version_metrics(tenant)
+            splits.append(entry)
+        return JsonResponse({
+            "comparison": charts.jobs_comparison(jobs=jobs),
+            "gpu_hours": charts.gpu_hours_by_tenant_month(),
+            "ab_tests": splits,
+            "queues": charts.queue_health(),
+        })
+
+
+@method_decorator(never_cache, name="dispatch")
+class StaffJobCurveView(StaffRequiredMixin, View):
+    """One job's curves for the admin's job change page (operators only)."""
+
+    def get(self, request, job_id):
+        job = get_object_or_404(TrainingJob, pk=job_id)
+        return JsonResponse(charts.job_live_data(job=job))
