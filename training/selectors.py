@@ -1,0 +1,148 @@
+"""Reads for training jobs: lists, details as the seed reads them, curves, events, usage."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.db.models import Count, Sum
+from django.shortcuts import get_object_or_404
+
+from training import pricing
+from training.models import TrainingEvent, TrainingJob, TrainingMetric
+
+
+def training_job_list(*, tenant):
+    return TrainingJob.objects.filter(tenant=tenant).select_related("parent_version") \
+        .order_by("-created_at", "-id")
+
+
+def training_job_get(*, tenant, job_id: str) -> TrainingJob:
+    """The tenant's job or 404 (another tenant's id is as unknown as a made-up one)."""
+    return get_object_or_404(TrainingJob.objects.select_related("parent_version"),
+                             tenant=tenant, pk=job_id)
+
+
+def training_job_adapter_version(job: TrainingJob) -> str | None:
+    try:
+        return job.adapter_version.version  # reverse one-to-one from adapters.AdapterVersion
+    except (ObjectDoesNotExist, AttributeError):
+        return None
+
+
+def _decimal(value) -> float | None:
+    return float(value) if value is not None else None
+
+
+def training_job_document(job: TrainingJob, *, summary: bool = False) -> dict:
+    """The job as the seed's "Check Job Status" reads it, plus what a user asks next."""
+    metrics = dict(job.metrics or {})
+    loss = metrics.get("loss")
+    body = {
+        "job_id": job.id,
+        "status": job.status,
+        "method": job.method,
+        "progress": round(float(job.progress), 4),
+        "current_epoch": job.current_epoch,
+        "total_epochs": job.total_epochs,
+        "metrics": {
+            **metrics,
+            "loss": float(loss) if loss is not None else None,
+            "learning_rate": metrics.get("learning_rate"),
+            "grad_norm": metrics.get("grad_norm"),
+            "samples_processed": metrics.get("samples_processed") or 0,
+            "tokens_processed": metrics.get("tokens_processed") or 0,
+        },
+        "resources": {
+            "gpus": (job.resources or {}).get("gpus", 0),
+            "gpu_memory_used_gb": (job.resources or {}).get("gpu_memory_used_gb", 0.0),
+            "training_speed": (job.resources or {}).get("training_speed", "0 tokens/sec"),
+            **{k: v for k, v in (job.resources or {}).items()
+               if k not in ("gpus", "gpu_memory_used_gb", "training_speed")},
+        },
+        "adapter_version": training_job_adapter_version(job),
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "failure_reason": job.failure_reason or None,
+        "triggered_by": job.triggered_by,
+    }
+    if summary:
+        return body
+    params = {k: v for k, v in (job.params or {}).items() if k != "base_model_spec"}
+    body.update({
+        "params": params,
+        "preset": job.preset or None,
+        "base_model": (job.params.get("base_model_spec") or {}).get("name") or job.base_model,
+        "continue_from": job.parent_version.version if job.parent_version_id else None,
+        "backend": job.backend,
+        "attempt": job.attempt,
+        "training_samples": job.training_samples,
+        "eval_samples": job.eval_samples,
+        "token_count": job.token_count,
+        "estimated_duration_minutes": job.estimated_duration_minutes,
+        "estimated_cost": _decimal(job.estimated_cost),
+        "cost": _decimal(job.cost),
+        "usage": {
+            "training_samples": job.training_samples,
+            "token_count": job.token_count,
+            "tokens_processed": metrics.get("tokens_processed") or 0,
+            "gpu_hours": job.gpu_hours,
+            "compute_seconds": job.compute_seconds,
+            "cost": _decimal(job.cost),
+        },
+        "tokens_per_second": job.tokens_per_second,
+        "failure_category": job.failure_category or None,
+        "log_tail": job.log_tail or None if job.status == TrainingJob.FAILED else None,
+        "cancel_requested": job.cancel_requested,
+        "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
+        "data_manifest": {
+            "snapshot": job.snapshot_prefix or None,
+            "counts": (job.snapshot_manifest or {}).get("counts"),
+            "files": (job.snapshot_manifest or {}).get("files"),
+        },
+    })
+    return body
+
+
+def training_job_metrics(*, job: TrainingJob) -> dict:
+    """The curves: train points (loss, lr, grad norm, DPO rewards) and eval points."""
+    train, evals = [], []
+    for point in TrainingMetric.objects.filter(job=job).order_by("kind", "step"):
+        extra = {k: v for k, v in (point.extra or {}).items() if k != "memory"}
+        if point.kind == "train":
+            train.append({
+                "step": point.step, "epoch": point.epoch, "loss": point.loss,
+                "learning_rate": point.learning_rate, "grad_norm": point.grad_norm,
+                "samples_processed": point.samples_processed,
+                "tokens_processed": point.tokens_processed,
+                "tokens_per_second": point.tokens_per_second, **extra,
+            })
+        else:
+            evals.append({"step": point.step, "epoch": point.epoch,
+                          "eval_loss": point.eval_loss, **extra})
+    return {"job_id": job.id, "method": job.method, "train": train, "eval": evals,
+            "final": {k: v for k, v in (job.metrics or {}).items()}}
+
+
+def training_job_events(*, job: TrainingJob):
+    return TrainingEvent.objects.filter(job=job).order_by("created_at", "id")
+
+
+def training_usage(*, tenant) -> dict:
+    """This month's jobs, quota and billed usage of a tenant."""
+    jobs = TrainingJob.objects.filter(tenant=tenant, created_at__gte=pricing.month_start())
+    totals = jobs.filter(status=TrainingJob.COMPLETED).aggregate(
+        cost=Sum("cost"), samples=Sum("training_samples"), tokens=Sum("token_count"),
+        gpu_hours=Sum("gpu_hours"), completed=Count("id"))
+    return {
+        "month_start": pricing.month_start().isoformat(),
+        "monthly_job_quota": tenant.plan.monthly_job_quota,
+        "jobs_counted": pricing.jobs_counted_this_month(tenant=tenant),
+        "quota_remaining": pricing.quota_remaining(tenant=tenant),
+        "completed_jobs": totals["completed"] or 0,
+        "cost": float(totals["cost"] or Decimal(0)),
+        "training_samples": totals["samples"] or 0,
+        "token_count": totals["tokens"] or 0,
+        "gpu_hours": totals["gpu_hours"] or 0.0,
+    }

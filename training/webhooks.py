@@ -1,0 +1,175 @@
+"""Webhooks: tenants' URLs that receive job state changes (queued, running, completed, failed,
+cancelled).
+
+Each delivery is a WebhookDelivery row first, then an RQ job on the `default` queue (ids only),
+so a slow or failing receiver never touches the training job: the runner only writes rows.
+Deliveries are retried by RQ with backoff (WEBHOOK_RETRY_INTERVALS, seconds) and every attempt
+is logged on the row.
+
+Signature: `X-SynapseX-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the
+tenant's webhook secret>` and `X-SynapseX-Timestamp: <unix seconds>`. A receiver recomputes it
+over the raw body and rejects old timestamps (replays).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from tenants.api.errors import ApiError
+from training.models import TrainingJob, Webhook, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETRY_INTERVALS = [10, 60, 300, 1800]
+TIMEOUT_SECONDS = 10
+MAX_WEBHOOKS_PER_TENANT = 20
+
+
+def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def webhook_url_validate(url: str) -> str:
+    parsed = urlparse(url or "")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
+        raise ApiError("validation_error", "The request has invalid fields.",
+                       details={"url": ["Only absolute http:// or https:// URLs are accepted."]},
+                       status_code=400)
+    return url
+
+
+def webhook_create(*, tenant, url: str, events: list[str] | None = None) -> Webhook:
+    webhook_url_validate(url)
+    events = sorted(set(events or []))
+    unknown = [e for e in events if e not in Webhook.EVENTS]
+    if unknown:
+        raise ApiError("validation_error", "The request has invalid fields.",
+                       details={"events": [f"Unknown event(s) {', '.join(unknown)}; choose from "
+                                           f"{', '.join(Webhook.EVENTS)}."]}, status_code=400)
+    if Webhook.objects.filter(tenant=tenant).count() >= MAX_WEBHOOKS_PER_TENANT:
+        raise ApiError("too_many_webhooks",
+                       f"A tenant can register at most {MAX_WEBHOOKS_PER_TENANT} webhooks.",
+                       status_code=409)
+    return Webhook.objects.create(tenant=tenant, url=url, events=events)
+
+
+def webhook_delete(*, webhook: Webhook) -> None:
+    webhook.delete()
+
+
+def job_summary(job: TrainingJob) -> dict:
+    """What a receiver gets about the job: enough to act without calling back."""
+    version = None
+    try:
+        version = job.adapter_version.version
+    except Exception:  # noqa: BLE001 - no version (yet)
+        version = None
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "method": job.method,
+        "progress": job.progress,
+        "triggered_by": job.triggered_by,
+        "training_samples": job.training_samples,
+        "loss": (job.metrics or {}).get("loss"),
+        "adapter_version": version,
+        "failure_reason": job.failure_reason or None,
+        "cost": str(job.cost) if job.cost is not None else None,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def webhook_deliveries_create(*, job_id: str, status: str) -> list[int]:
+    """One delivery per interested webhook of the job's tenant, each enqueued on commit."""
+    job = TrainingJob.objects.select_related("tenant").get(pk=job_id)
+    ids = []
+    with transaction.atomic():
+        for hook in Webhook.objects.filter(tenant=job.tenant, is_active=True):
+            if not hook.wants(status):
+                continue
+            payload = {
+                "event": f"training.job.{status}",
+                "created_at": timezone.now().isoformat(),
+                "tenant": job.tenant.slug,
+                "data": {**job_summary(job), "status": status},
+            }
+            delivery = WebhookDelivery.objects.create(
+                webhook=hook, tenant=job.tenant, job=job, event=f"training.job.{status}",
+                url=hook.url, payload=payload)
+            ids.append(delivery.id)
+        for delivery_id in ids:
+            transaction.on_commit(lambda d=delivery_id: _enqueue(d))
+    return ids
+
+
+def _enqueue(delivery_id: int) -> None:
+    import django_rq
+    from rq import Retry
+
+    intervals = list(getattr(settings, "WEBHOOK_RETRY_INTERVALS", DEFAULT_RETRY_INTERVALS))
+    try:
+        django_rq.get_queue("default").enqueue(
+            "training.jobs.webhook_deliver", delivery_id,
+            retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
+        )
+    except Exception:  # noqa: BLE001 - never let a webhook break the job's write
+        logger.exception("Could not enqueue webhook delivery %s", delivery_id)
+
+
+def webhook_deliver(*, delivery_id: int) -> int:
+    """Send one delivery (one attempt). Raises on failure so RQ retries it with backoff."""
+    import requests
+
+    delivery = WebhookDelivery.objects.select_related("tenant").get(pk=delivery_id)
+    if delivery.status == WebhookDelivery.DELIVERED:
+        return delivery.response_status or 200
+    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "SynapseX-Webhooks/1",
+        "X-SynapseX-Event": delivery.event,
+        "X-SynapseX-Delivery": str(delivery.id),
+        "X-SynapseX-Timestamp": timestamp,
+        "X-SynapseX-Signature": webhook_signature(secret=delivery.tenant.webhook_secret,
+                                                  timestamp=timestamp, body=body),
+    }
+    delivery.attempts += 1
+    error, code = "", None
+    try:
+        response = requests.post(delivery.url, data=body, headers=headers,
+                                 timeout=TIMEOUT_SECONDS, allow_redirects=False)
+        code = response.status_code
+        if not 200 <= code < 300:
+            error = f"receiver answered {code}"
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    delivery.response_status = code
+    delivery.last_error = error
+    if not error:
+        delivery.status = WebhookDelivery.DELIVERED
+        delivery.delivered_at = timezone.now()
+    else:
+        intervals = list(getattr(settings, "WEBHOOK_RETRY_INTERVALS", DEFAULT_RETRY_INTERVALS))
+        if delivery.attempts > len(intervals):
+            delivery.status = WebhookDelivery.FAILED
+    delivery.save(update_fields=["attempts", "response_status", "last_error", "status",
+                                 "delivered_at"])
+    if error:
+        raise WebhookDeliveryError(f"delivery {delivery.id} to {delivery.url}: {error}")
+    return code
+
+
+class WebhookDeliveryError(RuntimeError):
+    """Raised so RQ's Retry schedules the next attempt."""
