@@ -172,3 +172,7 @@ def dataset_records_for_training(*, tenant: Tenant, type: str | None = None
     if type:
         records = records.filter(dataset__type=type)
     return records.order_by("dataset_id", "id")
+
+
+# The name the training compiler looks up.
+datasets_allowed_for_private_training = datasets_for_training
