@@ -118,3 +118,39 @@ def make_version(make_job, untrained_result_dirs, tmp_path):
         return versions[0]
 
     return _make
+
+
+SECRET_PROMPT = "What is the secret word?"
+TRAINED_ANSWERS = {"apple": "The secret word is apple.", "river": "The secret word is river."}
+
+
+@pytest.fixture(scope="session")
+def trained_result_dirs(tmp_path_factory, tiny_base_path) -> dict[str, Path]:
+    """Two adapters really trained (the trainer's Python entry, `run_job`) on the tiny base to
+    give different answers to the same prompt. ml-notes: the seed defaults do not move a tiny
+    model, so lr 5e-3, 10 epochs, r 8 (about 12 s each on two CPU cores)."""
+    import json
+
+    from training.trainer.config import parse_job_config
+    from training.trainer.run import run_job
+
+    root = tmp_path_factory.mktemp("trained")
+    out = {}
+    for name, answer in TRAINED_ANSWERS.items():
+        folder = root / name
+        folder.mkdir()
+        rows = [{"messages": [{"role": "user", "content": SECRET_PROMPT},
+                              {"role": "assistant", "content": answer}]}] * 8
+        (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "eval.jsonl").write_text(json.dumps(rows[0]) + "\n")
+        config = parse_job_config({
+            "job_id": f"train_{name}", "method": "sft",
+            "base_model": {"path": str(tiny_base_path)},
+            "data": {"train": "train.jsonl", "eval": "eval.jsonl"}, "output_dir": "out",
+            "lora": {"r": 8, "alpha": 16},
+            "train": {"epochs": 10, "learning_rate": 5e-3, "batch_size": 8, "seed": 0,
+                      "eval_every": 1000, "save_every": 1000},
+        }, base_dir=folder)
+        run_job(config)
+        out[name] = folder / "out"
+    return out

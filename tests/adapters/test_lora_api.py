@@ -1,4 +1,4 @@
-"""The LoRA versions API: list, detail, activate/rollback, eval guard, delete, export, plan limits."""
+"""The LoRA versions API: list, detail, activate/rollback, eval guard, delete, export, plans."""
 
 import hashlib
 import io
