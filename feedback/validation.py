@@ -156,7 +156,9 @@ def jsonl_lines(uploaded_file, *, max_line_bytes: int = MAX_JSONL_LINE_BYTES):
     buffer = b""
     line_number = 0
     overlong = False
-    for chunk in uploaded_file.chunks(64 * 1024):
+    uploaded_file.seek(0)
+    # read() in fixed chunks rather than .chunks(): an in-memory upload's chunks() is one piece.
+    for chunk in iter(lambda: uploaded_file.read(64 * 1024), b""):
         parts = (buffer + chunk).split(b"\n")
         buffer = parts.pop()
         for raw in parts:
