@@ -34,11 +34,17 @@
 
   function draw(el, traces, extraLayout) {
     if (!el) { return; }
+    // A note written over an earlier plot leaves Plotly's state behind: start that one afresh.
+    if (!el.querySelector(".main-svg")) { Plotly.purge(el); el.textContent = ""; }
+    el.style.minHeight = "";
+    el.classList.remove("muted");
     el.setAttribute("data-drawn", "1");
     return Plotly.react(el, traces, layout(extraLayout), PLOT_CONFIG);
   }
 
   function emptyNote(el, text) {
+    Plotly.purge(el);
+    el.setAttribute("data-drawn", "0");
     el.textContent = text;
     el.classList.add("muted");
     el.style.minHeight = "0";
@@ -91,11 +97,9 @@
 
   function lossChart(el, curves) {
     if (!curves.train.step.length && !curves.eval.step.length) {
-      el.setAttribute("data-drawn", "0");
-      el.innerHTML = "<p class='muted'>No loss logged yet.</p>";
+      if (el.getAttribute("data-drawn") !== "0") { emptyNote(el, "No loss logged yet."); }
       return;
     }
-    if (el.querySelector("p.muted")) { el.innerHTML = ""; }
     draw(el, lossTraces(curves), { xaxis: { title: { text: "step" }, gridcolor: "#eef0f4" },
       yaxis: { title: { text: "loss" }, gridcolor: "#eef0f4" } });
   }
@@ -103,10 +107,9 @@
   function marginChart(el, dpo) {
     if (!el) { return; }
     if (!dpo.step.length) {
-      el.innerHTML = "<p class='muted'>No reward margins logged yet.</p>";
+      if (el.getAttribute("data-drawn") !== "0") { emptyNote(el, "No reward margins logged yet."); }
       return;
     }
-    if (el.querySelector("p.muted")) { el.innerHTML = ""; }
     var traces = [{ type: "scatter", mode: mode(dpo.step.length), name: "reward margin",
       x: dpo.step, y: dpo.margin, line: { color: COLORS[2] } }];
     if (dpo.accuracy.some(function (a) { return a !== null; })) {
@@ -176,7 +179,9 @@
       var job = data.job;
       var badge = root.querySelector("[data-field=status]");
       badge.textContent = job.status; badge.className = "badge " + job.status;
-      setProgress(root.querySelector("[role=progressbar]"), job.progress);
+      var bar = root.querySelector("[role=progressbar]");
+      setProgress(bar, job.progress);
+      bar.classList.toggle("ok", job.status === "completed");
       root.querySelector("[data-field=epoch]").textContent =
         job.current_epoch + " / " + (job.total_epochs || "–");
       root.querySelector("[data-field=loss]").textContent = fmt(job.metrics.loss);
@@ -216,8 +221,7 @@
         (ok ? " ✓" : " (must be 1)");
       sumEl.className = "split-sum " + (ok ? "ok" : "bad");
       var labels = Object.keys(state.versions);
-      if (!labels.length) { Plotly.purge(pie); pie.textContent = "No weights yet."; return; }
-      pie.textContent = "";
+      if (!labels.length) { emptyNote(pie, "No weights yet."); return; }
       draw(pie, [{ type: "pie", labels: labels, values: labels.map(function (k) {
         return state.versions[k]; }), hole: 0.45, sort: false, textinfo: "label+percent",
         marker: { colors: COLORS } }], { margin: { l: 10, r: 10, t: 10, b: 10 },

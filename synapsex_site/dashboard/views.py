@@ -493,6 +493,9 @@ class AbTestUpdateView(TenantMemberMixin, View):
             view.setup(request, slug=slug)
             view.access, view.tenant = self.access, self.tenant
             context = view.get_context_data(ab_weights=raw, ab_enabled=enabled)
+            detail = getattr(exc, "detail", None)
+            if isinstance(detail, dict) and "lora_ab_test" in detail:
+                exc = DrfValidationError(detail["lora_ab_test"])
             context["ab_errors"] = error_lines(exc)
             response = view.render_to_response(context, status=400)
             return response
