@@ -78,6 +78,7 @@ def run_load(
     total_requests: int | None = None,
     duration_s: float | None = None,
     warmup_requests: int = 0,
+    headers_for: Callable[[int], dict[str, str]] | None = None,
 ) -> LoadResult:
     """Drive the server; stops after `total_requests` answers or `duration_s` seconds.
 
@@ -114,7 +115,8 @@ def run_load(
             started = time.perf_counter()
             for attempt in range(2):
                 try:
-                    conn.request(method, path_for(i), body=body_for(i), headers=hdrs)
+                    req_headers = {**hdrs, **headers_for(i)} if headers_for else hdrs
+                    conn.request(method, path_for(i), body=body_for(i), headers=req_headers)
                     resp = conn.getresponse()
                     raw = resp.read()
                     if resp.status >= 300 and resp.status not in samples:
