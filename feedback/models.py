@@ -176,6 +176,9 @@ class FeedbackCounters(models.Model):
     tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE, primary_key=True,
                                   related_name="feedback_counters")
     counts = models.JSONField(default=dict, blank=True)
+    last_feedback_id = models.BigIntegerField(
+        default=0, help_text="Newest feedback row counted; a newer row written around the "
+                             "services (bulk loads) makes the next read recount")
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -18,6 +18,7 @@ from feedback.models import (
     Message,
 )
 from feedback.pii import PII_KINDS
+from feedback.services import feedback_counters_rebuild, feedback_counters_stale
 from tenants.api.errors import ApiError
 from tenants.models import Tenant
 
@@ -43,7 +44,11 @@ def feedback_stats(*, tenant: Tenant) -> dict:
     those counts; `usable_for_training` is what training can actually use after exclusions.
     """
     row = FeedbackCounters.objects.filter(tenant=tenant).first()
-    c = dict(row.counts) if row else {}
+    if row is None or feedback_counters_stale(row):
+        # Rows were written around the services (a bulk load): recount once, then it's fresh.
+        feedback_counters_rebuild(tenant=tenant)
+        row = FeedbackCounters.objects.get(tenant=tenant)
+    c = dict(row.counts)
     by_type = {t: c.get(f"type.{t}", 0) for t in FEEDBACK_TYPES}
     thumbs = by_type[Feedback.THUMBS_UP] + by_type[Feedback.THUMBS_DOWN]
     corrections = by_type[Feedback.CORRECTION]
@@ -89,7 +94,7 @@ def feedback_stats(*, tenant: Tenant) -> dict:
             "messages": pii_messages,
             "total": sum(pii_feedback.values()) + sum(pii_messages.values()),
         },
-        "updated_at": row.updated_at.isoformat() if row else None,
+        "updated_at": row.updated_at.isoformat(),
     }
 
 
