@@ -1,0 +1,255 @@
+"""Tenant isolation matrix, generated from the URL configuration.
+
+Every URL pattern under `/v1/tenants/<tenant>/...` and `/t/<slug>/...` (and `/staff/`) is found
+by walking `get_resolver()`, so an endpoint added later is in the matrix automatically; a pattern
+whose URL parameters the fillers below cannot fill FAILS the suite (add a filler, do not skip).
+
+API, for every allowed method of every tenant endpoint:
+- owner's read-write key: success or a 4xx validation answer, never 401/403/404/405/5xx;
+- owner's read-only key: reads as the owner, writes 403 `read_only_key`;
+- another tenant's valid key: 404 `not_found`, for every method;
+- another tenant on its own URL but with this tenant's object ids: 404 (the object lookup is
+  scoped too, not only the slug);
+- a revoked key, no key: 401 in the envelope.
+Dashboards: another tenant's member 403/404, anonymous redirected to the login page, staff pages
+403 for non-staff. And in every response: none of the other tenant's marker strings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from tests.security.helpers import Seeded, api_client, assert_envelope, markers_of
+
+pytestmark = pytest.mark.django_db
+
+API_PREFIX = "v1/tenants/<tenant>/"
+DASHBOARD_PREFIX = "t/<slug>/"
+STAFF_PREFIX = "staff/"
+HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+# Owner answers that mean "understood, refused on the merits" rather than an access problem.
+OWNER_VALIDATION = {400, 409, 410, 413, 415, 422}
+
+# URL parameter -> how to fill it for a seeded tenant. A new parameter name fails the suite.
+FILLERS = {
+    "tenant": lambda s: s.slug,
+    "slug": lambda s: s.slug,
+    "conversation_id": lambda s: s.conversation_id,
+    "dataset_id": lambda s: s.dataset_id,
+    "job_id": lambda s: s.job_id,
+    "version": lambda s: s.version,
+    "number": lambda s: s.version_number,
+    "key_id": lambda s: s.spare_key_id,
+    "webhook_id": lambda s: s.webhook_id,
+}
+# Parameters that name an object of the tenant (an outsider on its own URL with these gets 404).
+OBJECT_PARAMS = set(FILLERS) - {"tenant", "slug"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    route: str  # e.g. "v1/tenants/<tenant>/train/<job_id>"
+    params: tuple[str, ...]
+    methods: tuple[str, ...]
+    name: str
+
+    def url(self, seeded: Seeded, overrides: dict | None = None) -> str:
+        values = {p: FILLERS[p](seeded) for p in self.params}
+        values.update(overrides or {})
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), self.route)
+        return "/" + path
+
+
+def _walk(patterns, prefix: str = ""):
+    for entry in patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            yield from _walk(entry.url_patterns, route)
+        elif isinstance(entry, URLPattern):
+            yield route, entry
+
+
+def _normalised(route: str) -> str:
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"<\1>", route)
+
+
+def _methods(callback) -> tuple[str, ...]:
+    view = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+    if view is None:  # a plain function view: GET is all we can assume
+        return ("get",)
+    return tuple(m for m in HTTP_METHODS if hasattr(view, m))
+
+
+def collect_endpoints(prefix: str) -> list[Endpoint]:
+    found = []
+    for route, entry in _walk(get_resolver().url_patterns):
+        if not _normalised(route).startswith(prefix):
+            continue
+        params = tuple(re.findall(r"<(?:\w+:)?(\w+)>", route))
+        found.append(Endpoint(route=route, params=params, methods=_methods(entry.callback),
+                              name=entry.name or route))
+    return found
+
+
+API_ENDPOINTS = collect_endpoints(API_PREFIX)
+DASHBOARD_ENDPOINTS = collect_endpoints(DASHBOARD_PREFIX)
+STAFF_ENDPOINTS = collect_endpoints(STAFF_PREFIX)
+
+
+def test_it_finds_every_tenant_endpoint_and_can_fill_its_parameters():
+    """The matrix covers what the URL configuration serves: a new endpoint with a parameter
+    nobody taught the fillers fails here instead of escaping the isolation checks."""
+    assert len(API_ENDPOINTS) >= 30, [e.route for e in API_ENDPOINTS]
+    assert len(DASHBOARD_ENDPOINTS) >= 10, [e.route for e in DASHBOARD_ENDPOINTS]
+    unfillable = {e.route: [p for p in e.params if p not in FILLERS]
+                  for e in API_ENDPOINTS + DASHBOARD_ENDPOINTS + STAFF_ENDPOINTS
+                  if any(p not in FILLERS for p in e.params)}
+    assert not unfillable, f"teach FILLERS these URL parameters: {unfillable}"
+    for endpoint in API_ENDPOINTS + DASHBOARD_ENDPOINTS:
+        assert endpoint.methods, f"{endpoint.route} allows no HTTP method?"
+    routes = {_normalised(e.route) for e in API_ENDPOINTS}
+    for expected in ("v1/tenants/<tenant>/feedback", "v1/tenants/<tenant>/train/<job_id>",
+                     "v1/tenants/<tenant>/lora/<version>/activate",
+                     "v1/tenants/<tenant>/datasets/<dataset_id>/upload/conversations"):
+        assert expected in routes
+
+
+def _call(client, method: str, url: str):
+    if method in ("post", "put", "patch"):
+        return getattr(client, method)(url, {}, format="json")
+    return getattr(client, method)(url)
+
+
+def _assert_no_foreign_markers(response, foreign: Seeded, what: str) -> None:
+    content = response.content
+    for marker in markers_of(foreign):
+        assert marker.encode() not in content, f"{what}: {marker} of {foreign.slug} leaked"
+    # The other tenant's version numbers, as the API spells them.
+    version_label = f'"{foreign.version}"'.encode()
+    assert version_label not in content, f"{what}: {foreign.version} of {foreign.slug} leaked"
+
+
+def _run_api_matrix(owner: Seeded, other: Seeded) -> dict:
+    """All calls of the matrix against `owner`'s URLs; returns counters for sanity checks."""
+    seen_own_markers = 0
+    reads = [(e, m) for e in API_ENDPOINTS for m in e.methods if m == "get"]
+    writes = [(e, m) for e in API_ENDPOINTS for m in e.methods if m != "get"]
+    anon = api_client()
+    revoked = api_client(owner.revoked_secret)
+
+    # 1. Callers that must be refused, on every method: nothing may change for them.
+    for endpoint, method in reads + writes:
+        url = endpoint.url(owner)
+        what = f"{method.upper()} {url}"
+        assert_envelope(_call(other.ctx.client, method, url), 404, "not_found"), what
+        assert_envelope(_call(anon, method, url), 401), what
+        error = assert_envelope(_call(revoked, method, url), 401)
+        assert error["code"] == "invalid_api_key", (what, error)
+        object_params = [p for p in endpoint.params if p in OBJECT_PARAMS]
+        if object_params:
+            # The other tenant's own URL carrying this tenant's object ids.
+            crossed = endpoint.url(other, {p: FILLERS[p](owner) for p in object_params})
+            response = _call(other.ctx.client, method, crossed)
+            # 404, or a refusal of the request's shape that never looked at the object (a 409
+            # would tell the state of another tenant's object: not allowed).
+            assert response.status_code in (404, 400, 413, 415, 422), (
+                f"{method.upper()} {crossed}", response.status_code, response.content)
+            assert_envelope(response, response.status_code)
+            # An error may echo the id the caller sent; anything beyond that would be a leak.
+            content = response.content
+            for p in object_params:
+                content = content.replace(str(FILLERS[p](owner)).encode(), b"")
+            for marker in markers_of(owner):
+                assert marker.encode() not in content, (crossed, marker, response.content)
+
+    # 2. The read-only key: reads as the owner, every write refused before it runs.
+    for endpoint, method in writes:
+        url = endpoint.url(owner)
+        assert_envelope(_call(owner.read_only.client, method, url), 403, "read_only_key")
+    for endpoint, _method in reads:
+        url = endpoint.url(owner)
+        response = owner.read_only.client.get(url)
+        assert response.status_code < 400 or response.status_code in OWNER_VALIDATION, \
+            (url, response.status_code, response.content[:300])
+        _assert_no_foreign_markers(response, other, f"read-only GET {url}")
+
+    # 3. The owner: reads, then writes (empty bodies: validation answers are fine).
+    for endpoint, method in reads + writes:
+        url = endpoint.url(owner)
+        response = _call(owner.ctx.client, method, url)
+        status = response.status_code
+        assert status < 400 or status in OWNER_VALIDATION, \
+            (f"owner {method.upper()} {url}", status, response.content[:300])
+        if status >= 400:
+            assert_envelope(response, status)
+        _assert_no_foreign_markers(response, other, f"owner {method.upper()} {url}")
+        if any(m.encode() in response.content for m in markers_of(owner)):
+            seen_own_markers += 1
+    return {"reads": len(reads), "writes": len(writes), "own_marker_responses": seen_own_markers}
+
+
+def test_it_isolates_every_api_endpoint_in_both_directions(two_tenants, rq_connection):
+    acme, globex = two_tenants
+    for owner, other in ((acme, globex), (globex, acme)):
+        counts = _run_api_matrix(owner, other)
+        # A matrix that never saw the owner's own data would prove nothing about leaks.
+        assert counts["own_marker_responses"] >= 8, counts
+        assert counts["writes"] >= 10, counts
+
+
+def _login(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _dashboard_call(client: Client, method: str, url: str):
+    return client.post(url, {}) if method == "post" else getattr(client, method)(url)
+
+
+def test_it_isolates_every_dashboard_page_and_data_url(two_tenants):
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+
+    acme, globex = two_tenants
+    anon = Client()
+    login_url = settings.LOGIN_URL if settings.LOGIN_URL.startswith("/") else "/accounts/login/"
+    seen_own = 0
+    for owner, other in ((acme, globex), (globex, acme)):
+        member = _login(owner.user)
+        outsider = _login(other.user)
+        endpoints = [(e, m) for e in DASHBOARD_ENDPOINTS for m in e.methods]
+        # Refusals first (no state change), then the member's own reads, then its actions.
+        endpoints.sort(key=lambda em: em[1] != "get")
+        for endpoint, method in endpoints:
+            url = endpoint.url(owner)
+            response = _dashboard_call(outsider, method, url)
+            assert response.status_code in (403, 404), (f"outsider {method} {url}",
+                                                         response.status_code)
+            _assert_no_foreign_markers(response, owner, f"outsider {method} {url}")
+            response = _dashboard_call(anon, method, url)
+            assert response.status_code == 302, (f"anon {method} {url}", response.status_code)
+            assert response["Location"].startswith(login_url), response["Location"]
+        for endpoint, method in endpoints:
+            url = endpoint.url(owner)
+            response = _dashboard_call(member, method, url)
+            assert response.status_code < 500 and response.status_code not in (401, 403, 404), \
+                (f"member {method} {url}", response.status_code)
+            _assert_no_foreign_markers(response, other, f"member {method} {url}")
+            if any(m.encode() in response.content for m in markers_of(owner)):
+                seen_own += 1
+    assert seen_own >= 6, seen_own
+
+    # Staff pages: operators only.
+    staff = get_user_model().objects.create_user("operator", password="x", is_staff=True)
+    for endpoint in STAFF_ENDPOINTS:
+        url = endpoint.url(acme, {"job_id": acme.job_id})
+        assert _login(acme.user).get(url).status_code == 403, url
+        response = anon.get(url)
+        assert response.status_code == 302 and response["Location"].startswith(login_url), url
+        assert _login(staff).get(url).status_code == 200, url
