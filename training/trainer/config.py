@@ -34,7 +34,12 @@ DPO_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "beta": 0.1,
 }
-LORA_DEFAULTS: dict[str, Any] = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+LORA_DEFAULTS: dict[str, Any] = {
+    "r": 16,
+    "alpha": 32,
+    "dropout": 0.05,
+    "target_modules": "all-linear",
+}
 
 # Seed "Training Configuration" table: use case -> LoRA r, epochs, learning rate.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -177,8 +182,8 @@ def parse_job_config(raw: Any, *, base_dir: str | Path | None = None) -> JobConf
         init_adapter = str(_resolve(_typed("init_adapter", init_adapter, str), base))
 
     output_dir = raw.get("output_dir")
-    output_dir = str(_resolve(_typed("output_dir", output_dir, str), base)) if output_dir else str(
-        base
+    output_dir = (
+        str(_resolve(_typed("output_dir", output_dir, str), base)) if output_dir else str(base)
     )
 
     deepspeed = raw.get("deepspeed")
@@ -269,7 +274,9 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
     patience = values["early_stopping_patience"]
     return TrainSpec(
         epochs=_number("train.epochs", values["epochs"], minimum=0, exclusive=True),
-        learning_rate=_number("train.learning_rate", values["learning_rate"], minimum=0, exclusive=True),
+        learning_rate=_number(
+            "train.learning_rate", values["learning_rate"], minimum=0, exclusive=True
+        ),
         batch_size=_int("train.batch_size", values["batch_size"], minimum=1),
         warmup_ratio=_ratio("train.warmup_ratio", values["warmup_ratio"]),
         weight_decay=_number("train.weight_decay", values["weight_decay"], minimum=0),

@@ -94,7 +94,9 @@ def _batch(examples: list[tuple[list, list]], pad_id: int) -> dict[str, Any]:
     for row, (ids, mask) in enumerate(examples):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention[row, : len(ids)] = 1
-        labels[row, : len(ids)] = torch.tensor([t if m else -100 for t, m in zip(ids, mask, strict=True)])
+        labels[row, : len(ids)] = torch.tensor(
+            [t if m else -100 for t, m in zip(ids, mask, strict=True)]
+        )
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 

@@ -1,0 +1,527 @@
+"""One training job from start to manifest: the orchestration behind `python -m training.trainer`.
+
+Layout of `output_dir`:
+    events.jsonl          append-only events (seam 2)
+    checkpoints/          periodic + best checkpoints (Trainer format) for `--resume`
+    adapter/              adapter_model.safetensors + adapter_config.json, nothing else
+    manifest.json         digests, lineage, hyperparameters, metrics
+    deepspeed.json        the DeepSpeed config, when the job has one
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from training.trainer.config import JobConfig
+from training.trainer.errors import (
+    BAD_CONFIG,
+    CRASH,
+    OUT_OF_MEMORY,
+    JobCancelled,
+    TrainingFailure,
+)
+from training.trainer.events import EventHook, EventWriter, Stopwatch
+from training.trainer.manifest import (
+    ADAPTER_FILES,
+    MANIFEST_FORMAT,
+    adapter_files_digest,
+    write_manifest,
+)
+
+
+def distributed_rank() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's or srun's environment; (0, 0, 1) alone."""
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    return rank, local_rank, world
+
+
+def install_sigterm_handler() -> None:
+    """SIGTERM (the platform's cancel, Slurm's scancel) unwinds the run as `cancelled`."""
+
+    def _handler(signum: int, frame: Any) -> None:
+        raise JobCancelled(f"cancelled by signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, _handler)
+
+
+def classify_exception(exc: BaseException) -> TrainingFailure:
+    """Map any exception to a TrainingFailure with a one-line reason."""
+    if isinstance(exc, TrainingFailure):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return JobCancelled("interrupted")
+    text = str(exc)
+    oom_types: tuple[type, ...] = (MemoryError,)
+    try:
+        import torch
+
+        oom_types += (torch.OutOfMemoryError,)
+    except (ImportError, AttributeError):
+        pass
+    if isinstance(exc, oom_types) or "out of memory" in text.lower():
+        return TrainingFailure(OUT_OF_MEMORY, f"out of memory: {text or type(exc).__name__}"[:500])
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return TrainingFailure(CRASH, f"{type(exc).__name__}: {first_line}"[:500])
+
+
+def run_job(
+    config: JobConfig,
+    *,
+    on_event: EventHook | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train, export the adapter and write the manifest; returns the `completed` event.
+
+    On failure writes a `failed` event and raises the TrainingFailure. `on_event` sees every event
+    (rank 0 only); `on_step(step)` runs after each optimizer step on every rank (raise from it to
+    stop a run, as a test or an embedding platform might).
+    """
+    rank, _, world = distributed_rank()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = EventWriter(out / "events.jsonl", enabled=rank == 0, hook=on_event)
+    try:
+        return _run(config, writer, out, world, on_step)
+    except BaseException as exc:  # noqa: BLE001 - every failure must leave a `failed` event
+        failure = classify_exception(exc)
+        if failure.category == CRASH:
+            # The full traceback goes to stderr (the job log); the event stays one line.
+            traceback.print_exception(exc)
+        writer.emit("failed", reason=failure.reason, category=failure.category)
+        if failure is exc:
+            raise
+        raise failure from exc
+
+
+def _run(
+    config: JobConfig,
+    writer: EventWriter,
+    out: Path,
+    world: int,
+    on_step: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    clock = Stopwatch()
+    import torch
+    import transformers
+
+    from training.trainer.data import dpo_rows, read_jsonl, tokenize_sft
+    from training.trainer.modeling import load_base_model, load_tokenizer
+
+    transformers.logging.set_verbosity_warning()
+    transformers.set_seed(config.train.seed)
+
+    # Data first: a bad line fails the job in a second, before the model is loaded.
+    train_data = read_jsonl(config.data.train, config.method)
+    eval_data = read_jsonl(config.data.eval, config.method) if config.data.eval else None
+
+    try:
+        tokenizer = load_tokenizer(
+            config.base_model.name_or_path, revision=config.base_model.revision
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise TrainingFailure(BAD_CONFIG, f"cannot load tokenizer of base model: {exc}") from exc
+
+    # The Trainer's arguments come before the model: under ZeRO-3 they register the DeepSpeed
+    # config so from_pretrained can partition the weights as it loads them.
+    checkpoints = out / "checkpoints"
+    resume_from = _checkpoint_to_resume(checkpoints) if config.resume else None
+    if not config.resume and checkpoints.exists() and writer.enabled:
+        shutil.rmtree(checkpoints)  # a fresh run must not resume or rotate someone else's state
+    args = _training_args(config, out, has_eval=eval_data is not None)
+
+    try:
+        model = load_base_model(config.base_model.name_or_path, revision=config.base_model.revision)
+    except Exception as exc:  # noqa: BLE001
+        raise TrainingFailure(BAD_CONFIG, f"cannot load base model: {exc}") from exc
+
+    peft_config = None
+    if config.init_adapter:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+        except Exception as exc:  # noqa: BLE001
+            raise TrainingFailure(BAD_CONFIG, f"cannot load init_adapter: {exc}") from exc
+    else:
+        peft_config = _lora_config(config)
+
+    from datasets import Dataset
+
+    from training.trainer.trainers import (
+        BestCheckpointCallback,
+        EventsCallback,
+        MeteredDPOTrainer,
+        RunTotals,
+        StepHookCallback,
+        WeightedSFTTrainer,
+    )
+
+    if config.method == "sft":
+        train_rows = tokenize_sft(tokenizer, train_data, config.train.max_length)
+        eval_rows = (
+            tokenize_sft(tokenizer, eval_data, config.train.max_length) if eval_data else None
+        )
+        weighted = any(row["weight"] != 1.0 for row in train_rows)
+        trainer_cls, extra = WeightedSFTTrainer, {"weighted": weighted}
+    else:
+        train_rows = dpo_rows(train_data)
+        eval_rows = dpo_rows(eval_data) if eval_data else None
+        trainer_cls, extra = MeteredDPOTrainer, {}
+
+    gpus = world if torch.cuda.is_available() else 0
+    started_fields = {
+        "job_id": config.job_id,
+        "method": config.method,
+        "model": {
+            "name_or_path": config.base_model.name_or_path,
+            "revision": config.base_model.revision,
+            "init_adapter": config.init_adapter,
+        },
+        "parameters": _hyperparameters(config),
+        "totals": {
+            "train_examples": len(train_rows),
+            "eval_examples": len(eval_rows) if eval_rows else 0,
+            "world_size": world,
+        },
+        "notes": train_data.notes + (eval_data.notes if eval_data else []),
+    }
+    events = EventsCallback(writer, started_fields=started_fields, gpus=gpus)
+    callbacks: list[Any] = [RunTotals(), events]
+    if eval_rows:
+        callbacks.append(BestCheckpointCallback())
+        if config.train.early_stopping_patience:
+            from transformers import EarlyStoppingCallback
+
+            callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
+    if on_step is not None:
+        callbacks.append(StepHookCallback(on_step))
+
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+        **extra,
+    )
+    events.trainer = trainer
+    # events.jsonl is the record; the Trainer's print of every log dict only floods the job log.
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainable, total = _parameter_counts(trainer.model)
+    started_fields["model"].update(parameters=total, trainable_parameters=trainable)
+
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    final_train_eval: dict[str, Any] = {}
+    if config.method == "dpo":
+        # Preference accuracy of the exported (best) adapter on the tenant's own pairs: the number
+        # a user asks about first.
+        final_train_eval = trainer.evaluate(trainer.train_dataset, metric_key_prefix="train_final")
+
+    adapter_dir = _export_adapter(trainer, out)
+    totals = find_totals(trainer)
+    metrics = _final_metrics(config, trainer, events, final_train_eval)
+    if not writer.enabled:
+        return {}
+    manifest = _manifest(
+        config,
+        train_data,
+        eval_data,
+        train_rows,
+        eval_rows,
+        metrics,
+        totals,
+        clock.seconds(),
+        world,
+        adapter_dir,
+    )
+    manifest_path = write_manifest(out / "manifest.json", manifest)
+    real_fraction = totals.real_tokens / totals.computed_tokens if totals.computed_tokens else None
+    return writer.emit(
+        "completed",
+        best_step=metrics.get("best_step"),
+        metrics=metrics,
+        steps=trainer.state.global_step,
+        samples_processed=totals.samples,
+        tokens_processed=totals.real_tokens,
+        computed_tokens=totals.computed_tokens,
+        real_token_fraction=round(real_fraction, 4) if real_fraction is not None else None,
+        duration_seconds=round(clock.seconds(), 2),
+        adapter_dir="adapter",
+        manifest="manifest.json",
+        manifest_path=str(manifest_path),
+    )
+
+
+def find_totals(trainer: Any) -> Any:
+    from training.trainer.trainers import RunTotals, find_callback
+
+    return find_callback(trainer, RunTotals) or RunTotals()
+
+
+def _checkpoint_to_resume(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint (trainer_state.json written last marks it complete)."""
+    if not checkpoints.is_dir():
+        return None
+    candidates = []
+    for folder in checkpoints.glob("checkpoint-*"):
+        suffix = folder.name.rsplit("-", 1)[-1]
+        if suffix.isdigit() and (folder / "trainer_state.json").is_file():
+            candidates.append((int(suffix), folder))
+    return max(candidates)[1] if candidates else None
+
+
+def _training_args(config: JobConfig, out: Path, *, has_eval: bool) -> Any:
+    import torch
+
+    t = config.train
+    use_bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    save_every = t.save_every
+    if has_eval and save_every % t.eval_every:
+        # load_best_model_at_end needs saves on evaluation steps; round up to the next multiple.
+        save_every = (save_every // t.eval_every + 1) * t.eval_every
+    common: dict[str, Any] = {
+        "output_dir": str(out / "checkpoints"),
+        "num_train_epochs": t.epochs,
+        "learning_rate": t.learning_rate,
+        "per_device_train_batch_size": t.batch_size,
+        "per_device_eval_batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        # transformers 5: a float below 1 given as warmup_steps is a ratio of the total steps.
+        "warmup_steps": t.warmup_ratio,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "lr_scheduler_type": "linear",
+        "logging_strategy": "steps",
+        "logging_steps": t.log_every,
+        "logging_first_step": True,
+        "eval_strategy": "steps" if has_eval else "no",
+        "eval_steps": t.eval_every if has_eval else None,
+        "save_strategy": "steps",
+        "save_steps": save_every,
+        "save_total_limit": t.keep_checkpoints,
+        "save_only_model": False,
+        "load_best_model_at_end": has_eval,
+        "metric_for_best_model": "eval_loss" if has_eval else None,
+        "greater_is_better": False if has_eval else None,
+        "restore_callback_states_from_checkpoint": True,
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "bf16": use_bf16,
+        "fp16": False,
+        # transformers 5 name; TRL's `gradient_checkpointing=True` default then no longer applies
+        # (it costs ~30% on a CPU for nothing at these sizes).
+        "activation_checkpointing": config.gradient_checkpointing,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "deepspeed": _deepspeed_file(config, out),
+    }
+    if config.method == "sft":
+        from trl import SFTConfig
+
+        return SFTConfig(
+            **common,
+            # data.tokenize_sft already built `assistant_masks` from the template's generation
+            # markers; TRL turns them into labels (loss on assistant tokens only) for tokenized
+            # rows, and its own flag is only for datasets it tokenizes itself.
+            assistant_only_loss=False,
+            packing=config.packing,
+            padding_free=config.padding_free and not config.packing,
+            # Already truncated in data.tokenize_sft; TRL needs max_length only to pack.
+            max_length=t.max_length if config.packing else None,
+            dataset_num_proc=None,
+        )
+    from trl import DPOConfig
+
+    return DPOConfig(**common, beta=t.beta, max_length=t.max_length, padding_free=False)
+
+
+def _deepspeed_file(config: JobConfig, out: Path) -> str | None:
+    if not config.deepspeed:
+        return None
+    path = out / "deepspeed.json"
+    rank, _, _ = distributed_rank()
+    if rank == 0:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config.deepspeed, indent=2), encoding="utf-8")
+        tmp.replace(path)
+    else:
+        # Other ranks read the same file; wait for rank 0 on a shared filesystem.
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return str(path)
+
+
+def _lora_config(config: JobConfig) -> Any:
+    from peft import LoraConfig
+
+    targets = config.lora.target_modules
+    return LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(targets) if isinstance(targets, tuple) else targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _parameter_counts(model: Any) -> tuple[int, int]:
+    trainable = total = 0
+    for param in model.parameters():
+        count = param.ds_numel if hasattr(param, "ds_numel") else param.numel()
+        total += count
+        if param.requires_grad:
+            trainable += count
+    return trainable, total
+
+
+def _hyperparameters(config: JobConfig) -> dict[str, Any]:
+    data = config.to_dict()
+    return {
+        "method": config.method,
+        "preset": config.preset,
+        "lora": data["lora"],
+        "train": data["train"],
+        "padding_free": config.padding_free and config.method == "sft" and not config.packing,
+        "packing": config.packing and config.method == "sft",
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "deepspeed": bool(config.deepspeed),
+    }
+
+
+def _export_adapter(trainer: Any, out: Path) -> Path:
+    """Write only the shippable adapter: `default`'s safetensors + config, never `ref/` or pickles.
+
+    `trainer.save_model` is what gathers ZeRO-3-partitioned weights, and it must run on every rank;
+    rank 0 then keeps the two files and drops the rest (tokenizer, training_args.bin, README).
+    """
+    staging = out / "adapter-staging"
+    adapter_dir = out / "adapter"
+    trainer.save_model(str(staging))
+    if not trainer.args.should_save:
+        return adapter_dir
+    if adapter_dir.exists():
+        shutil.rmtree(adapter_dir)
+    adapter_dir.mkdir(parents=True)
+    for name in ADAPTER_FILES:
+        source = staging / name
+        if not source.is_file():
+            raise TrainingFailure(CRASH, f"export produced no {name}")
+        shutil.copyfile(source, adapter_dir / name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return adapter_dir
+
+
+def _final_metrics(
+    config: JobConfig, trainer: Any, events: Any, final_train_eval: dict[str, Any]
+) -> dict[str, Any]:
+    state = trainer.state
+    train_losses = [h["loss"] for h in state.log_history if "loss" in h and "eval_loss" not in h]
+    metrics: dict[str, Any] = {
+        "train_loss": events.train_summary.get("train_loss"),
+        "last_train_loss": train_losses[-1] if train_losses else None,
+        "global_step": state.global_step,
+        "best_step": state.best_global_step or state.global_step,
+        "best_eval_loss": state.best_metric,
+    }
+    evals = [h for h in state.log_history if "eval_loss" in h]
+    if evals:
+        best = next((h for h in evals if h.get("step") == metrics["best_step"]), evals[-1])
+        metrics["eval_loss"] = best["eval_loss"]
+        for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+            if f"eval_{key}" in best:
+                metrics[f"eval_{key}"] = best[f"eval_{key}"]
+    for key, value in final_train_eval.items():
+        if key.startswith("train_final_rewards/") or key == "train_final_loss":
+            metrics[key.replace("train_final_", "train_")] = value
+    return metrics
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in (
+        "torch",
+        "transformers",
+        "peft",
+        "trl",
+        "datasets",
+        "accelerate",
+        "safetensors",
+        "deepspeed",
+    ):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def _manifest(
+    config: JobConfig,
+    train_data: Any,
+    eval_data: Any,
+    train_rows: list,
+    eval_rows: list | None,
+    metrics: dict[str, Any],
+    totals: Any,
+    seconds: float,
+    world: int,
+    adapter_dir: Path,
+) -> dict[str, Any]:
+    import hashlib
+
+    from training.trainer.events import utc_timestamp
+
+    snapshot = hashlib.sha256(train_data.sha256.encode())
+    if eval_data is not None:
+        snapshot.update(eval_data.sha256.encode())
+    return {
+        "format": MANIFEST_FORMAT,
+        "job_id": config.job_id,
+        "method": config.method,
+        "created_at": utc_timestamp(),
+        "adapter": {"dir": "adapter", "files": adapter_files_digest(adapter_dir)},
+        "base_model": {
+            "path": config.base_model.path,
+            "hf_id": config.base_model.hf_id,
+            "revision": config.base_model.revision,
+        },
+        "init_adapter": config.init_adapter,
+        "data": {
+            "snapshot_sha256": snapshot.hexdigest(),
+            "train": {
+                "path": train_data.path,
+                "sha256": train_data.sha256,
+                "size": train_data.size,
+            },
+            "eval": None
+            if eval_data is None
+            else {"path": eval_data.path, "sha256": eval_data.sha256, "size": eval_data.size},
+        },
+        "examples": {"train": len(train_rows), "eval": len(eval_rows) if eval_rows else 0},
+        "hyperparameters": _hyperparameters(config),
+        "metrics": metrics,
+        "tokens_processed": totals.real_tokens,
+        "samples_processed": totals.samples,
+        "duration_seconds": round(seconds, 2),
+        "world_size": world,
+        "libraries": _library_versions(),
+    }

@@ -1,0 +1,289 @@
+"""TRL trainer subclasses: per-example weights, token accounting, NaN guard; and the callbacks.
+
+Kept apart from the orchestration in `run.py` so the TRL-version-specific code sits in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+from trl import DPOTrainer, SFTTrainer
+
+from training.trainer.errors import NAN_LOSS, TrainingFailure
+from training.trainer.events import EventWriter, Stopwatch, memory_snapshot
+
+META_PREFIX = "synx_"
+
+
+class MeteredCollator:
+    """Wraps a TRL collator; adds counts (and SFT per-token weights) under `synx_` keys.
+
+    The keys are popped again in `compute_loss` before the model sees the batch. Counting here is
+    the one place that knows both the real sequence lengths and the padded tensor.
+    """
+
+    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]], *, weights: bool):
+        self.inner = inner
+        self.weights = weights
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.inner(examples)
+        input_ids = batch["input_ids"]
+        if "attention_mask" in batch:
+            real = int(batch["attention_mask"].sum())
+        else:  # padding-free: one flattened row, padded at most to a multiple
+            real = sum(len(e["input_ids"]) for e in examples)
+        samples = sum(len(e["seq_lengths"]) if "seq_lengths" in e else 1 for e in examples)
+        batch[META_PREFIX + "counts"] = torch.tensor(
+            [samples, real, input_ids.numel()], dtype=torch.long
+        )
+        if self.weights:
+            batch[META_PREFIX + "token_weights"] = self._token_weights(examples, input_ids, batch)
+        return batch
+
+    @staticmethod
+    def _token_weights(
+        examples: list[dict[str, Any]], input_ids: torch.Tensor, batch: dict
+    ) -> torch.Tensor:
+        weights = torch.zeros(input_ids.shape, dtype=torch.float32)
+        if "attention_mask" not in batch:  # padding-free: examples laid end to end in row 0
+            offset = 0
+            for example in examples:
+                length = len(example["input_ids"])
+                weights[0, offset : offset + length] = float(example.get("weight", 1.0))
+                offset += length
+        else:
+            for row, example in enumerate(examples):
+                weights[row, : len(example["input_ids"])] = float(example.get("weight", 1.0))
+        return weights
+
+
+def find_callback(trainer: Any, kind: type) -> Any:
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, kind):
+            return callback
+    return None
+
+
+class RunTotals(TrainerCallback, ExportableState):
+    """Samples and tokens processed so far; saved in each checkpoint so a resume continues them."""
+
+    def __init__(self, samples: int = 0, real_tokens: int = 0, computed_tokens: int = 0):
+        self.samples = samples
+        self.real_tokens = real_tokens
+        self.computed_tokens = computed_tokens
+
+    def state(self) -> dict:
+        return {
+            "args": {},
+            "attributes": {
+                "samples": self.samples,
+                "real_tokens": self.real_tokens,
+                "computed_tokens": self.computed_tokens,
+            },
+        }
+
+
+class _AccountingMixin:
+    """Shared by the SFT and DPO trainers: pops the collator's counts, guards against NaN."""
+
+    def _pop_meta(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        meta = {k: inputs.pop(k) for k in [k for k in inputs if k.startswith(META_PREFIX)]}
+        counts = meta.get(META_PREFIX + "counts")
+        if counts is not None and self.model.training:
+            if self.accelerator.num_processes > 1:
+                counts = self.accelerator.reduce(
+                    counts.to(self.accelerator.device), reduction="sum"
+                )
+            totals = find_callback(self, RunTotals)
+            if totals is not None:
+                samples, real, computed = (int(v) for v in counts.tolist())
+                totals.samples += samples
+                totals.real_tokens += real
+                totals.computed_tokens += computed
+        return meta
+
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        loss = super().training_step(*args, **kwargs)
+        # Checked every step, not at logging: the Trainer's nan-inf filter would hide a NaN loss
+        # from the logs, and every step after it only trains on garbage.
+        value = float(loss.detach().float().item())
+        if not math.isfinite(value):
+            raise TrainingFailure(
+                NAN_LOSS,
+                f"loss became {value} at step {self.state.global_step + 1}; "
+                "lower the learning rate or check the data",
+            )
+        return loss
+
+
+class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
+    """SFTTrainer whose loss weighs each example by its `weight` (from ratings).
+
+    Normalised like TRL's own loss (by the number of label tokens), so with all weights 1.0 it is
+    exactly TRL's loss; when they are all 1.0 TRL's own path runs (and logs its token metrics).
+    """
+
+    def __init__(self, *args: Any, weighted: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.weighted = weighted
+        # TRL refuses a custom collator with padding-free batches; wrapping its own one after
+        # construction keeps TRL's batching and adds our counts and weights.
+        self.data_collator = MeteredCollator(self.data_collator, weights=weighted)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if "weight" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "weight"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        meta = self._pop_meta(inputs)
+        weights = meta.get(META_PREFIX + "token_weights")
+        if weights is None or not self.weighted or return_outputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        token_weights = weights[:, 1:].to(outputs.log_probs.device, outputs.log_probs.dtype)
+        per_token_loss = -outputs.log_probs * token_weights  # log_probs are 0 where labels are -100
+        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        return loss
+
+
+class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
+    """DPOTrainer with token accounting and the NaN guard."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.data_collator = MeteredCollator(self.data_collator, weights=False)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._pop_meta(inputs)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+DPO_EVAL_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
+class EventsCallback(TrainerCallback):
+    """Turns the Trainer's lifecycle into events: started, step, eval, checkpoint."""
+
+    def __init__(self, writer: EventWriter, *, started_fields: dict[str, Any], gpus: int) -> None:
+        self.writer = writer
+        self.started_fields = started_fields
+        self.gpus = gpus
+        self.trainer: Any = None
+        self.train_summary: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}
+        self._clock = Stopwatch()
+        self._last_time = 0.0
+        self._last_tokens = 0
+
+    def _totals(self) -> RunTotals:
+        return find_callback(self.trainer, RunTotals) or RunTotals()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        totals = self._totals()
+        self._last_tokens = totals.real_tokens
+        self._last_time = self._clock.seconds()
+        fields = dict(self.started_fields)
+        fields["totals"] = {
+            **fields.get("totals", {}),
+            "total_steps": state.max_steps,
+            "total_epochs": args.num_train_epochs,
+        }
+        fields["resumed_from_step"] = state.global_step or None
+        self.writer.emit("started", **fields)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if "train_loss" in logs or "train_runtime" in logs:
+            self.train_summary = logs
+            return
+        if "loss" not in logs or any(k.startswith("eval_") for k in logs):
+            return
+        totals = self._totals()
+        now = self._clock.seconds()
+        elapsed = max(now - self._last_time, 1e-9)
+        tokens_per_second = (totals.real_tokens - self._last_tokens) / elapsed
+        self._last_time, self._last_tokens = now, totals.real_tokens
+        extra = {
+            k: logs[k] for k in logs if k.startswith("rewards/") or k in ("mean_token_accuracy",)
+        }
+        self.writer.emit(
+            "step",
+            step=state.global_step,
+            epoch=round(float(state.epoch or 0.0), 4),
+            progress=round(state.global_step / state.max_steps, 4) if state.max_steps else None,
+            loss=logs.get("loss"),
+            learning_rate=logs.get("learning_rate"),
+            grad_norm=logs.get("grad_norm"),
+            samples_processed=totals.samples,
+            tokens_processed=totals.real_tokens,
+            tokens_per_second=round(tokens_per_second, 1),
+            memory=memory_snapshot(self.gpus),
+            **extra,
+        )
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics = metrics or {}
+        if "eval_loss" not in metrics:
+            return
+        best = state.best_metric is None or metrics["eval_loss"] < state.best_metric
+        fields = {
+            "step": state.global_step,
+            "epoch": round(float(state.epoch or 0.0), 4),
+            "eval_loss": metrics["eval_loss"],
+            "is_best": best,
+        }
+        for key in DPO_EVAL_KEYS:
+            if f"eval_{key}" in metrics:
+                fields[key] = metrics[f"eval_{key}"]
+        self.last_eval = fields
+        self.writer.emit("eval", **fields)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.writer.emit(
+            "checkpoint",
+            step=state.global_step,
+            path=f"checkpoints/checkpoint-{state.global_step}",
+        )
+
+
+class BestCheckpointCallback(TrainerCallback):
+    """Saves a checkpoint at every new best eval loss and evaluates once more at the last step.
+
+    With these two, the checkpoint `load_best_model_at_end` restores is the best one seen at any
+    evaluation, not only at the periodic save steps, and the final weights compete too.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps and args.eval_strategy != "no":
+            control.should_evaluate = True
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        value = (metrics or {}).get("eval_loss")
+        # The Trainer updates state.best_metric only after this callback, so this compares with the
+        # best before this evaluation.
+        if value is not None and (state.best_metric is None or value < state.best_metric):
+            control.should_save = True
+        return control
+
+
+class StepHookCallback(TrainerCallback):
+    """Calls `hook(step)` after each optimizer step: the test and embedding seam for stop hooks."""
+
+    def __init__(self, hook: Callable[[int], None]) -> None:
+        self.hook = hook
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.hook(state.global_step)
+        return control
