@@ -36,6 +36,8 @@ def text_field_errors(value: Any, field: str, *, max_chars: int) -> list[FieldEr
         return [(field, "Must not be empty.")]
     if len(value) > max_chars:
         return [(field, f"Too long: {len(value)} characters, at most {max_chars}.")]
+    if "\x00" in value:  # PostgreSQL refuses NUL in text and jsonb: a 400 here, not a 500 later
+        return [(field, "Null characters (U+0000) are not allowed.")]
     return []
 
 
@@ -195,3 +197,5 @@ def _jsonl_parse(raw: bytes, line_number: int):
         return line_number, json.loads(text), None
     except json.JSONDecodeError as exc:
         return line_number, None, f"Not valid JSON: {exc.msg} (column {exc.colno})."
+    except RecursionError:  # json recurses per nesting level: [[[[... ]]]] must not be a 500
+        return line_number, None, "Not valid JSON: nested too deeply."
