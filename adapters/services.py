@@ -308,9 +308,13 @@ def parse_version_label(label: Any) -> int | None:
     if not isinstance(label, str):
         return None
     text = label.strip()
-    if len(text) < 2 or text[0] not in "vV" or not text[1:].isdigit():
+    # ASCII digits only ("v²" passes isdigit() but not int()), and few enough of them that
+    # int() cannot refuse the string (Python's 4300-digit limit) or the DB overflow.
+    digits = text[1:]
+    if len(text) < 2 or text[0] not in "vV" or not (digits.isascii() and digits.isdigit()) \
+            or len(digits) > 9:
         return None
-    number = int(text[1:])
+    number = int(digits)
     return number if number > 0 else None
 
 
