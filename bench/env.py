@@ -44,6 +44,8 @@ def configure(*, database: bool = True) -> None:
         os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     os.environ["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
     os.environ["SYNAPSEX_VAR_DIR"] = str(VAR_DIR)
+    os.environ.setdefault("BASE_MODEL_PATH", str(
+        os.environ.get("BENCH_BASE_MODEL_PATH", VAR_DIR / "models" / "tiny-base")))
     os.environ["SYNAPSEX_EMBEDDED"] = "1"
     os.environ.setdefault("API_RATE_LIMIT", "100000000/min")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -149,10 +151,8 @@ def tenant_make(slug: str, plan: str = "enterprise") -> tuple[Any, str]:
 
 
 def tiny_base_path() -> Path:
-    """The tiny base model of the benchmarks (built offline once, ~10 s)."""
-    from django.conf import settings
-
-    path = Path(settings.BASE_MODEL_PATH)
+    """The tiny base model of the benchmarks (built offline once, ~10 s); no Django needed."""
+    path = Path(os.environ.get("BENCH_BASE_MODEL_PATH", VAR_DIR / "models" / "tiny-base"))
     if not (path / "config.json").exists():
         from training.trainer.tiny_model import build_tiny_base
 
