@@ -286,11 +286,7 @@ class DatasetDetailView(TenantPage):
 
 
 def training_start(request, *, tenant: Tenant, form: TrainingJobForm, dry_run: bool):
-    """Dry-run or create a job through the training service; returns (job or None, estimate).
-
-    The parameters are checked by the API's own serializer first when it is available, so the
-    browser and the API accept exactly the same ranges.
-    """
+    """Dry-run or create a job through the training service; returns (job or None, estimate)."""
     from training.services import JobRequest, training_job_create
 
     method, params = form.cleaned_data["method"], form.params()
@@ -303,14 +299,15 @@ def training_start(request, *, tenant: Tenant, form: TrainingJobForm, dry_run: b
 
 
 def training_params_validate(*, method: str, params: dict) -> dict:
-    """The API serializer's validation of the train endpoints' body (ranges, types)."""
-    try:
-        from training.api.serializers import train_request_serializer
-    except ImportError:  # the API layer is not there: the service's own checks still apply
-        return params
-    serializer = train_request_serializer(method=method, data=params)
+    """The train endpoints' own serializer checks the ranges, so browser and API accept the
+    same values."""
+    from training.api.serializers import DpoTrainSerializer, LoraTrainSerializer
+
+    serializer_class = DpoTrainSerializer if method == "dpo" else LoraTrainSerializer
+    serializer = serializer_class(data=params)
     serializer.is_valid(raise_exception=True)
-    return {k: v for k, v in serializer.validated_data.items() if k in params}
+    return {k: v for k, v in serializer.validated_data.items()
+            if k in serializer_class.PARAM_FIELDS}
 
 
 class TrainingListView(TenantPage):
