@@ -268,7 +268,10 @@ def conversation_log(*, tenant: Tenant, conversation_id: str | None, messages: l
             rows.append(existing[index])
             continue
         history_matches = False
-        if given["role"] == "system" and (position > 0 or new_rows):
+        # Integrations must log a system turn first; the chat endpoint is never refused for it
+        # (a client may change its system prompt between turns), its turns are stored as sent.
+        if (given["role"] == "system" and source == Conversation.SOURCE_LOGGED
+                and (position > 0 or new_rows)):
             raise ApiError("validation_error", "A system message is only allowed first.",
                            details={f"messages[{index}].role": ["A system message is only "
                                                                 "allowed as the first turn."]})

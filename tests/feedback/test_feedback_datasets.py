@@ -121,7 +121,8 @@ def test_a_larger_jsonl_file_goes_through(owner):
     dataset_id = register(owner)
     lines = b"".join(json.dumps(conv(f"question {i}", f"answer {i}")).encode() + b"\n"
                      for i in range(3000))
-    upload = SimpleUploadedFile("big.jsonl", lines)
+    # Padded past the 10 MB limit of JSON bodies: files have their own (200 MB) limit.
+    upload = SimpleUploadedFile("big.jsonl", lines + b"\n" * (11 * 1024 * 1024))
     response = owner.client.post(owner.url(f"datasets/{dataset_id}/upload"), {"file": upload},
                                  format="multipart")
     assert response.status_code == 201
