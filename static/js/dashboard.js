@@ -14,10 +14,10 @@
 
   function layout(extra) {
     var base = {
-      margin: { l: 56, r: 16, t: 28, b: 48 },
+      margin: { l: 56, r: 16, t: 36, b: 48 },
       font: { family: "system-ui, sans-serif", size: 12, color: "#1d2330" },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fff",
-      legend: { orientation: "h", y: -0.22 },
+      legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" },
       xaxis: { gridcolor: "#eef0f4", zeroline: false },
       yaxis: { gridcolor: "#eef0f4", zeroline: false },
     };

@@ -176,3 +176,27 @@ def test_it_lists_only_the_users_own_tenants_on_the_home_page(client_for, make_u
     page = client_for(user).get("/")
     assert page.status_code == 200
     assert b"/t/acme/" in page.content and b"/t/globex/" in page.content
+
+
+def test_it_refuses_a_post_without_a_csrf_token_and_actions_by_get(admin_a, tenant_a):
+    from django.test import Client
+
+    from tenants.models import ApiKey
+
+    job = finished_job(tenant_a, status="running")
+    c = Client(enforce_csrf_checks=True)
+    c.force_login(admin_a)
+    before = ApiKey.objects.filter(tenant=tenant_a).count()
+    assert c.post(reverse("dashboard:api_keys", args=["acme"]), {"name": "x"}
+                  ).status_code == 403
+    assert c.post(reverse("dashboard:job_cancel", args=["acme", job.id])).status_code == 403
+    assert ApiKey.objects.filter(tenant=tenant_a).count() == before
+    # actions are POST only: a link or an image tag cannot trigger them
+    assert c.get(reverse("dashboard:job_cancel", args=["acme", job.id])).status_code == 405
+    assert c.get(reverse("dashboard:ab_test", args=["acme"])).status_code == 405
+    job.refresh_from_db()
+    assert job.status == "running" and not job.cancel_requested
+    # every form the admin sees carries the token
+    for name in ["datasets", "training", "adapters", "api_keys", "settings"]:
+        body = c.get(reverse(f"dashboard:{name}", args=["acme"])).content.decode()
+        assert body.count('method="post"') == body.count("csrfmiddlewaretoken"), name

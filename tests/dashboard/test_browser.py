@@ -167,3 +167,44 @@ def test_it_shows_the_line_numbered_errors_of_a_bad_jsonl_upload(live_server, pa
     page.get_by_role("button", name="Upload and validate").click()
     assert page.locator("[data-field=record-count]").inner_text() == "2"
     assert DatasetRecord.objects.filter(dataset=dataset).count() == 2
+
+
+def test_it_overlays_loss_curves_on_the_staff_dashboard_and_the_admin_job_page(
+        live_server, page, login, screenshot, make_user, tenant_a, tenant_b):
+    a = finished_job(tenant_a, steps=12, params={"lora_r": 8, "epochs": 3}, gpu_hours=1.25)
+    b = finished_job(tenant_b, steps=9, eval_every=3, params={"lora_r": 16, "epochs": 3},
+                     gpu_hours=0.5)
+    finished_job(tenant_b, status="failed", steps=2, failure_reason="bad data: empty snapshot")
+    v1 = adapter_version(tenant_b, 1, active=True)
+    adapter_version(tenant_b, 2, parent=v1)
+    tenant_b.settings = {**tenant_b.settings,
+                         "lora_ab_test": {"enabled": True, "versions": {"v1": 0.3, "v2": 0.7}}}
+    tenant_b.save()
+    staff = make_user("operator", is_staff=True)
+    staff.is_superuser = True
+    staff.save()
+
+    login(page, "operator")
+    page.goto(f"{live_server.url}/staff/?jobs={a.id},{b.id}")
+    page.wait_for_selector("#staff-loss-chart .scatterlayer .trace .points path")
+    # train and eval curves of a, then of b
+    assert trace_points(page, "staff-loss-chart", 1) == 12
+    assert trace_points(page, "staff-loss-chart", 2) == 3
+    assert trace_points(page, "staff-loss-chart", 3) == 9
+    assert trace_points(page, "staff-loss-chart", 4) == 3
+    assert page.locator("#param-diff tr.differs").filter(has_text="lora_r").count() == 1
+    assert page.get_by_text("bad data: empty snapshot").is_visible()
+    page.wait_for_selector("#staff-gpu-chart .barlayer .point")
+    assert page.locator("#staff-gpu-chart .barlayer .point").count() == 2  # one per tenant
+    page.wait_for_selector("#staff-ab-chart .barlayer .point")
+    assert page.locator("#staff-ab-chart .barlayer .point").count() == 2  # v1 and v2 of globex
+    screenshot(page, "10-staff")
+
+    page.goto(f"{live_server.url}/admin/training/trainingjob/{a.id}/change/")
+    page.wait_for_selector("#admin-loss-chart .scatterlayer .trace .points path")
+    assert trace_points(page, "admin-loss-chart", 1) == 12
+    screenshot(page, "11-admin-job")
+    page.goto(f"{live_server.url}/admin/")
+    assert page.get_by_role("link", name="RQ queue health").get_attribute("href") == \
+        "/admin/django-rq/"
+    assert page.js_errors == []
