@@ -97,15 +97,19 @@ def _usable_feedback(tenant):
     return Feedback.objects.filter(tenant=tenant, is_latest=True, excluded_reason="")
 
 
-def _training_datasets(tenant):
+def _training_records(tenant):
+    """Dataset records that may reach training (datasets with allow_private_training)."""
     try:
         from feedback import selectors as feedback_selectors
     except ImportError:  # pragma: no cover
         feedback_selectors = None
-    selector = getattr(feedback_selectors, "datasets_allowed_for_private_training", None)
+    selector = getattr(feedback_selectors, "dataset_records_for_training", None)
     if selector is not None:
-        return selector(tenant=tenant)
-    return Dataset.objects.filter(tenant=tenant, allow_private_training=True)
+        records = selector(tenant=tenant)
+    else:  # pragma: no cover - same rule without the selector
+        records = DatasetRecord.objects.filter(tenant=tenant, dataset__tenant=tenant,
+                                               dataset__allow_private_training=True)
+    return records.select_related("dataset").order_by("dataset_id", "id")
 
 
 def training_data_compile(*, tenant, method: str) -> CompiledData:
@@ -211,27 +215,24 @@ def training_data_compile(*, tenant, method: str) -> CompiledData:
                     max(up_fb.created_at, down_fb.created_at))
                 pairs += 1
 
-    record_ids = []
-    for dataset in _training_datasets(tenant):
-        for rec in DatasetRecord.objects.filter(dataset=dataset).order_by("id"):
-            data = rec.data if isinstance(rec.data, dict) else {}
-            source = {f"dataset_record:{rec.id}"}
-            if dataset.type == Dataset.CONVERSATIONS:
-                turns = [{"role": m.get("role"), "content": m.get("content")}
-                         for m in data.get("messages", []) if isinstance(m, dict)]
-                if not turns or turns[-1]["role"] != "assistant":
-                    skip("dataset_record_without_answer")
-                    continue
-                add(sft, "d:" + _sha(turns), {"messages": turns, "weight": 1.0}, source,
-                    rec.created_at)
-            else:
-                record = {k: data.get(k) for k in ("prompt", "chosen", "rejected")}
-                if not all(isinstance(v, str) and v.strip() for v in record.values()) or \
-                        record["chosen"] == record["rejected"]:
-                    skip("dataset_record_invalid")
-                    continue
-                add(dpo, "t:" + _sha(record), record, source, rec.created_at)
-            record_ids.append(rec.id)
+    for rec in _training_records(tenant):
+        data = rec.data if isinstance(rec.data, dict) else {}
+        source = {f"dataset_record:{rec.id}"}
+        if rec.dataset.type == Dataset.CONVERSATIONS:
+            turns = [{"role": m.get("role"), "content": m.get("content")}
+                     for m in data.get("messages", []) if isinstance(m, dict)]
+            if not turns or turns[-1]["role"] != "assistant":
+                skip("dataset_record_without_answer")
+                continue
+            add(sft, "d:" + _sha(turns), {"messages": turns, "weight": 1.0}, source,
+                rec.created_at)
+        else:
+            record = {k: data.get(k) for k in ("prompt", "chosen", "rejected")}
+            if not all(isinstance(v, str) and v.strip() for v in record.values()) or \
+                    record["chosen"] == record["rejected"]:
+                skip("dataset_record_invalid")
+                continue
+            add(dpo, "t:" + _sha(record), record, source, rec.created_at)
 
     chosen = sft if method == "sft" else dpo
     examples = sorted(chosen.values(), key=lambda ex: _sha(ex.record))

@@ -279,7 +279,8 @@ def training_job_create(*, tenant: Tenant, request: JobRequest, actor: str = "sy
 
 
 def training_job_enqueue(*, job_id: str) -> str | None:
-    """Put the job's id on the RQ `training` queue. If Redis is unreachable the job stays queued
+    """Put the job's id on the RQ `training` queue, now (callers run it on commit, so the queue's
+    own on-commit deferral is switched off). If Redis is unreachable the job stays queued
     without an RQ job and the reconciler enqueues it later; the request that created it does not
     fail."""
     import django_rq
@@ -290,7 +291,7 @@ def training_job_enqueue(*, job_id: str) -> str | None:
         return None
     rq_id = f"{job.id}-{int(time.time() * 1000)}"
     try:
-        django_rq.get_queue(QUEUE_NAME).enqueue(
+        django_rq.get_queue(QUEUE_NAME, commit_mode="auto").enqueue(
             "training.jobs.training_job_execute", job.id, job_id=rq_id,
             on_failure=Callback("training.jobs.training_job_on_failure"),
             result_ttl=86400, failure_ttl=7 * 86400,
@@ -526,7 +527,6 @@ def _apply_events(job: TrainingJob, events: list[dict]) -> dict[str, Any]:
     for event in events:
         kind = event.get("type")
         if kind == "started":
-            facts["started"] = True
             totals = event.get("totals") or {}
             if totals.get("total_epochs"):
                 job.total_epochs = math.ceil(float(totals["total_epochs"]))
@@ -569,6 +569,7 @@ def _apply_events(job: TrainingJob, events: list[dict]) -> dict[str, Any]:
             tps = event.get("tokens_per_second")
             gpus = memory.get("gpus", 0) or 0
             job.resources = {
+                **(job.resources or {}),  # keeps what a backend stores there (Slurm attempts)
                 "gpus": gpus,
                 "gpu_memory_used_gb": memory.get("gpu_memory_used_gb") or 0.0,
                 "memory_used_gb": memory.get("rss_gb"),
@@ -630,7 +631,9 @@ def _completion_fields(job: TrainingJob, event: dict | None) -> dict[str, Any]:
         "current_epoch": job.total_epochs,
         "tokens_per_second": tps,
         "compute_seconds": float(seconds),
-        "gpu_hours": round(float(seconds) * gpus / 3600.0, 6),
+        # The Slurm backend bills by LUMI's rule from Slurm's elapsed time, per attempt.
+        "gpu_hours": job.gpu_hours if job.backend == "slurm"
+        else round(float(seconds) * gpus / 3600.0, 6),
         "cost": pricing.job_cost(plan=job.tenant.plan, method=job.method,
                                  samples=job.training_samples),
     }
@@ -707,13 +710,10 @@ def training_job_advance(*, job_id: str) -> TrainingJob:
     state = result.state
     if job.is_terminal:
         return job
-    # Running means the trainer itself started (model loaded); a polled backend's allocation
-    # that runs counts too, since its events arrive in batches.
-    polled = not getattr(backend, "runs_in_worker", False)
-    if job.status == TrainingJob.PREPARING and (
-        facts["started"] or state == backend_states.RETRY
-        or (state == backend_states.RUNNING and polled)
-    ):
+    # Running means the first optimizer step was logged: data and model are loaded, and from
+    # then on `metrics.loss` is a number (the seed formats it with :.4f).
+    if job.status == TrainingJob.PREPARING and (facts["started"]
+                                                or state == backend_states.RETRY):
         job = _to_running(job)
     if state == backend_states.COMPLETED:
         return _complete(job, backend, facts["completed"] or _last_completed(job))

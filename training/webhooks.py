@@ -119,7 +119,7 @@ def _enqueue(delivery_id: int) -> None:
 
     intervals = list(getattr(settings, "WEBHOOK_RETRY_INTERVALS", DEFAULT_RETRY_INTERVALS))
     try:
-        django_rq.get_queue("default").enqueue(
+        django_rq.get_queue("default", commit_mode="auto").enqueue(
             "training.jobs.webhook_deliver", delivery_id,
             retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
         )
