@@ -154,10 +154,19 @@ def tiny_base_path() -> Path:
     """The tiny base model of the benchmarks (built offline once, ~10 s); no Django needed."""
     path = Path(os.environ.get("BENCH_BASE_MODEL_PATH", VAR_DIR / "models" / "tiny-base"))
     if not (path / "config.json").exists():
+        import torch
+
         from training.trainer.tiny_model import build_tiny_base
 
         log(f"building the tiny base model into {path}")
-        build_tiny_base(path)
+        # One thread: on a busy machine two spinning threads took 10x the CPU time; the build
+        # is not measured, so it need not be fast on a quiet one.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            build_tiny_base(path)
+        finally:
+            torch.set_num_threads(threads)
     return path
 
 

@@ -154,11 +154,11 @@ def make_data(path: Path, count: int, max_length: int, tokenizer) -> list[int]:
             answer_words = max(4, int(target / 1.6))
             messages = [{"role": "user", "content": question},
                         {"role": "assistant", "content": sentence(rng, answer_words)}]
-            n = len(tokenizer.apply_chat_template(messages))
+            n = len(tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"])
             while n > max_length and answer_words > 4:  # keep examples whole, under the cap
                 answer_words = int(answer_words * 0.9)
                 messages[1]["content"] = sentence(rng, answer_words)
-                n = len(tokenizer.apply_chat_template(messages))
+                n = len(tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"])
             lengths.append(min(n, max_length))
             handle.write(json.dumps({"messages": messages}) + "\n")
     return lengths

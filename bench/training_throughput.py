@@ -128,8 +128,8 @@ def body(args, report: Report) -> None:
     from training.trainer.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    lengths = sorted(min(len(tokenizer.apply_chat_template(r["messages"])), args.max_length)
-                     for r in records)
+    lengths = sorted(min(len(tokenizer.apply_chat_template(
+        r["messages"], return_dict=True)["input_ids"]), args.max_length) for r in records)
     report.inputs = {
         "model": "tiny Llama (platform's offline base)", "examples": len(records),
         "batch_size": batch, "steps": steps, "max_length": args.max_length,
