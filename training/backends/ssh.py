@@ -17,6 +17,7 @@ for one backend operation and closed after it: nothing half-dead is cached betwe
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shlex
 import socket
@@ -27,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import paramiko
+
+# A poller connects every few seconds; paramiko's per-connection INFO lines would drown the log.
+logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 
 class ClusterUnreachable(Exception):
