@@ -975,7 +975,14 @@ def training_auto_check(*, tenant_id: int) -> TrainingJob | None:
     remaining = pricing.quota_remaining(tenant=tenant)
     if remaining is not None and remaining <= 0:
         return None
+    # Readiness is the seed's (feedback stats: corrections >= 50 or thumbs >= 100); the new
+    # feedback threshold above replaces the per-request minimum.
+    from feedback.selectors import feedback_stats
+
+    if not feedback_stats(tenant=tenant).get("ready_for_training"):
+        return None
     params = {k: v for k, v in (auto.get("params") or {}).items()}
+    params.setdefault("min_feedback_count" if method == "sft" else "min_preference_pairs", 1)
     try:
         job, _ = training_job_create(
             tenant=tenant,

@@ -364,3 +364,41 @@ def test_the_held_out_split_is_deterministic_by_hash(owner):
     second = training_data_compile(tenant=owner.tenant, method="sft")
     assert len(first.eval) == 2 and len(first.train) == 23  # round(25 * 10%) = 2
     assert [r["id"] for r in first.eval] == [r["id"] for r in second.eval]
+
+
+def test_automatic_training_queues_a_job_once_enough_new_feedback_arrived(
+        owner, django_capture_on_commit_callbacks, rq_connection):
+    from tenants.services import tenant_settings_update
+
+    tenant_settings_update(tenant=owner.tenant, changes={
+        "auto_training": {"enabled": True, "method": "sft", "min_new_feedback": 50}})
+    with django_capture_on_commit_callbacks(execute=True):
+        add_corrections(owner, corrections(49))
+    assert not TrainingJob.objects.exists()  # not ready (49 corrections < 50)
+    with django_capture_on_commit_callbacks(execute=True):
+        add_corrections(owner, corrections(1, offset=49), prefix="late")
+    job = TrainingJob.objects.get()
+    assert job.triggered_by == "auto" and job.status == "queued"
+    created = job.events.get(type="created")
+    assert created.data["triggered_by"] == "auto"
+    body = owner.client.get(owner.url(f"train/{job.id}")).json()
+    assert body["triggered_by"] == "auto" and body["training_samples"] == 45
+    # One at a time, and only with enough *new* feedback since the last job.
+    with django_capture_on_commit_callbacks(execute=True):
+        add_corrections(owner, corrections(3, offset=200), prefix="more")
+    assert TrainingJob.objects.count() == 1
+
+
+def test_automatic_training_respects_the_quota_and_the_switch(
+        make_tenant, django_capture_on_commit_callbacks):
+    from tenants.services import tenant_settings_update
+
+    off = make_tenant("off")
+    with django_capture_on_commit_callbacks(execute=True):
+        add_corrections(off, corrections(50))
+    free = make_tenant("free-auto", plan="free")
+    tenant_settings_update(tenant=free.tenant, changes={
+        "auto_training": {"enabled": True, "min_new_feedback": 1}})
+    with django_capture_on_commit_callbacks(execute=True):
+        add_corrections(free, corrections(50))
+    assert not TrainingJob.objects.exists()
