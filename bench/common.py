@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -330,6 +331,13 @@ def main(
         args.runs = 1 if args.quick else default_runs
     report = Report(name=name, title=title, quick=args.quick, inputs={}, runs=args.runs,
                     machine=machine_info())
+
+    def _terminated(signum, frame):
+        # `make bench` ends a benchmark past its limit with SIGTERM: unwind, so the servers and
+        # workers it started are stopped by their context managers instead of left running.
+        raise CannotRun(f"terminated by signal {signum} (time limit)")
+
+    signal.signal(signal.SIGTERM, _terminated)
     started = time.monotonic()
     code = 0
     try:

@@ -75,8 +75,7 @@ def start_worker() -> subprocess.Popen:
     log_path = env.VAR_DIR / "rqworker.log"
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "rqworker", "training", "default"], cwd=REPO,
-        env=dict(os.environ), stdout=open(log_path, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True)
+        env=dict(os.environ), stdout=open(log_path, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
     import django_rq
     from rq import Worker
 

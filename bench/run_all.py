@@ -47,6 +47,19 @@ def run_limited(cmd: list[str], limit: float) -> int | str:
         return "timeout"
 
 
+def _record_failure(name: str, quick: bool, started: float, reason: str) -> None:
+    """A benchmark killed at its limit saved nothing: record that, so the report says so."""
+    from bench.common import RESULTS_DIR, Report, machine_info
+    from bench.report import TITLES
+
+    path = RESULTS_DIR / f"{name}{'-quick' if quick else ''}.json"
+    age = time.time() - (time.monotonic() - started)
+    if path.exists() and path.stat().st_mtime >= age:
+        return  # it ran and saved its own result (status failed, with the reason)
+    Report(name=name, title=TITLES.get(name, name), quick=quick, inputs={}, status="failed",
+           reason=reason, machine=machine_info()).save()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -74,13 +87,15 @@ def main() -> int:
     started = time.monotonic()
     for name in args.only or ORDER:
         cmd = [sys.executable, "-m", f"bench.{name}"] + (["--quick"] if args.quick else [])
-        limit = 120 if args.quick else LIMITS.get(name, 300)
+        limit = 300 if args.quick else LIMITS.get(name, 300)
         log(f"==> {' '.join(cmd[1:])} (limit {limit} s)")
         t0 = time.monotonic()
         code = run_limited(cmd, limit)
         log(f"<== {name}: exit {code} after {time.monotonic() - t0:.0f} s")
         if code != 0:
             failed.append(f"{name} ({code})")
+            _record_failure(name, args.quick, t0, f"exit {code} after {time.monotonic() - t0:.0f} s"
+                            f" (limit {limit} s)")
     default_out = REPO / ("var/bench/BENCHMARKS-quick.md" if args.quick else "BENCHMARKS.md")
     out = write(Path(args.out or default_out), quick=args.quick, extra=extra)
     log(f"==> wrote {out} in {time.monotonic() - started:.0f} s total")
