@@ -115,6 +115,9 @@ def test_the_api_trains_on_the_cluster_via_the_worker_and_the_poller(make_tenant
     assert job.gpu_hours > 0
 
 
+CHECKPOINT_EVERY = 16
+
+
 def _seconds_per_step(tiny_base_path: Path, folder: Path) -> float:
     """How long one training step takes right now on one core (the machine is shared)."""
     import subprocess
@@ -122,8 +125,10 @@ def _seconds_per_step(tiny_base_path: Path, folder: Path) -> float:
 
     from tests.slurm.helpers import REPO, write_bundle
 
+    # The same cadence of evaluations and checkpoints as the job itself: they cost time too.
     write_bundle(folder, "train_calibrate01", tiny_base_path,
-                 train={"epochs": 8, "eval_every": 1000, "save_every": 1000})
+                 train={"epochs": 12, "eval_every": CHECKPOINT_EVERY,
+                        "save_every": CHECKPOINT_EVERY})
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "training.trainer", "--config",
                     str(folder / "job.json")], cwd=REPO, env=env, capture_output=True,
@@ -146,13 +151,14 @@ def test_a_job_that_hits_its_time_limit_is_resubmitted_with_resume_and_completes
 
     product_paths.SLURM_TIME_LIMIT = "00:01:00"
     product_paths.TRAINING_MAX_RESUBMITS = 4
-    # Enough work for ~110 s on this machine now: Slurm ends the first attempt at 60-90 s,
-    # after several checkpoints (one every 8 steps); the resumed attempt finishes the rest.
+    # Enough work for ~100 s on this machine now: Slurm ends the first attempt at 60-90 s,
+    # after several checkpoints; the resumed attempt finishes the rest (a third one may be
+    # needed when the shared machine slows down meanwhile).
     per_step = _seconds_per_step(tiny_base_path, tmp_path / "calibration")
-    steps = max(400, int(110 / per_step))
+    steps = max(300, int(100 / per_step))
     epochs = -(-steps // 4)
-    job = make_slurm_job(train={"epochs": epochs, "eval_every": 8, "save_every": 8,
-                                "early_stopping_patience": None})
+    job = make_slurm_job(train={"epochs": epochs, "eval_every": CHECKPOINT_EVERY,
+                                "save_every": CHECKPOINT_EVERY, "early_stopping_patience": None})
     SlurmBackend().submit(job, Path(job.work_dir))
 
     deadline = time.monotonic() + 420
