@@ -236,7 +236,9 @@ def training_job_create(*, tenant: Tenant, request: JobRequest, actor: str = "sy
         return None, estimate
 
     with transaction.atomic():
-        locked = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+        # of=("self",): lock the tenant row only, not its plan (shared by many tenants).
+        locked = Tenant.objects.select_for_update(of=("self",)).select_related("plan") \
+            .get(pk=tenant.pk)
         remaining = pricing.quota_remaining(tenant=locked)
         if remaining is not None and remaining <= 0:
             raise _quota_error(locked)
@@ -696,8 +698,7 @@ def training_job_advance(*, job_id: str) -> TrainingJob:
     backend = backend_for(job)
     result = backend.poll(job)
     with transaction.atomic():
-        locked = TrainingJob.objects.select_for_update().select_related("tenant__plan") \
-            .get(pk=job_id)
+        locked = TrainingJob.objects.select_for_update().get(pk=job_id)
         if locked.events_offset != job.events_offset:
             # Another poller consumed these events meanwhile; its step already stored them.
             return locked
@@ -996,6 +997,21 @@ def training_auto_check(*, tenant_id: int) -> TrainingJob | None:
     except IntegrityError:  # pragma: no cover - concurrent duplicate
         return None
     return job
+
+
+def training_auto_check_all() -> list[str]:
+    """The periodic side of automatic training (`reconcile_training_jobs --loop`): checks every
+    tenant that turned it on, so feedback loaded around the services (bulk imports) counts too."""
+    started = []
+    for tenant in Tenant.objects.filter(settings__auto_training__enabled=True):
+        try:
+            job = training_auto_check(tenant_id=tenant.pk)
+        except Exception:  # noqa: BLE001 - one tenant must not stop the others
+            logger.exception("Auto-training check failed for tenant %s", tenant.slug)
+            continue
+        if job is not None:
+            started.append(job.id)
+    return started
 
 
 def feedback_saved_auto_train(sender, instance, created=False, raw=False, **kwargs):

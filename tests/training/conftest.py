@@ -39,8 +39,13 @@ def _builder_fingerprint() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_base_path() -> Path:
-    """The tiny base model, built once into var/test-cache keyed by the builder's sources."""
+    """The tiny base model, built once into var/test-cache keyed by the builder's sources
+    (SYNAPSEX_TEST_BASE_MODEL names an already built one instead)."""
     from training.trainer.tiny_model import build_tiny_base
+
+    given = os.environ.get("SYNAPSEX_TEST_BASE_MODEL")
+    if given:
+        return Path(given)
 
     cache = Path(django_settings.VAR_DIR) / "test-cache" / f"tiny-base-{_builder_fingerprint()}"
     if not (cache / "tiny_base.json").is_file():

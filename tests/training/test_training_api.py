@@ -402,3 +402,40 @@ def test_automatic_training_respects_the_quota_and_the_switch(
     with django_capture_on_commit_callbacks(execute=True):
         add_corrections(free, corrections(50))
     assert not TrainingJob.objects.exists()
+
+
+def test_the_reconcile_command_reports_and_starts_due_automatic_jobs(owner, rq_connection):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from feedback.models import Feedback
+    from tenants.services import tenant_settings_update
+
+    add_corrections(owner, corrections(50))
+    assert not TrainingJob.objects.exists()  # the switch was off while the feedback arrived
+    tenant_settings_update(tenant=owner.tenant, changes={
+        "auto_training": {"enabled": True, "min_new_feedback": 10}})
+    assert Feedback.objects.filter(tenant=owner.tenant).count() == 50
+    out = StringIO()
+    call_command("reconcile_training_jobs", stdout=out)
+    job = TrainingJob.objects.get()
+    assert job.triggered_by == "auto"
+    assert "auto_started=1" in out.getvalue() and job.id in out.getvalue()
+
+
+def test_the_admin_lists_jobs_and_cancels_and_retries_them(ready, admin_client):
+    ids = [ready.client.post(ready.url("train/lora"), LORA_SMALL, format="json").json()["job_id"]
+           for _ in range(2)]
+    listing = admin_client.get("/admin/training/trainingjob/")
+    assert listing.status_code == 200 and ids[0].encode() in listing.content
+    detail = admin_client.get(f"/admin/training/trainingjob/{ids[0]}/change/")
+    assert detail.status_code == 200 and b"loss curve" in detail.content.lower()
+    response = admin_client.post("/admin/training/trainingjob/",
+                                 {"action": "cancel_jobs", "_selected_action": [ids[0]]})
+    assert response.status_code == 302
+    assert TrainingJob.objects.get(pk=ids[0]).status == "cancelled"
+    admin_client.post("/admin/training/trainingjob/",
+                      {"action": "retry_jobs", "_selected_action": [ids[0]]})
+    retried = TrainingJob.objects.exclude(pk__in=ids).get()
+    assert retried.triggered_by == "retry" and retried.status == "queued"

@@ -6,7 +6,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from training.services import training_jobs_reconcile
+from training.services import training_auto_check_all, training_jobs_reconcile
 
 
 class Command(BaseCommand):
@@ -23,6 +23,7 @@ class Command(BaseCommand):
         interval = interval or float(settings.TRAINING_HEARTBEAT_SECONDS)
         while True:
             summary = training_jobs_reconcile(stale_after_seconds=stale_after)
+            summary["auto_started"] = training_auto_check_all()
             if any(summary.values()) or not loop:
                 self.stdout.write(" ".join(f"{k}={len(v)}" for k, v in summary.items())
                                   + "".join(f"\n  {k}: {', '.join(v)}"
