@@ -219,6 +219,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # The Bearer key and the error envelope on every operation (synapsex_site/openapi.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "synapsex_site.openapi.error_responses_postprocess",
+    ],
 }
 
 # --- Training -------------------------------------------------------------------------------

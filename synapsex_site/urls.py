@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+import synapsex_site.openapi  # noqa: F401 - registers the API-key scheme for the schema
 from tenants.api.errors import api_not_found
 
 api_v1 = [
