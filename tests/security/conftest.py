@@ -5,6 +5,19 @@ import pytest
 from tests.security.helpers import seed_tenant
 
 
+@pytest.fixture(autouse=True)
+def isolated_storage(settings, tmp_path):
+    """Adapter files and snapshots of these tests go to a temporary folder, never var/media."""
+    media = tmp_path / "media"
+    media.mkdir()
+    settings.MEDIA_ROOT = str(media)
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(media)}}}
+    settings.TRAINING_WORK_DIR = tmp_path / "jobs"
+    return media
+
+
 @pytest.fixture
 def two_tenants(make_tenant):
     """acme and globex, each full of its own marker ("ACMEMARKQX" / "GLOBEXMARKQZ")."""

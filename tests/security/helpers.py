@@ -5,6 +5,9 @@ responses."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import struct
 from dataclasses import dataclass, field
 
 from rest_framework.test import APIClient
@@ -51,6 +54,30 @@ class Seeded:
     @property
     def version(self) -> str:
         return f"v{self.version_number}"
+
+
+def safetensors_bytes(values: int = 1) -> bytes:
+    """A minimal valid safetensors file: one float32 tensor `w` of `values` zeros."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [values],
+                               "data_offsets": [0, 4 * values]}}).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + b"\0" * (4 * values)
+
+
+def store_adapter_files(prefix: str, marker: str) -> dict[str, str]:
+    """Write an adapter's three files under `prefix` in the default storage; {name: sha256}."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    contents = {
+        "adapter_model.safetensors": safetensors_bytes(),
+        "adapter_config.json": json.dumps({"r": 4, "peft_type": "LORA"}).encode(),
+        "manifest.json": json.dumps({"format": "synapsex-adapter-manifest/1",
+                                     "note": f"adapter of {marker}"}).encode(),
+    }
+    for name, data in contents.items():
+        default_storage.save(f"{prefix}/{name}", ContentFile(data))
+    return {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
 
 
 def seed_tenant(make_tenant, slug: str, marker: str, *, job_hex: str, version_number: int,
@@ -106,14 +133,13 @@ def seed_tenant(make_tenant, slug: str, marker: str, *, job_hex: str, version_nu
     finished = TrainingJob.objects.create(
         id=f"train_{job_hex[:6]}ffffff", tenant=tenant, method="sft",
         status=TrainingJob.COMPLETED, base_model="tiny-base", params={}, total_epochs=1)
-    AdapterVersion.objects.create(
-        tenant=tenant, number=version_number - 1, job=None, method="sft",
-        base_model="tiny-base", sha256="0" * 64, files={},
-        storage_prefix=f"tenants/{slug}/adapters/v{version_number - 1}")
-    AdapterVersion.objects.create(
-        tenant=tenant, number=version_number, job=finished, method="sft",
-        base_model="tiny-base", training_samples=7, sha256="0" * 64, files={},
-        storage_prefix=f"tenants/{slug}/adapters/v{version_number}", is_active=True)
+    for number, job_row in ((version_number - 1, None), (version_number, finished)):
+        prefix = f"tenants/{slug}/adapters/v{number}"
+        files = store_adapter_files(prefix, marker)
+        AdapterVersion.objects.create(
+            tenant=tenant, number=number, job=job_row, method="sft", base_model="tiny-base",
+            training_samples=7, sha256=files["adapter_model.safetensors"], files=files,
+            storage_prefix=prefix, is_active=job_row is not None)
     hook = Webhook.objects.create(tenant=tenant, url=f"https://{marker.lower()}.example/hook")
     spare, _ = api_key_create(tenant=tenant, name=f"spare-{marker}")
     _, ro_secret = api_key_create(tenant=tenant, access=ApiKey.READ_ONLY,
