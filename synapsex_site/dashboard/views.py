@@ -8,6 +8,7 @@ scoped exactly like the pages.
 
 from __future__ import annotations
 
+from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import HttpResponseRedirect, JsonResponse
@@ -58,7 +59,7 @@ def error_lines(exc: Exception) -> list[str]:
     def walk(prefix: str, value) -> None:
         if isinstance(value, dict):
             for key, inner in value.items():
-                walk(f"{prefix}{key}: " if not prefix else f"{prefix}{key}: ", inner)
+                walk(f"{prefix}{key}: ", inner)
         elif isinstance(value, list | tuple):
             for inner in value:
                 walk(prefix, inner)
@@ -67,8 +68,8 @@ def error_lines(exc: Exception) -> list[str]:
 
     if not isinstance(exc, ApiError) or isinstance(details, dict | list):
         if isinstance(exc, ApiError):
-            # Field-level reasons are worth showing; bulky data (comparisons) is not.
-            details = {k: v for k, v in details.items() if isinstance(v, list | str)} \
+            # Per-field reasons are worth showing; the numbers behind the message are not.
+            details = {k: v for k, v in details.items() if isinstance(v, list)} \
                 if isinstance(details, dict) else details
         walk("", details)
     return lines or ["The request was refused."]
@@ -357,6 +358,8 @@ class JobDetailView(TenantPage):
         context["percent"] = round(100 * float(job.progress or 0))
         context["events"] = charts.job_events(job=job)
         context["version"] = AdapterVersion.objects.filter(job=job).first()
+        # How often the page asks for news while the job runs (the issue: every ~1-2 s).
+        context["poll_ms"] = int(getattr(django_settings, "DASHBOARD_JOB_POLL_MS", 1500))
         return context
 
 
@@ -435,9 +438,6 @@ class AdapterActivateView(TenantPage):
         context["active"] = AdapterVersion.objects.filter(
             tenant=self.tenant, is_active=True).first()
         return context
-
-    def dispatch(self, request, *args, **kwargs):
-        return super().dispatch(request, *args, **kwargs)
 
     def get(self, request, slug, number):
         self.version = get_object_or_404(AdapterVersion, tenant=self.tenant, number=number)
