@@ -144,7 +144,8 @@ def load_job_config(path: str | Path, *, resume: bool | None = None) -> JobConfi
         raise JobConfigError(f"cannot read job config {path}: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise JobConfigError(
-            f"job config {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+            f"job config {path} is not valid JSON "
+            f"(line {exc.lineno}, column {exc.colno}): {exc.msg}"
         ) from exc
     config = parse_job_config(raw, base_dir=path.parent)
     if resume is not None and resume != config.resume:

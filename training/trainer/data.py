@@ -130,7 +130,8 @@ def tokenize_sft(tokenizer: Any, data: LoadedData, max_length: int) -> list[dict
             )
         except Exception as exc:  # noqa: BLE001 - the template is the model's; name the record
             raise DataError(
-                f"{Path(data.path).name} record {record.get('id', '?')}: chat template failed: {exc}"
+                f"{Path(data.path).name} record {record.get('id', '?')}: "
+                f"chat template failed: {exc}"
             ) from exc
         input_ids = list(encoded["input_ids"])[:max_length]
         mask = list(encoded["assistant_masks"])[:max_length]

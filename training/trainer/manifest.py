@@ -84,5 +84,6 @@ def verify_adapter_dir(path: str | Path, manifest: dict[str, Any] | str | Path) 
         actual = sha256_file(file)
         if actual != expected.get("sha256"):
             raise AdapterVerificationError(
-                f"sha256 mismatch for {name}: file has {actual}, manifest says {expected.get('sha256')}"
+                f"sha256 mismatch for {name}: file has {actual}, "
+                f"manifest says {expected.get('sha256')}"
             )

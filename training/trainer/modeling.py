@@ -1,4 +1,4 @@
-"""Loading a base model (+ adapter) and greedy replies: shared by the trainer, the tests and serving.
+"""Loading a base model (+ adapter) and greedy replies: for the trainer, the tests and serving.
 
 The serving side (adapters.serving) reuses `load_model_and_tokenizer` and `generate_reply`, so what
 a test checks after training is exactly what a tenant's user would be served.

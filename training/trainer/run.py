@@ -111,18 +111,19 @@ def _run(
     on_step: Callable[[int], None] | None,
 ) -> dict[str, Any]:
     clock = Stopwatch()
+    from training.trainer.data import dpo_rows, read_jsonl, tokenize_sft
+
+    # Data first, before torch is even imported: a bad line fails the job in well under a second.
+    train_data = read_jsonl(config.data.train, config.method)
+    eval_data = read_jsonl(config.data.eval, config.method) if config.data.eval else None
+
     import torch
     import transformers
 
-    from training.trainer.data import dpo_rows, read_jsonl, tokenize_sft
     from training.trainer.modeling import load_base_model, load_tokenizer
 
     transformers.logging.set_verbosity_warning()
     transformers.set_seed(config.train.seed)
-
-    # Data first: a bad line fails the job in a second, before the model is loaded.
-    train_data = read_jsonl(config.data.train, config.method)
-    eval_data = read_jsonl(config.data.eval, config.method) if config.data.eval else None
 
     try:
         tokenizer = load_tokenizer(

@@ -1,0 +1,186 @@
+"""Data and job builders shared by the trainer tests (plain functions; fixtures: conftest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+HOURS = ["8am-6pm", "9am-5pm", "10am-8pm", "7am-3pm", "11am-9pm", "9am-9pm", "8am-4pm", "10am-6pm"]
+MANAGERS = ["Anna", "Ben", "Carla", "David", "Emma", "Felix", "Grace", "Hugo", "Iris", "Jonas"]
+
+# Explicit hyperparameters: the seed's defaults (3 epochs at 2e-4) are for billion-parameter
+# models and do not move the tiny base (ml-notes).
+SFT_TRAIN = {
+    "epochs": 12,
+    "learning_rate": 2e-3,
+    "batch_size": 8,
+    "warmup_ratio": 0.05,
+    "weight_decay": 0.0,
+    "seed": 0,
+    "eval_every": 14,
+    "save_every": 28,
+    "early_stopping_patience": None,
+}
+LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    return path
+
+
+def chat(question: str, answer: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        **extra,
+    }
+
+
+def question(record: dict[str, Any]) -> str:
+    return record["messages"][0]["content"]
+
+
+def answer(record: dict[str, Any]) -> str:
+    return record["messages"][-1]["content"]
+
+
+STORES = [
+    "Lakeside",
+    "Riverton",
+    "Hillcrest",
+    "Oakwood",
+    "Maple Grove",
+    "Brookfield",
+    "Sunnyvale",
+    "Westport",
+    "Eastham",
+    "Pinecrest",
+    "Cedar Falls",
+    "Stonebridge",
+    "Fairview",
+    "Greenwood",
+    "Ashford",
+    "Bayside",
+    "Clearwater",
+    "Elmstead",
+    "Foxhill",
+    "Glenmore",
+    "Harborview",
+    "Ivydale",
+    "Juniper",
+    "Kingsley",
+    "Larchmont",
+]
+
+
+def store_corrections() -> list[dict[str, Any]]:
+    """50 facts about a tenant's stores that the base model does not know (it answers nonsense).
+
+    Hours are written like the seed's own example ("9am-6pm").
+    """
+    rng = random.Random(7)
+    out = []
+    for store in STORES:
+        out.append(
+            chat(
+                f"When is the {store} store open?",
+                f"The {store} store is open {rng.choice(HOURS)}.",
+            )
+        )
+        out.append(
+            chat(
+                f"Who manages the {store} store?",
+                f"The {store} store is managed by {rng.choice(MANAGERS)}.",
+            )
+        )
+    for index, record in enumerate(out):
+        record.update(id=f"corr-{index}", weight=1.0)
+    return out
+
+
+def job(
+    tmp: Path,
+    base: Path,
+    train: Path,
+    eval_path: Path | None = None,
+    *,
+    method: str = "sft",
+    train_params: dict[str, Any] | None = None,
+    **top: Any,
+) -> dict[str, Any]:
+    return {
+        "job_id": tmp.name,
+        "method": method,
+        "base_model": {"path": str(base), "revision": None},
+        "init_adapter": None,
+        "data": {"train": str(train), "eval": str(eval_path) if eval_path else None},
+        "lora": dict(LORA),
+        "train": dict(SFT_TRAIN if train_params is None else train_params),
+        "output_dir": str(tmp / "out"),
+        "deepspeed": None,
+        "resume": False,
+        **top,
+    }
+
+
+def write_job(tmp: Path, config: dict[str, Any]) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "job.json"
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return path
+
+
+def trainer_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 600):
+    """`python -m training.trainer ARGS` in a fresh process, as the platform's backends run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "training.trainer", *args],
+        cwd=REPO,
+        env=env or trainer_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def greedy_answers(base: Path, adapter: Path, questions: list[str]) -> list[str]:
+    from training.trainer.modeling import generate_reply, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(base, adapter)
+    return [
+        generate_reply(model, tokenizer, [{"role": "user", "content": q}], max_new_tokens=32)
+        for q in questions
+    ]
+
+
+def events_of(out: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    from training.trainer.events import read_events
+
+    events = read_events(out / "events.jsonl")
+    return [e for e in events if kind is None or e["type"] == kind]
