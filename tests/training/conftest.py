@@ -145,10 +145,12 @@ def run_worker_burst(queues=("training", "default"), *, rounds: int = 1,
     from rq import SimpleWorker
 
     qs = [django_rq.get_queue(name) for name in queues]
-    deadline = time.monotonic() + wait_scheduled
+    deadline = None
     while True:
         worker = SimpleWorker(qs, connection=qs[0].connection)
         worker.work(burst=True, with_scheduler=True)
+        # Waiting for scheduled retries starts once the first drain (the training) is over.
+        deadline = deadline or time.monotonic() + wait_scheduled
         pending = sum(q.scheduled_job_registry.count for q in qs)
         rounds -= 1
         if (pending == 0 and rounds <= 0) or time.monotonic() > deadline:
