@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 from django.db import transaction
 from django.utils import timezone
 
@@ -48,7 +50,14 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
 
 @transaction.atomic
 def tenant_create(*, slug: str, name: str = "", plan_slug: str = "pro") -> tuple[Tenant, str]:
-    """Create a tenant with one read-write API key; returns the tenant and the key's secret."""
+    """Create a tenant with one read-write API key; returns the tenant and the key's secret.
+
+    The slug must be a plain slug: storage paths are built from it (`tenants/<slug>/...`), so
+    `../globex` would point into another tenant's files. Raises ValidationError otherwise.
+    """
+    validate_slug(slug)
+    if len(slug) > Tenant._meta.get_field("slug").max_length:
+        raise ValidationError("The slug is too long.", code="invalid")
     plan = Plan.objects.get(slug=plan_slug)
     tenant = Tenant.objects.create(
         slug=slug, name=name or slug, plan=plan, webhook_secret=secrets.token_hex(32)

@@ -1,5 +1,6 @@
 """`python manage.py create_tenant SLUG --plan PLAN`: the key is printed alone on the last line."""
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from tenants.models import Plan, Tenant
@@ -20,6 +21,9 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown plan {plan!r}; choose one of: {choices}")
         if Tenant.objects.filter(slug=slug).exists():
             raise CommandError(f"Tenant {slug!r} already exists.")
-        tenant, secret = tenant_create(slug=slug, name=name, plan_slug=plan)
+        try:
+            tenant, secret = tenant_create(slug=slug, name=name, plan_slug=plan)
+        except ValidationError as exc:
+            raise CommandError(f"Invalid slug {slug!r}: letters, digits, - and _ only.") from exc
         self.stdout.write(f"Created tenant {tenant.slug} on plan {tenant.plan.name}.")
         self.stdout.write(secret)
