@@ -66,7 +66,7 @@
         marker: { color: TYPE_COLORS[type] } };
     });
     draw(el, traces, { barmode: "stack", yaxis: { title: { text: "feedback" },
-      gridcolor: "#eef0f4" }, xaxis: { type: "date" } });
+      gridcolor: "#eef0f4", rangemode: "nonnegative" }, xaxis: { type: "date" } });
   }
 
   function abPie(el, ab, note) {

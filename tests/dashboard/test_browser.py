@@ -198,12 +198,12 @@ def test_it_overlays_loss_curves_on_the_staff_dashboard_and_the_admin_job_page(
     assert page.locator("#staff-gpu-chart .barlayer .point").count() == 2  # one per tenant
     page.wait_for_selector("#staff-ab-chart .barlayer .point")
     assert page.locator("#staff-ab-chart .barlayer .point").count() == 2  # v1 and v2 of globex
-    screenshot(page, "10-staff")
+    screenshot(page, "11-staff")
 
     page.goto(f"{live_server.url}/admin/training/trainingjob/{a.id}/change/")
     page.wait_for_selector("#admin-loss-chart .scatterlayer .trace .points path")
     assert trace_points(page, "admin-loss-chart", 1) == 12
-    screenshot(page, "11-admin-job")
+    screenshot(page, "12-admin-job")
     page.goto(f"{live_server.url}/admin/")
     assert page.get_by_role("link", name="RQ queue health").get_attribute("href") == \
         "/admin/django-rq/"

@@ -88,7 +88,7 @@ def conversations_dataset(tenant, n: int = 40):
     return dataset
 
 
-def start_job_from_form(page, live_server, *, epochs: str) -> str:
+def start_job_from_form(page, live_server, *, epochs: str, screenshot=None) -> str:
     """Fill the training form, read the dry-run estimate, confirm; returns the job id."""
     page.goto(f"{live_server.url}/t/acme/training/")
     page.get_by_label("Method").select_option("sft")
@@ -103,6 +103,8 @@ def start_job_from_form(page, live_server, *, epochs: str) -> str:
     assert estimate.get_by_role("heading", name="Confirm: dry-run estimate").is_visible()
     assert float(page.locator("[data-field=estimated-minutes]").inner_text()) > 0
     assert page.locator("[data-field=estimated-cost]").inner_text().startswith("$")
+    if screenshot:
+        screenshot(page, "07-training-estimate")
     page.get_by_role("button", name="Confirm and start").click()
     page.wait_for_url(f"{live_server.url}/t/acme/training/train_*/")
     return page.url.rstrip("/").rsplit("/", 1)[-1]
@@ -119,13 +121,13 @@ def test_it_starts_a_job_and_the_progress_bar_moves_while_it_trains(
 
     conversations_dataset(tenant_a, n=32)
     login(page, "alice")
-    job_id = start_job_from_form(page, live_server, epochs="6")
+    job_id = start_job_from_form(page, live_server, epochs="6", screenshot=screenshot)
     job = TrainingJob.objects.get(pk=job_id)
     assert job.status == "queued" and job.tenant == tenant_a
     assert job.params["lora_r"] == 8 and job.params["epochs"] == 6
     assert page.locator("[data-field=status]").inner_text() == "queued"
     page.evaluate(RECORD_PROGRESS)
-    screenshot(page, "07-job-queued")
+    screenshot(page, "08-job-queued")
 
     # A real RQ worker runs the job to its end; the page keeps polling meanwhile.
     queue = django_rq.get_queue("training")
@@ -147,7 +149,7 @@ def test_it_starts_a_job_and_the_progress_bar_moves_while_it_trains(
     assert page.locator("#cancel-form").is_hidden()
     events = page.locator("#event-rows tr").all_inner_texts()
     assert any("completed" in row for row in events)
-    screenshot(page, "08-job-trained")
+    screenshot(page, "09-job-trained")
     assert AdapterVersion.objects.filter(tenant=tenant_a, job=job).exists()
 
 
@@ -168,4 +170,4 @@ def test_it_cancels_a_job_from_its_page(live_server, page, login, screenshot, te
     job = TrainingJob.objects.get(pk=job_id)
     assert job.status == "cancelled" and job.cancel_requested
     assert TrainingEvent.objects.filter(job=job, to_status="cancelled").exists()
-    screenshot(page, "09-job-cancelled")
+    screenshot(page, "10-job-cancelled")
