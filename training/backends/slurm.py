@@ -350,7 +350,13 @@ class SlurmBackend:
                 continue
             end = chunk.rfind(b"\n")
             if end < 0:
-                break
+                if len(chunk) < EVENTS_CHUNK_BYTES:
+                    break  # a line still being written: next time
+                # One line longer than a whole chunk: skip it rather than stall forever.
+                events.append({"type": "unreadable", "raw": chunk[:200].decode("utf-8",
+                                                                               "replace")})
+                offset += len(chunk)
+                continue
             for raw in chunk[: end + 1].splitlines():
                 if not raw.strip():
                     continue
@@ -436,6 +442,13 @@ class SlurmBackend:
 
     def _record_usage(self, job, slurm_id: str, info: SlurmJobInfo) -> None:
         record = self._slurm_record(job)
+        if not any(a.get("slurm_id") == slurm_id for a in record["attempts"]):
+            # The record of this attempt was lost (resources rewritten elsewhere): bill it
+            # with today's request rather than not at all.
+            record["attempts"].append({"attempt": int(job.attempt or 1), "slurm_id": slurm_id,
+                                       "resume": int(job.attempt or 1) > 1,
+                                       "request": self.config.request(), "state": "",
+                                       "elapsed_seconds": -1, "gpu_hours": 0.0})
         for attempt in record["attempts"]:
             if attempt.get("slurm_id") != slurm_id:
                 continue
