@@ -302,7 +302,8 @@ SLURM_CONTAINER_BINDS = env_list(
 )
 # Shell lines run before the launch, separated by ";" or newlines.
 SLURM_MODULES = env_str(
-    "SLURM_MODULES", "module use /appl/local/laifs/modules;module load lumi-aif-singularity-bindings"
+    "SLURM_MODULES",
+    "module use /appl/local/laifs/modules;module load lumi-aif-singularity-bindings",
 )
 # KEY=VALUE pairs separated by ";" (values may use $USER and $SLURM_* variables).
 SLURM_ENV = env_str(
