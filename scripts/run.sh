@@ -32,6 +32,10 @@ $PY manage.py rqworker training default --with-scheduler >var/worker.log 2>&1 &
 pids+=($!)
 $PY manage.py reconcile_training_jobs --loop >var/reconciler.log 2>&1 &
 pids+=($!)
+if [ "${TRAINING_BACKEND:-local}" = slurm ]; then
+  $PY manage.py poll_cluster_jobs --loop >var/cluster-poller.log 2>&1 &
+  pids+=($!)
+fi
 echo "==> RQ worker (log: var/worker.log), reconciler (var/reconciler.log)"
 echo "==> Web: http://127.0.0.1:${PORT}/  (API docs: /v1/docs/, admin: /admin/)"
 .venv/bin/gunicorn synapsex_site.wsgi --bind "127.0.0.1:${PORT}" --workers 2 --threads 4 \
