@@ -90,7 +90,8 @@ def test_the_seed_triggering_and_monitoring_calls_run_as_written(
                          out)
     assert match, out
     job_id = match.group(1)
-    print(out, end="")
+    with capsys.disabled():
+        print("\n" + out, end="")
 
     exec(_as_written(TRIGGER_DPO, live_server.url, ctx.tenant.slug, ctx.secret), scope)
     assert scope["response"].status_code == 201, scope["response"].text
@@ -112,6 +113,7 @@ def test_the_seed_triggering_and_monitoring_calls_run_as_written(
     run_worker_burst(queues=("training",))
     exec(_as_written(MONITOR, live_server.url, ctx.tenant.slug, ctx.secret), scope)
     out = capsys.readouterr().out
-    print(out, end="")
+    with capsys.disabled():
+        print(out, end="")
     assert re.fullmatch(r"Status: completed\nProgress: 100\.0%\nCurrent epoch: 3/3\n"
                         r"Loss: \d+\.\d{4}\n", out), out
