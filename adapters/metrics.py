@@ -8,7 +8,8 @@ is counted once. Definitions:
   for small n, unlike the normal approximation);
 * correction rate and report rate = corrections (reports) / all feedback rows on the version's
   messages, Wilson intervals; `served_messages` (assistant turns served) is given alongside;
-* mean rating (1-5) with a 95% Student-t interval (normal quantile from 30 ratings up);
+* mean rating (1-5) with a 95% Student-t interval (Cornish-Fisher t quantile beyond 30
+  ratings), clipped to the 1..5 scale;
 * A/B comparison: two-sided two-proportion z-test (pooled) on the thumbs-up rate between arms;
   `significant` when p < 0.05 and every compared arm has at least `AB_MIN_FEEDBACK_PER_ARM`
   thumbs (default 20) - a guard against declaring a winner from a handful of clicks. With more
@@ -28,6 +29,7 @@ from adapters.services import ab_test_settings, parse_version_label
 from tenants.models import Tenant
 
 Z_95 = 1.959963984540054
+RATING_MIN, RATING_MAX = 1.0, 5.0
 ALPHA = 0.05
 # Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom.
 _T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -72,7 +74,9 @@ def mean_with_interval(count: int, total: float, total_sq: float) -> dict[str, A
     variance = max(0.0, (total_sq - count * mean * mean) / (count - 1))
     std = math.sqrt(variance)
     half = t_quantile_975(count - 1) * std / math.sqrt(count)
-    return {"value": mean, "n": count, "std": std, "ci95": [mean - half, mean + half]}
+    # Ratings live on 1..5: an interval reaching past the scale is clipped to it.
+    low, high = max(RATING_MIN, mean - half), min(RATING_MAX, mean + half)
+    return {"value": mean, "n": count, "std": std, "ci95": [low, high]}
 
 
 def two_proportion_z_test(x1: int, n1: int, x2: int, n2: int) -> dict[str, Any]:

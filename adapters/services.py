@@ -17,9 +17,14 @@ these functions):
   stays over the limit until it activates or deletes one; the event is recorded in the audit log
   as `adapter.plan_limit_exceeded`, and the next activation brings it back within the limit.
   The active version and the arms of an A/B test are never archived silently.
-* **Eval-regression guard.** Activating a version whose held-out `eval_loss` is worse (higher)
-  than the active version's needs `force=True`; otherwise 409 `eval_regression`. Promoting an
-  A/B winner skips the guard: online evidence from real users outranks the offline eval.
+* **Eval-regression guard.** Activating a *newer* version whose held-out `eval_loss` is worse
+  (higher) than the active version's needs `force=True`; otherwise 409 `eval_regression`.
+  A rollback (activating a version older than the active one, the seed's "Rollback to Previous
+  Version" call, sent without a body) is exempt: one rolls back precisely because the newer
+  version behaves worse online despite its better offline loss, and blocking the emergency
+  action behind that number would be wrong; the audit entry records `rollback` and the
+  regression. Promoting an A/B winner skips the guard too: online evidence from real users
+  outranks the offline eval.
 """
 
 from __future__ import annotations
@@ -439,8 +444,10 @@ def adapter_version_activate(
         if current is not None and current.pk == version.pk:
             return version
         new_loss, current_loss = _eval_loss(version), _eval_loss(current)
-        if (not force and new_loss is not None and current_loss is not None
-                and new_loss > current_loss):
+        rollback = current is not None and version.number < current.number
+        regression = (new_loss is not None and current_loss is not None
+                      and new_loss > current_loss)
+        if regression and not force and not rollback:
             raise ApiError(
                 "eval_regression",
                 f"{version.version} has a worse held-out eval loss ({new_loss:.4f}) than the "
@@ -454,11 +461,11 @@ def adapter_version_activate(
         version.is_active = True
         version.activated_at = timezone.now()
         version.save(update_fields=["is_active", "activated_at"])
-        details = {"previous": current.version if current else None, "forced": bool(force)}
+        details = {"previous": current.version if current else None, "forced": bool(force),
+                   "rollback": rollback}
         if reason:
             details["reason"] = reason
-        if force and new_loss is not None and current_loss is not None \
-                and new_loss > current_loss:
+        if regression:
             details["eval_regression"] = {"eval_loss": new_loss, "previous": current_loss}
         audit_log_record(action="adapter.activated", actor=actor, ip_address=ip_address,
                          tenant=tenant, target=version.version, details=details)

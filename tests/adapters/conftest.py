@@ -4,6 +4,9 @@ storage in a temporary folder, and adapter versions created through the real job
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -30,11 +33,13 @@ def tiny_base_path() -> Path:
 
     cache = Path(django_settings.VAR_DIR) / "test-cache" / f"tiny-base-{_builder_fingerprint()}"
     if not (cache / "tiny_base.json").is_file():
-        tmp = cache.with_name(cache.name + ".building")
+        # A private temp folder per session: concurrent sessions never write into each other's.
+        tmp = cache.with_name(f"{cache.name}.building-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         build_tiny_base(tmp, seed=0)
-        if cache.exists():  # another session finished first
-            return cache
-        tmp.rename(cache)
+        try:
+            tmp.rename(cache)
+        except OSError:  # another session finished first: use its copy
+            shutil.rmtree(tmp, ignore_errors=True)
     return cache
 
 
@@ -59,8 +64,22 @@ def media_storage(settings, tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def session_adapter_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("adapter-cache")
+
+
+@pytest.fixture(autouse=True)
+def adapter_local_cache(settings, session_adapter_cache) -> Path:
+    """The runtime's local verified copies: one folder per session (like one per process), so the
+    runtime and its loaded adapters survive from test to test as they would in a server."""
+    settings.ADAPTER_LOCAL_CACHE_DIR = str(session_adapter_cache)
+    return session_adapter_cache
+
+
 @pytest.fixture
-def adapter_cache_dir(settings, tmp_path) -> Path:
+def adapter_cache_dir(settings, tmp_path, adapter_local_cache) -> Path:
+    """A cold, empty local cache for this test (the runtime is rebuilt for it)."""
     path = tmp_path / "adapter-cache"
     settings.ADAPTER_LOCAL_CACHE_DIR = str(path)
     return path

@@ -63,8 +63,7 @@ def test_activation_and_rollback_switch_the_served_answer_without_a_restart(owne
     assert (second["adapter_version"], second["choices"][0]["message"]["content"]) == (
         "v2", TRAINED_ANSWERS["river"])
 
-    assert owner.client.post(owner.url("lora/v1/activate"), {"force": True},
-                             format="json").status_code == 200
+    assert owner.client.post(owner.url("lora/v1/activate")).status_code == 200  # rollback
     third = _ask(owner).json()
     assert (third["adapter_version"], third["choices"][0]["message"]["content"]) == (
         "v1", TRAINED_ANSWERS["apple"])
@@ -110,8 +109,9 @@ def test_the_ab_split_is_sticky_per_conversation(owner, trained_versions):
         assert Message.objects.filter(conversation__external_id=cid).count() == 4
 
 
-def test_a_tampered_adapter_is_refused_at_load(owner, base_model, make_version):
-    runtime_reset()  # a cold runtime: nothing verified earlier may be in memory
+def test_a_tampered_adapter_is_refused_at_load(owner, base_model, make_version,
+                                               adapter_cache_dir):
+    runtime_reset()  # a cold runtime and local cache: nothing verified earlier may be reused
     version = make_version(owner.tenant)
     path = f"{version.storage_prefix}/adapter_model.safetensors"
     with default_storage.open(path, "rb") as handle:

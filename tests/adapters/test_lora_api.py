@@ -87,6 +87,22 @@ def test_it_refuses_an_eval_regression_without_force(owner, make_version):
 
     forced = owner.client.post(owner.url("lora/v2/activate"), {"force": True}, format="json")
     assert forced.status_code == 200 and forced.json()["is_active"] is True
+    entry = AuditLogEntry.objects.filter(action="adapter.activated", target="v2").get()
+    assert entry.details["forced"] is True
+    assert entry.details["eval_regression"] == {"eval_loss": 0.9, "previous": 0.5}
+
+
+def test_a_rollback_needs_no_force_even_when_the_older_eval_loss_is_worse(owner, make_version):
+    make_version(owner.tenant, eval_loss=0.9)
+    make_version(owner.tenant, eval_loss=0.5)
+    assert owner.client.post(owner.url("lora/v2/activate")).status_code == 200
+
+    rollback = owner.client.post(owner.url("lora/v1/activate"))
+
+    assert rollback.status_code == 200 and rollback.json()["is_active"] is True
+    entry = AuditLogEntry.objects.filter(action="adapter.activated", target="v1",
+                                         actor__startswith="key:").get()
+    assert entry.details["rollback"] is True and entry.details["previous"] == "v2"
 
 
 def test_it_deletes_only_inactive_versions_outside_an_ab_test(owner, make_version):
