@@ -124,7 +124,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, envelope_on_errors]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.mark.slow
 def test_it_answers_every_generated_request_within_the_schema(fuzz_target):
     base_url, seeded = fuzz_target
