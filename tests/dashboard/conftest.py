@@ -21,6 +21,32 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix,
+                                 tmp_path_factory):
+    """On SQLite, a file test database instead of the shared in-memory one.
+
+    With the in-memory database the live server thread and this thread share one SQLite
+    connection, so a real RQ worker writing metric rows here while the browser's polls read
+    them in the live server trips "database table is locked". A file database gives each
+    thread its own connection and SQLite's ordinary locking with the busy timeout. (Takes
+    effect when the session's first database test is one of this folder; PostgreSQL is
+    unaffected.)
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        path = tmp_path_factory.mktemp("dashboard-db") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
+
+
+def sqlite_in_memory() -> bool:
+    from django.db import connection
+
+    return connection.vendor == "sqlite" and connection.is_in_memory_db()
+
+
 @pytest.fixture(autouse=True)
 def seed_plans(request):
     """The seed's plans, as the data migration creates them. A transactional test's flush

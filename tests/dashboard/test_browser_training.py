@@ -59,6 +59,11 @@ def tiny_base_path() -> Path:
 
 @pytest.fixture
 def training_env(settings, tmp_path, tiny_base_path, rq_connection):
+    from tests.dashboard.conftest import sqlite_in_memory
+
+    if sqlite_in_memory():
+        pytest.skip("a worker and the live server need a file or PostgreSQL test database "
+                    "(run tests/dashboard on its own, or on PostgreSQL)")
     settings.BASE_MODEL_PATH = str(tiny_base_path)
     settings.BASE_MODEL_HF_ID = ""
     settings.TRAINING_WORK_DIR = tmp_path / "jobs"
@@ -91,7 +96,12 @@ def conversations_dataset(tenant, n: int = 40):
 def start_job_from_form(page, live_server, *, epochs: str, screenshot=None) -> str:
     """Fill the training form, read the dry-run estimate, confirm; returns the job id."""
     page.goto(f"{live_server.url}/t/acme/training/")
+    page.get_by_label("Method").select_option("dpo")
+    assert page.get_by_label("Beta").is_visible()
+    assert page.get_by_label("Epochs").input_value() == "2"  # DPO's default
     page.get_by_label("Method").select_option("sft")
+    assert page.get_by_label("Beta").is_hidden()  # DPO only
+    assert page.get_by_label("Epochs").input_value() == "3"  # SFT's default
     page.get_by_label("Preset").select_option("small_corrections")
     assert page.get_by_label("LoRA r").input_value() == "8"  # the preset filled it in
     page.get_by_label("Epochs").fill(epochs)
