@@ -109,7 +109,6 @@ KNOWN_SCHEMA_GAPS = {
     "GET /v1/tenants/{tenant}/datasets": '{"datasets": [...]}, documented as a bare list',
     "GET /v1/tenants/{tenant}/datasets/{dataset_id}/records": "paginated, documented as a list",
     "GET /v1/tenants/{tenant}/feedback": "paginated, documented as a bare list",
-    "GET /v1/tenants/{tenant}/lora": '{"versions": [...], ...}, documented as a bare list',
 }
 
 
