@@ -72,7 +72,7 @@ def _client(index: int, base: str, tenant: str, secret: str, outcome: Counter) -
 
 
 @pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_it_keeps_every_accepted_feedback_exactly_once_under_concurrent_load(
         make_tenant, gunicorn_server):
     if not is_postgres():
