@@ -22,7 +22,7 @@ from feedback.api.serializers import (
 from feedback.validation import jsonl_lines
 from tenants.api.base import TenantAPIView
 from tenants.api.errors import ApiError
-from tenants.api.pagination import StandardPagination
+from tenants.api.pagination import StandardPagination, paginated_schema, wrapped_list_schema
 from tenants.idempotency import idempotent_response
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
@@ -87,7 +87,7 @@ class FeedbackView(BodyLimitMixin, TenantAPIView):
             OpenApiParameter("message_id", OpenApiTypes.STR, required=False),
             OpenApiParameter("include_history", OpenApiTypes.BOOL, required=False),
         ],
-        responses=FeedbackSerializer(many=True),
+        responses=paginated_schema(FeedbackSerializer),
     )
     def get(self, request, tenant):
         rows = selectors.feedback_list(
@@ -134,7 +134,7 @@ class ConversationListView(BodyLimitMixin, TenantAPIView):
     Content is stored PII-redacted. Feedback that was waiting for these messages is linked.
     """
 
-    @extend_schema(responses=ConversationSerializer(many=True))
+    @extend_schema(responses=paginated_schema(ConversationSerializer))
     def get(self, request, tenant):
         paginator = StandardPagination()
         page = paginator.paginate_queryset(
@@ -206,7 +206,7 @@ class DatasetRegisterView(BodyLimitMixin, TenantAPIView):
 
 
 class DatasetListView(TenantAPIView):
-    @extend_schema(responses=DatasetSerializer(many=True))
+    @extend_schema(responses=wrapped_list_schema("datasets", DatasetSerializer, name="DatasetList"))
     def get(self, request, tenant):
         datasets = selectors.dataset_list(tenant=self.tenant)
         return Response({"datasets": DatasetSerializer(datasets, many=True).data})
@@ -225,7 +225,7 @@ class DatasetDetailView(TenantAPIView):
 class DatasetRecordsView(TenantAPIView):
     """The stored (validated, PII-redacted, de-duplicated) records of a dataset."""
 
-    @extend_schema(responses=DatasetRecordSerializer(many=True))
+    @extend_schema(responses=paginated_schema(DatasetRecordSerializer))
     def get(self, request, tenant, dataset_id: int):
         dataset = selectors.dataset_get(tenant=self.tenant, dataset_id=dataset_id)
         paginator = StandardPagination()

@@ -4,6 +4,7 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from tenants.api.base import TenantAPIView
+from tenants.api.pagination import wrapped_list_schema
 from tenants.api.serializers import (
     ApiKeyCreateSerializer,
     ApiKeySerializer,
@@ -50,7 +51,7 @@ class TenantSettingsView(TenantAPIView):
 class ApiKeyListView(TenantAPIView):
     """List the tenant's API keys (never their secrets) or create one (secret shown once)."""
 
-    @extend_schema(responses=ApiKeySerializer(many=True))
+    @extend_schema(responses=wrapped_list_schema("keys", ApiKeySerializer, name="ApiKeyList"))
     def get(self, request, tenant):
         keys = ApiKey.objects.filter(tenant=self.tenant)
         return Response({"keys": ApiKeySerializer(keys, many=True).data})

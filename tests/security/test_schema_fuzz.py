@@ -91,25 +91,12 @@ def _fuzz_operation(operation, mode, *, base_url: str, secret: str, pinned: dict
         if os.environ.get("FUZZ_VERBOSE"):
             print(mode.value, case.method, case.formatted_path, response.status_code,
                   round(time.monotonic() - started, 2), flush=True)
-        checks = CHECKS if operation.label not in KNOWN_SCHEMA_GAPS else [
-            c for c in CHECKS if c is not response_schema_conformance]
-        case.validate_response(response, checks=checks)
+        case.validate_response(response, checks=CHECKS)
         assert time.monotonic() - started < 30, f"{case.method} {case.path} took too long"
 
     run()
 
 
-# Operations whose documented 200 body does not match what they return (the view's
-# @extend_schema says "a list" where the answer is paginated or wrapped in an object). Reported
-# to their owners; until fixed, only the body-schema check is relaxed for them (no 5xx, status
-# codes and the error envelope are still checked). A fixed one fails `test_known_gaps_...`.
-KNOWN_SCHEMA_GAPS = {
-    "GET /v1/tenants/{tenant}/api-keys": '{"keys": [...]}, documented as a bare list',
-    "GET /v1/tenants/{tenant}/conversations": "paginated, documented as a bare list",
-    "GET /v1/tenants/{tenant}/datasets": '{"datasets": [...]}, documented as a bare list',
-    "GET /v1/tenants/{tenant}/datasets/{dataset_id}/records": "paginated, documented as a list",
-    "GET /v1/tenants/{tenant}/feedback": "paginated, documented as a bare list",
-}
 
 
 def _describe(exc: BaseException) -> str:
@@ -146,17 +133,6 @@ def test_it_answers_every_generated_request_within_the_schema(fuzz_target):
                 failures[f"{mode.value} {operation.label}"] = _describe(exc)
     assert operations >= 30, operations
     assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
-
-
-@pytest.mark.django_db
-def test_known_schema_gaps_are_still_gaps(client):
-    """Once an owner fixes an annotation, this fails so the relaxation above is removed."""
-    document = client.get("/v1/schema/", HTTP_ACCEPT="application/json").json()
-    for label in KNOWN_SCHEMA_GAPS:
-        method, path = label.split(" ", 1)
-        ok = document["paths"][path][method.lower()]["responses"]["200"]
-        schema = ok["content"]["application/json"]["schema"]
-        assert schema.get("type") == "array", f"{label} is fixed: remove it from KNOWN_SCHEMA_GAPS"
 
 
 @pytest.mark.django_db
