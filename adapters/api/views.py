@@ -1,7 +1,12 @@
 """Adapter versions, activation, export, per-version metrics, A/B promotion and chat."""
 
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -25,7 +30,13 @@ def _version_body(tenant, version) -> dict:
 class LoraListView(TenantAPIView):
     """The tenant's adapter versions, newest first, with the active one and the A/B split."""
 
-    @extend_schema(responses=AdapterVersionSerializer(many=True))
+    @extend_schema(operation_id="lora_list", responses=inline_serializer(
+        name="LoraVersionList", fields={
+            "versions": AdapterVersionSerializer(many=True),
+            "active_version": serializers.CharField(allow_null=True),
+            "ab_test": serializers.DictField(),
+            "plan": serializers.DictField(),
+        }))
     def get(self, request, tenant):
         versions = selectors.adapter_version_list(tenant=self.tenant)
         context = {"ab_weights": selectors.ab_weights_of(self.tenant)}
@@ -106,7 +117,8 @@ class LoraDownloadView(TenantAPIView):
 class LoraVersionMetricsView(TenantAPIView):
     """Online metrics of one version, from feedback on the messages it served."""
 
-    @extend_schema(responses=OpenApiResponse(description="per-version metrics"))
+    @extend_schema(operation_id="lora_version_metrics",
+                   responses=OpenApiResponse(description="per-version metrics"))
     def get(self, request, tenant, version):
         found = selectors.adapter_version_get(tenant=self.tenant, label=version)
         return Response(metrics.version_online_metrics(version=found))
@@ -115,7 +127,8 @@ class LoraVersionMetricsView(TenantAPIView):
 class LoraMetricsView(TenantAPIView):
     """Online metrics of every version and the comparison of the A/B arms."""
 
-    @extend_schema(responses=OpenApiResponse(description="all versions + A/B comparison"))
+    @extend_schema(operation_id="lora_metrics",
+                   responses=OpenApiResponse(description="all versions + A/B comparison"))
     def get(self, request, tenant):
         return Response({
             "versions": metrics.versions_online_metrics(tenant=self.tenant),

@@ -9,9 +9,12 @@ import requests
 from adapters.models import AdapterVersion
 from tenants.models import Tenant
 
+# live_server needs real commits; serialized_rollback brings back the plans (a data migration)
+# that the flush after each transactional test removes.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 @pytest.fixture
-def seed_tenant(transactional_db, make_tenant, make_version):
+def seed_tenant(make_tenant, make_version):
     ctx = make_tenant("my_tenant", plan="enterprise")
     for samples in (120, 340, 560):
         make_version(ctx.tenant, training_samples=samples)

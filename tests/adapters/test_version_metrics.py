@@ -104,8 +104,8 @@ def test_the_ab_comparison_finds_a_significant_winner_and_promotes_it(owner, two
     [pair] = comparison["comparisons"]
     assert (pair["a"], pair["b"]) == ("v2", "v1")
     assert pair["thumbs_up_rate_a"] == 0.8 and pair["thumbs_up_rate_b"] == 0.375
-    # pooled p = 47/80; z = 0.425 / sqrt(p(1-p)(2/40)) = 3.87; two-sided p = 1.1e-4
-    assert pair["z"] == pytest.approx(3.866, abs=1e-3)
+    # pooled p = 47/80; z = 0.425 / sqrt(p(1-p)(2/40)) = 3.8609; two-sided p = 1.13e-4
+    assert pair["z"] == pytest.approx(3.8609, abs=1e-3)
     assert pair["p_value"] == pytest.approx(1.1e-4, rel=0.05)
     assert comparison["significant"] is True and comparison["winner"] == "v2"
 
