@@ -46,6 +46,12 @@ WEBHOOK_STATUSES = {"queued", "running", "completed", "failed", "cancelled"}
 # Failure categories shown to users; the trainer's own categories plus the platform's.
 LOST_WORKER = "lost_worker"
 RUNNER_ERROR = "runner_error"
+# The first words of a failed job's one-line reason, by category.
+FAILURE_LABELS = {
+    "bad_data": "bad data", "bad_config": "bad configuration", "out_of_memory": "out of memory",
+    "nan_loss": "NaN loss", "crash": "trainer crash", LOST_WORKER: "lost worker",
+    RUNNER_ERROR: "runner error",
+}
 
 
 class InvalidTransition(ValueError):
@@ -722,6 +728,9 @@ def training_job_advance(*, job_id: str) -> TrainingJob:
         failed = facts["failed"] or {}
         reason = result.reason or failed.get("reason") or "trainer crash"
         category = failed.get("category") or _category_of(reason)
+        label = FAILURE_LABELS.get(category)
+        if label and not reason.lower().startswith(label.lower()):
+            reason = f"{label}: {reason}"
         return training_job_fail(job=job, reason=reason, category=category,
                                  log_tail=result.log_tail)
     if state == backend_states.CANCELLED:

@@ -132,6 +132,12 @@ def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_co
         assert len(curves["train"]) >= 12 and len(curves["eval"]) >= 1
         assert curves["train"][-1]["loss"] < curves["train"][0]["loss"]
 
+        # Later estimates use this backend's measured throughput, not the default constant.
+        dry = ctx.client.post(ctx.url("train/lora"), {"min_feedback_count": 10, "dry_run": True},
+                              format="json").json()
+        assert dry["throughput_basis"] == "median of 1 completed job(s)"
+        assert job.tokens_per_second and job.tokens_per_second > 0
+
         version = AdapterVersion.objects.get(tenant=ctx.tenant, job_id=job_id)
         assert version.version == "v1" and version.training_samples == 54
         assert set(version.data_manifest["feedback_ids"])  # it can say what it learned from
