@@ -83,7 +83,8 @@ class DpoTrainView(_TrainStartView):
 class TrainingJobListView(TenantAPIView):
     """The tenant's jobs, newest first (paginated: count, next, previous, results)."""
 
-    @extend_schema(responses={200: OpenApiResponse(description="paginated job list")})
+    @extend_schema(operation_id="training_jobs_list",
+                   responses={200: OpenApiResponse(description="paginated job list")})
     def get(self, request, tenant):
         paginator = StandardPagination()
         page = paginator.paginate_queryset(selectors.training_job_list(tenant=self.tenant),
@@ -152,7 +153,8 @@ def _webhook_body(hook: Webhook) -> dict:
 class WebhookListView(TenantAPIView):
     """Register a URL for job state changes, or list the registered ones."""
 
-    @extend_schema(responses={200: OpenApiResponse(description="webhooks")})
+    @extend_schema(operation_id="webhooks_list",
+                   responses={200: OpenApiResponse(description="webhooks")})
     def get(self, request, tenant):
         hooks = Webhook.objects.filter(tenant=self.tenant)
         return Response({"webhooks": [_webhook_body(h) for h in hooks]})
