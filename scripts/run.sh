@@ -28,7 +28,7 @@ fi
 $PY manage.py bootstrap_demo
 $PY manage.py collectstatic --noinput -v0
 
-$PY manage.py rqworker training default --with-scheduler >var/worker.log 2>&1 &
+$PY manage.py rqworker training default --with-scheduler --worker-class training.jobs.ReconcilingWorker >var/worker.log 2>&1 &
 pids+=($!)
 $PY manage.py reconcile_training_jobs --loop >var/reconciler.log 2>&1 &
 pids+=($!)

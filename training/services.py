@@ -217,6 +217,11 @@ def training_job_create(*, tenant: Tenant, request: JobRequest, actor: str = "sy
     compiled = compiler.training_data_compile(tenant=tenant, method=method)
     _readiness_error(method, params, compiled)
     backend = _tenant_backend(tenant)
+    if backend == "slurm":
+        from training.backends.slurm import slurm_allocation_check
+
+        # Refused before queueing (and for dry runs too): a spent allocation is a hard stop.
+        slurm_allocation_check()
 
     estimate = {
         "method": method,

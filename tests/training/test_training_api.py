@@ -439,3 +439,26 @@ def test_the_admin_lists_jobs_and_cancels_and_retries_them(ready, admin_client):
                       {"action": "retry_jobs", "_selected_action": [ids[0]]})
     retried = TrainingJob.objects.exclude(pk__in=ids).get()
     assert retried.triggered_by == "retry" and retried.status == "queued"
+
+
+def test_a_spent_cluster_allocation_refuses_new_cluster_jobs_only(ready, settings):
+    """A tenant on the slurm backend is refused once the project's GPU-hours are spent; the
+    local backend is not limited by the cluster's allocation."""
+    settings.SLURM_ALLOCATION_GPU_HOURS = 2.0
+    TrainingJob.objects.create(tenant=ready.tenant, method="sft", backend="slurm",
+                               status=TrainingJob.COMPLETED, base_model="tiny", gpu_hours=2.5)
+    ready.client.patch(ready.url("settings"), {"compute_backend": "slurm"}, format="json")
+    response = ready.client.post(ready.url("train/lora"), {**LORA_SMALL, "dry_run": True},
+                                 format="json")
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "cluster_allocation_exhausted"
+    assert error["details"]["used_gpu_hours"] == 2.5
+    response = ready.client.post(ready.url("train/lora"), LORA_SMALL, format="json")
+    assert response.status_code == 409
+    assert TrainingJob.objects.count() == 1
+
+    ready.client.patch(ready.url("settings"), {"compute_backend": "local"}, format="json")
+    response = ready.client.post(ready.url("train/lora"), {**LORA_SMALL, "dry_run": True},
+                                 format="json")
+    assert response.status_code == 200, response.json()
