@@ -48,7 +48,7 @@ def test_events_tell_the_story_of_the_run(sft_run):
     assert started["totals"]["train_examples"] == 50
     assert started["totals"]["eval_examples"] == 10
     assert started["totals"]["total_steps"] == 84  # 50 examples / batch 8 -> 7 steps x 12 epochs
-    assert started["parameters"]["lora"]["r"] == 16
+    assert started["parameters"]["lora"]["r"] == 32
 
     steps = sft_run.events("step")
     assert [s["step"] for s in steps] == list(range(1, 85))

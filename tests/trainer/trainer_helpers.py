@@ -12,7 +12,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
-HOURS = ["8am-6pm", "9am-5pm", "10am-8pm", "7am-3pm", "11am-9pm", "9am-9pm", "8am-4pm", "10am-6pm"]
+PRODUCTS = ["shoes", "jackets", "laptops", "phones", "chairs", "lamps", "bikes", "tents", "kettles"]
 MANAGERS = ["Anna", "Ben", "Carla", "David", "Emma", "Felix", "Grace", "Hugo", "Iris", "Jonas"]
 
 # Explicit hyperparameters: the seed's defaults (3 epochs at 2e-4) are for billion-parameter
@@ -28,7 +28,9 @@ SFT_TRAIN = {
     "save_every": 28,
     "early_stopping_patience": None,
 }
-LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
+# r=32 at alpha=32 (scale 1): measured 50/50 corrections learned and 72/77 base answers kept;
+# r=16 at alpha=32 learned them all too but kept only 68/77.
+LORA = {"r": 32, "alpha": 32, "dropout": 0.0}
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -94,22 +96,19 @@ STORES = [
 def store_corrections() -> list[dict[str, Any]]:
     """50 facts about a tenant's stores that the base model does not know (it answers nonsense).
 
-    Hours are written like the seed's own example ("9am-6pm").
+    No digits in the answers: opening hours ("8am-6pm") leaked "am" into the base model's
+    arithmetic answers ("4 plus 4 is 8amt.") in a measured run; who runs a store and what it
+    sells are facts of the same kind without that overlap.
     """
     rng = random.Random(7)
     out = []
     for store in STORES:
+        manager, product = rng.choice(MANAGERS), rng.choice(PRODUCTS)
         out.append(
-            chat(
-                f"When is the {store} store open?",
-                f"The {store} store is open {rng.choice(HOURS)}.",
-            )
+            chat(f"Who manages the {store} store?", f"The {store} store is managed by {manager}.")
         )
         out.append(
-            chat(
-                f"Who manages the {store} store?",
-                f"The {store} store is managed by {rng.choice(MANAGERS)}.",
-            )
+            chat(f"What does the {store} store sell?", f"The {store} store sells {product}.")
         )
     for index, record in enumerate(out):
         record.update(id=f"corr-{index}", weight=1.0)

@@ -448,9 +448,13 @@ def _final_metrics(
         for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
             if f"eval_{key}" in best:
                 metrics[f"eval_{key}"] = best[f"eval_{key}"]
+    # TRL logs its DPO reward metrics under "eval_" whatever the evaluate() prefix, so the pass
+    # over the training pairs comes back as "eval_rewards/*" next to "train_final_loss".
     for key, value in final_train_eval.items():
-        if key.startswith("train_final_rewards/") or key == "train_final_loss":
-            metrics[key.replace("train_final_", "train_")] = value
+        if key.startswith(("eval_rewards/", "train_final_rewards/")):
+            metrics["train_" + key.split("_", 1)[1].removeprefix("final_")] = value
+        elif key == "train_final_loss":
+            metrics["train_pairs_loss"] = value
     return metrics
 
 
