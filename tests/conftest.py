@@ -1,8 +1,10 @@
 """Shared fixtures: real Redis (the configured one, or an embedded redis-server), tenants with
 keys, and API clients for the owner / another tenant / no key trio."""
 
+import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -102,3 +104,32 @@ def read_only(owner) -> TenantCtx:
 
     _, secret = api_key_create(tenant=owner.tenant, access=ApiKey.READ_ONLY)
     return TenantCtx(tenant=owner.tenant, secret=secret, client=api_client(secret))
+
+
+def tiny_builder_fingerprint() -> str:
+    """A hash of the tiny base model's builder and assets: a changed builder means a new build."""
+    trainer = Path(settings.BASE_DIR) / "training" / "trainer"
+    digest = hashlib.sha256()
+    for path in [trainer / "tiny_model.py", trainer / "modeling.py",
+                 *sorted((trainer / "assets").glob("*"))]:
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def tiny_base_path() -> Path:
+    """The embedded tiny base model, built once per builder version into var/test-cache and
+    shared by every test folder (SYNAPSEX_TEST_BASE_MODEL names an already built one)."""
+    given = os.environ.get("SYNAPSEX_TEST_BASE_MODEL")
+    if given:
+        return Path(given)
+    cache = Path(settings.VAR_DIR) / "test-cache" / f"tiny-base-{tiny_builder_fingerprint()}"
+    if not (cache / "tiny_base.json").is_file():
+        from training.trainer.tiny_model import build_tiny_base
+
+        building = cache.with_name(f"{cache.name}.building-{os.getpid()}")
+        build_tiny_base(building, seed=0)
+        if not cache.exists():  # another session may have finished first: keep theirs
+            building.rename(cache)
+    return cache

@@ -3,44 +3,13 @@ storage in a temporary folder, and adapter versions created through the real job
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _builder_fingerprint() -> str:
-    digest = hashlib.sha256()
-    trainer = REPO / "training" / "trainer"
-    for path in [trainer / "tiny_model.py", trainer / "modeling.py",
-                 *sorted((trainer / "assets").glob("*"))]:
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@pytest.fixture(scope="session")
-def tiny_base_path() -> Path:
-    """The tiny base model, built once into var/test-cache (keyed by the builder's sources, so a
-    change to the builder rebuilds it) and reused by every adapters test of the session."""
-    from training.trainer.tiny_model import build_tiny_base
-
-    cache = Path(django_settings.VAR_DIR) / "test-cache" / f"tiny-base-{_builder_fingerprint()}"
-    if not (cache / "tiny_base.json").is_file():
-        # A private temp folder per session: concurrent sessions never write into each other's.
-        tmp = cache.with_name(f"{cache.name}.building-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        build_tiny_base(tmp, seed=0)
-        try:
-            tmp.rename(cache)
-        except OSError:  # another session finished first: use its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    return cache
 
 
 @pytest.fixture
@@ -114,7 +83,6 @@ def make_job(db, tiny_base_path):
 @pytest.fixture
 def make_version(make_job, untrained_result_dirs, tmp_path):
     """Create a version through the real success signal from a copied result folder."""
-    import shutil
 
     from tests.adapters.helpers import write_manifest
     from training.signals import training_job_succeeded

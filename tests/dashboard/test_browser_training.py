@@ -9,11 +9,9 @@ MutationObserver in the page records every value the progress bar took.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -26,35 +24,6 @@ RECORD_PROGRESS = """() => {
   new MutationObserver(() => window.__progress.push(Number(bar.getAttribute('aria-valuenow'))))
     .observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
 }"""
-
-
-@pytest.fixture(scope="session")
-def tiny_base_path() -> Path:
-    """The tiny base model from var/test-cache (the adapters tests' cache, keyed by the
-    builder's sources). Any finished build serves here: the dashboard only needs a job that
-    trains, and building anew costs minutes on a loaded 2-core machine."""
-    from training.trainer.tiny_model import build_tiny_base
-
-    digest = hashlib.sha256()
-    trainer = REPO / "training" / "trainer"
-    for path in [trainer / "tiny_model.py", trainer / "modeling.py",
-                 *sorted((trainer / "assets").glob("*"))]:
-        if path.is_file():
-            digest.update(path.read_bytes())
-    root = Path(django_settings.VAR_DIR) / "test-cache"
-    cache = root / f"tiny-base-{digest.hexdigest()[:16]}"
-    if (cache / "tiny_base.json").is_file():
-        return cache
-    built = sorted((p.parent for p in root.glob("tiny-base-*/tiny_base.json")
-                    if ".building" not in p.parent.name),
-                   key=lambda p: p.stat().st_mtime, reverse=True)
-    if built:
-        return built[0]
-    tmp = cache.with_name(f"{cache.name}.building-dashboard")
-    build_tiny_base(tmp, seed=0)
-    if not cache.exists():
-        tmp.rename(cache)
-    return cache
 
 
 @pytest.fixture

@@ -168,7 +168,7 @@ def private_redis(tmp_path):
 
 
 @pytest.fixture
-def work_paths(settings, tmp_path) -> dict:
+def work_paths(settings, tmp_path, tiny_base_path) -> dict:
     """Storage, job folders and the tiny base model of this test."""
     media = tmp_path / "media"
     media.mkdir()
@@ -177,8 +177,7 @@ def work_paths(settings, tmp_path) -> dict:
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(media)}}}
     settings.TRAINING_WORK_DIR = tmp_path / "jobs"
-    settings.BASE_MODEL_PATH = str(tiny_base_path(settings.BASE_MODEL_PATH,
-                                                  Path(settings.VAR_DIR)))
+    settings.BASE_MODEL_PATH = str(tiny_base_path)
     settings.BASE_MODEL_HF_ID = ""
     settings.TRAINING_BACKEND = "local"
     settings.TRAINING_POLL_SECONDS = 0.5
@@ -186,17 +185,3 @@ def work_paths(settings, tmp_path) -> dict:
     return {"media": media, "work": tmp_path / "jobs", "base": Path(settings.BASE_MODEL_PATH)}
 
 
-def tiny_base_path(configured: str, var_dir: Path) -> Path:
-    """The configured base model when built (scripts/setup.sh), else a cached tiny base the
-    training tests built, else build one now (slow, once)."""
-    if (Path(configured) / "config.json").is_file():
-        return Path(configured)
-    cached = sorted((var_dir / "test-cache").glob("tiny-base-*/tiny_base.json"),
-                    key=lambda p: p.stat().st_mtime)
-    if cached:
-        return cached[-1].parent
-    from training.trainer.tiny_model import build_tiny_base
-
-    out = var_dir / "test-cache" / f"tiny-base-resilience-{os.getpid()}"
-    build_tiny_base(out, seed=0)
-    return out

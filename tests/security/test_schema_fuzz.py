@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -33,22 +32,6 @@ from tests.security.helpers import seed_tenant
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "8"))
 
 
-def _tiny_base(configured: str, var_dir: Path) -> Path:
-    """A base model for chat completions: the configured one (scripts/setup.sh builds it into
-    var/models/tiny-base), else one the training tests cached, else built now (slow, once)."""
-    if (Path(configured) / "config.json").is_file():
-        return Path(configured)
-    cached = sorted((var_dir / "test-cache").glob("tiny-base-*/tiny_base.json"),
-                    key=lambda p: p.stat().st_mtime)
-    if cached:
-        return cached[-1].parent
-    from training.trainer.tiny_model import build_tiny_base
-
-    out = var_dir / "test-cache" / f"tiny-base-fuzz-{os.getpid()}"
-    build_tiny_base(out, seed=0)
-    return out
-
-
 def envelope_on_errors(ctx, response, case):
     """Every 4xx answer is the API's error envelope."""
     if 400 <= response.status_code < 500:
@@ -60,10 +43,10 @@ def envelope_on_errors(ctx, response, case):
 
 
 @pytest.fixture
-def fuzz_target(live_server, make_tenant, settings, redis_url):
+def fuzz_target(live_server, make_tenant, settings, redis_url, tiny_base_path):
     from adapters.runtime import runtime_reset
 
-    settings.BASE_MODEL_PATH = str(_tiny_base(settings.BASE_MODEL_PATH, Path(settings.VAR_DIR)))
+    settings.BASE_MODEL_PATH = str(tiny_base_path)
     settings.BASE_MODEL_HF_ID = ""
     settings.CHAT_MAX_NEW_TOKENS = 4
     # Path parameters are pinned to the seeded tenant and its real objects (random ids would

@@ -8,14 +8,9 @@ trainer on the CPU (SLURM_LAUNCHER=plain, one core each) on the tiny base model.
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
 import pytest
-from django.conf import settings as django_settings
 
-from tests.slurm.helpers import REPO, cluster_is_up, read_env_sh, slurm_up, write_bundle
+from tests.slurm.helpers import cluster_is_up, read_env_sh, slurm_up, write_bundle
 
 
 @pytest.fixture(scope="session")
@@ -40,40 +35,6 @@ def slurm_settings(settings, slurm_cluster, tmp_path):
     settings.SLURM_SSH_TIMEOUT = 5
     settings.TRAINING_WORK_DIR = tmp_path / "jobs"
     return settings
-
-
-def _builder_fingerprint() -> str:
-    digest = hashlib.sha256()
-    trainer = REPO / "training" / "trainer"
-    for path in [trainer / "tiny_model.py", trainer / "modeling.py",
-                 *sorted((trainer / "assets").glob("*"))]:
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@pytest.fixture(scope="session")
-def tiny_base_path() -> Path:
-    """A tiny base model from the trainer's builder (var/test-cache, shared with the other test
-    folders). These tests check the cluster plumbing, not what the model knows, so when the
-    current builder's model is not cached yet, the newest complete one is good enough; only
-    an empty cache builds (minutes on a busy shared machine)."""
-    from training.trainer.tiny_model import build_tiny_base
-
-    root = Path(django_settings.VAR_DIR) / "test-cache"
-    cache = root / f"tiny-base-{_builder_fingerprint()}"
-    if (cache / "tiny_base.json").is_file():
-        return cache
-    built = sorted((p for p in root.glob("tiny-base-*") if (p / "tiny_base.json").is_file()),
-                   key=lambda p: (p / "tiny_base.json").stat().st_mtime)
-    if built:
-        return built[-1]
-    tmp = cache.with_name(cache.name + f".building-{os.getpid()}")
-    build_tiny_base(tmp, seed=0)
-    if cache.exists():  # another session finished first
-        return cache
-    tmp.rename(cache)
-    return cache
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ SimpleWorker in burst mode, or a real `manage.py rqworker` subprocess that a tes
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -25,36 +24,6 @@ if django_settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     _test = django_settings.DATABASES["default"].setdefault("TEST", {})
     if not _test.get("NAME"):
         _test["NAME"] = str(Path(tempfile.mkdtemp(prefix="synapsex-test-db-")) / "test.sqlite3")
-
-
-def _builder_fingerprint() -> str:
-    digest = hashlib.sha256()
-    trainer = REPO / "training" / "trainer"
-    for path in [trainer / "tiny_model.py", trainer / "modeling.py",
-                 *sorted((trainer / "assets").glob("*"))]:
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@pytest.fixture(scope="session")
-def tiny_base_path() -> Path:
-    """The tiny base model, built once into var/test-cache keyed by the builder's sources
-    (SYNAPSEX_TEST_BASE_MODEL names an already built one instead)."""
-    from training.trainer.tiny_model import build_tiny_base
-
-    given = os.environ.get("SYNAPSEX_TEST_BASE_MODEL")
-    if given:
-        return Path(given)
-
-    cache = Path(django_settings.VAR_DIR) / "test-cache" / f"tiny-base-{_builder_fingerprint()}"
-    if not (cache / "tiny_base.json").is_file():
-        tmp = cache.with_name(cache.name + f".building-{os.getpid()}")
-        build_tiny_base(tmp, seed=0)
-        if cache.exists():
-            return cache
-        tmp.rename(cache)
-    return cache
 
 
 @pytest.fixture(autouse=True)
