@@ -58,6 +58,10 @@ def test_it_raises_reward_margins_until_the_pairs_are_preferred(tmp_path, tiny_b
     assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies"} <= set(evals[-1])
 
     (completed,) = events_of(out, "completed")
+    print(
+        f"margins {first:.2f} -> {last:.2f}; pair accuracy "
+        f"{completed['metrics']['train_rewards/accuracies']:.2f}"
+    )
     # Preference accuracy of the exported adapter over all 50 training pairs.
     assert completed["metrics"]["train_rewards/accuracies"] > 0.9
     assert completed["metrics"]["train_rewards/margins"] > 1.0

@@ -32,6 +32,7 @@ def test_it_learns_corrections_and_keeps_base_knowledge(
     held_out = [r for r in base_knowledge if r.get("category") != "store"]
     kept_replies = greedy_answers(tiny_base, adapter, [question(r) for r in held_out])
     kept = sum(got == answer(r) for got, r in zip(kept_replies, held_out, strict=True))
+    print(f"corrections learned {learned}/{len(corrections)}, base kept {kept}/{len(held_out)}")
     assert kept / len(held_out) >= 0.9, [
         (question(r), got)
         for got, r in zip(kept_replies, held_out, strict=True)

@@ -1,0 +1,16 @@
+"""The standalone trainer: job.json in; events.jsonl, checkpoints/, adapter/, manifest.json out.
+
+Imports no Django (and nothing heavy here, so `training.trainer.config` stays cheap to import).
+Public entry points:
+    python -m training.trainer --config job.json [--resume]       the CLI (run.run_job behind it)
+    python -m training.trainer.tiny_model --out DIR [--seed N]     the embedded default base model
+    training.trainer.config: PRESETS, SFT_DEFAULTS, DPO_DEFAULTS, LORA_DEFAULTS, load_job_config,
+        parse_job_config, JobConfig
+    training.trainer.run: run_job(config, on_event=None, on_step=None)
+    training.trainer.tiny_model: build_tiny_base(out_dir, seed=0) -> Path
+    training.trainer.modeling: load_model_and_tokenizer(path, adapter_dir=None),
+        generate_reply(model, tokenizer, messages, max_new_tokens=64, temperature=0.0) -> str
+    training.trainer.manifest: verify_adapter_dir(path, manifest) -> None, AdapterVerificationError
+    training.trainer.events: read_events(path), EventWriter
+    training.trainer.errors: TrainingFailure, categories, EXIT_CODES
+"""
