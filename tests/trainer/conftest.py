@@ -37,10 +37,9 @@ class Run:
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> Path:
-    from training.trainer.tiny_model import build_tiny_base
-
-    return build_tiny_base(tmp_path_factory.mktemp("tiny-base"), seed=0)
+def tiny_base(tiny_base_path) -> Path:
+    """The shared tiny base (tests/conftest.py builds it once per builder version)."""
+    return tiny_base_path
 
 
 @pytest.fixture(scope="session")
