@@ -13,6 +13,19 @@ from rest_framework.test import APIClient
 from synapsex_site.embedded_redis import redis_is_up, start_embedded_redis
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(settings):
+    """Each test gets its own cache namespace, so rate-limit counters and cached values never
+    leak between tests, also when the cache is the machine's shared Redis (clearing it would
+    flush the RQ queues that live in the same database)."""
+    import uuid
+
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+        for name, config in settings.CACHES.items()
+    }
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A live Redis for RQ: REDIS_URL when set (it must answer), else an embedded server."""
