@@ -140,8 +140,12 @@ def _run(
         shutil.rmtree(checkpoints)  # a fresh run must not resume or rotate someone else's state
     args = _training_args(config, out, has_eval=eval_data is not None)
 
+    # On a bf16-capable GPU the frozen base weights are loaded in bf16 (half the memory traffic of
+    # fp32 under autocast); PEFT keeps the trainable LoRA weights in fp32. CPUs stay fp32.
+    base_dtype = torch.bfloat16 if args.bf16 else None
     try:
-        model = load_base_model(config.base_model.name_or_path, revision=config.base_model.revision)
+        model = load_base_model(config.base_model.name_or_path,
+                                revision=config.base_model.revision, dtype=base_dtype)
     except Exception as exc:  # noqa: BLE001
         raise TrainingFailure(BAD_CONFIG, f"cannot load base model: {exc}") from exc
 
