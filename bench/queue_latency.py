@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -155,7 +156,8 @@ def body(args, report: Report) -> None:
 
             def bare(i: int) -> float:
                 out = work / f"trl-{i}"
-                out.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(out, ignore_errors=True)  # no events of an earlier run
+                out.mkdir(parents=True)
                 train = out / "train.jsonl"
                 train.write_text("".join(json.dumps({"messages": [
                     {"role": "user", "content": f"What is the price of item {k}?"},

@@ -21,6 +21,7 @@ Each run is a fresh process; setup (imports, model load) is reported separately.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -58,7 +59,10 @@ def run_platform(workdir: Path, model: Path, train: Path, *, steps_batch: int, l
                   "early_stopping_patience": None},
         "padding_free": padding_free,
     }
-    workdir.mkdir(parents=True, exist_ok=True)
+    # The trainer appends to events.jsonl: a folder left by an earlier bench run would mix its
+    # events into this one's timing.
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     (workdir / "job.json").write_text(json.dumps(job, indent=2))
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "training.trainer", "--config",
@@ -86,7 +90,8 @@ def run_platform(workdir: Path, model: Path, train: Path, *, steps_batch: int, l
 
 def run_trl(workdir: Path, model: Path, train: Path, *, batch: int, lr: float,
             max_length: int) -> dict:
-    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "trl_baseline.py"), "--model", str(model),
