@@ -76,11 +76,25 @@ def api_client(secret: str | None = None) -> APIClient:
     return client
 
 
+def _plans_ensure() -> None:
+    """The seed's plans, as the data migration creates them. A transactional test's flush
+    empties every table, the plans too, so tests that run after one re-create them."""
+    import importlib
+
+    from django.apps import apps
+
+    from tenants.models import Plan
+
+    if Plan.objects.count() < 4:
+        importlib.import_module("tenants.migrations.0002_plans").create_plans(apps, None)
+
+
 @pytest.fixture
 def make_tenant(db):
     from tenants.models import ApiKey
     from tenants.services import api_key_create, tenant_create
 
+    _plans_ensure()
     counter = {"n": 0}
 
     def _make(slug: str | None = None, plan: str = "enterprise",
