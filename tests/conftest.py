@@ -89,12 +89,21 @@ def _plans_ensure() -> None:
         importlib.import_module("tenants.migrations.0002_plans").create_plans(apps, None)
 
 
+@pytest.fixture(autouse=True)
+def seed_plans(request):
+    """Every test with database access starts with the seed's plans (after pytest-django has set
+    the database up, serialized rollbacks included)."""
+    if "_django_db_helper" not in request.fixturenames:
+        return
+    request.getfixturevalue("_django_db_helper")
+    _plans_ensure()
+
+
 @pytest.fixture
 def make_tenant(db):
     from tenants.models import ApiKey
     from tenants.services import api_key_create, tenant_create
 
-    _plans_ensure()
     counter = {"n": 0}
 
     def _make(slug: str | None = None, plan: str = "enterprise",

@@ -47,20 +47,6 @@ def sqlite_in_memory() -> bool:
     return connection.vendor == "sqlite" and connection.is_in_memory_db()
 
 
-@pytest.fixture(autouse=True)
-def seed_plans(request):
-    """The seed's plans, as the data migration creates them. A transactional test's flush
-    removes them and serialized_rollback did not restore them on PostgreSQL after a
-    non-transactional test had run in the same session, so they are (re)created here."""
-    if request.node.get_closest_marker("django_db") is None:
-        return
-    import importlib
-
-    from django.apps import apps
-
-    importlib.import_module("tenants.migrations.0002_plans").create_plans(apps, None)
-
-
 @pytest.fixture
 def make_user(db):
     from django.contrib.auth import get_user_model

@@ -150,7 +150,9 @@ def test_responses_carry_the_security_headers(owner, make_tenant, client):
 def _production_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in {"SYNAPSEX_EMBEDDED", "DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE",
-                        "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_COOKIES"}}
+                        "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_COOKIES",
+                        # set by the browser tests for Playwright's sync API; never in production
+                        "DJANGO_ALLOW_ASYNC_UNSAFE"}}
     env.update({
         "DJANGO_SETTINGS_MODULE": "synapsex_site.production_settings",
         "SECRET_KEY": secrets.token_urlsafe(64),
