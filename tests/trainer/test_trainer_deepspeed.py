@@ -14,29 +14,11 @@ from trainer_helpers import (
     write_job,
 )
 
+from training.trainer.deepspeed_config import deepspeed_config
 from training.trainer.manifest import verify_adapter_dir
 
 # lumi.md's ZeRO-3 config for LoRA; the Trainer fills the "auto" values.
-ZERO3 = {
-    "bf16": {"enabled": "auto"},
-    "zero_optimization": {
-        "stage": 3,
-        "overlap_comm": True,
-        "contiguous_gradients": True,
-        "reduce_bucket_size": "auto",
-        "stage3_prefetch_bucket_size": "auto",
-        "stage3_param_persistence_threshold": "auto",
-        "stage3_max_live_parameters": 1e9,
-        "stage3_max_reuse_distance": 1e9,
-        "stage3_gather_16bit_weights_on_model_save": True,
-        "offload_optimizer": {"device": "none"},
-        "offload_param": {"device": "none"},
-    },
-    "gradient_accumulation_steps": "auto",
-    "gradient_clipping": "auto",
-    "train_batch_size": "auto",
-    "train_micro_batch_size_per_gpu": "auto",
-}
+ZERO3 = deepspeed_config(stage=3)  # the config the platform generates for LUMI
 
 
 @pytest.mark.slow

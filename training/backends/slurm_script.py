@@ -20,6 +20,8 @@ import shlex
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
+from training.trainer.deepspeed_config import deepspeed_config
+
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SLURM_ID_RE = re.compile(r"^[0-9]{1,12}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # account, partition
@@ -29,29 +31,6 @@ _MASKS_RE = re.compile(r"^0x[0-9a-fA-F]{1,32}(?:,0x[0-9a-fA-F]{1,32})*$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 LAUNCHERS = ("singularity", "srun", "plain")
 
-# lumi.md: LoRA under ZeRO-3; HF Trainer / TRL fill the "auto" values. No optimizer offload:
-# CPU-Adam has open ROCm issues (deepspeedai/DeepSpeed#4768).
-def deepspeed_config(stage: int = 3) -> dict:
-    return {
-        "bf16": {"enabled": "auto"},
-        "zero_optimization": {
-            "stage": stage,
-            "overlap_comm": True,
-            "contiguous_gradients": True,
-            "reduce_bucket_size": "auto",
-            "stage3_prefetch_bucket_size": "auto",
-            "stage3_param_persistence_threshold": "auto",
-            "stage3_max_live_parameters": 1e9,
-            "stage3_max_reuse_distance": 1e9,
-            "stage3_gather_16bit_weights_on_model_save": True,
-            "offload_optimizer": {"device": "none"},
-            "offload_param": {"device": "none"},
-        },
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "train_batch_size": "auto",
-        "train_micro_batch_size_per_gpu": "auto",
-    }
 
 
 class SlurmConfigError(ValueError):
