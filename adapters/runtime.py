@@ -62,7 +62,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +159,8 @@ class ModelRuntime:
         from adapters.services import (
             AdapterIntegrityError,
             safetensors_header_check,
-            sha256_of_bytes,
             sha256_of_file,
+            stored_files_read,
         )
 
         missing = [n for n in SERVED_FILES if n not in ref.files]
@@ -177,20 +176,10 @@ class ModelRuntime:
         staging = target.with_name(f".{ref.name}.{uuid.uuid4().hex[:8]}")
         staging.mkdir(parents=True, exist_ok=True)
         try:
-            problems = {}
-            for name in SERVED_FILES:
-                path = f"{ref.storage_prefix}/{name}"
-                try:
-                    with default_storage.open(path, "rb") as handle:
-                        data = handle.read()
-                except FileNotFoundError:
-                    problems[name] = "missing from storage"
-                    continue
-                actual = sha256_of_bytes(data)
-                if actual != ref.files[name]:
-                    problems[name] = f"sha256 mismatch: recorded {ref.files[name]}, " \
-                                     f"stored file {actual}"
-                    continue
+            contents, problems = stored_files_read(
+                storage_prefix=ref.storage_prefix,
+                expected={name: ref.files[name] for name in SERVED_FILES})
+            for name, data in contents.items():
                 (staging / name).write_bytes(data)
             if problems:
                 self.stats["integrity_errors"] += 1

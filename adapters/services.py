@@ -611,27 +611,38 @@ def audit_ab_settings_change(*, tenant: Tenant, before: dict, after: dict) -> No
                      target="lora_ab_test", details={"before": before, "after": after})
 
 
+def stored_files_read(*, storage_prefix: str,
+                      expected: dict[str, str]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Read each named file under `storage_prefix` and check it against its recorded sha256.
+
+    Returns the verified contents and, for each file that failed, why (missing or mismatch);
+    serving and export both refuse a version with any problem.
+    """
+    out: dict[str, bytes] = {}
+    problems: dict[str, str] = {}
+    for name, recorded in sorted(expected.items()):
+        try:
+            with default_storage.open(f"{storage_prefix}/{name}", "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            problems[name] = "missing from storage"
+            continue
+        actual = sha256_of_bytes(data)
+        if actual != recorded:
+            problems[name] = f"sha256 mismatch: recorded {recorded}, stored file {actual}"
+            continue
+        out[name] = data
+    return out, problems
+
+
 def adapter_files_read_verified(version: AdapterVersion) -> dict[str, bytes]:
     """The version's files from storage, each checked against its recorded sha256."""
     if version.is_archived:
         raise ApiError("version_archived",
                        f"{version.version} is archived; its files were deleted.",
                        status_code=410)
-    out: dict[str, bytes] = {}
-    problems: dict[str, str] = {}
-    for name, expected in sorted((version.files or {}).items()):
-        path = f"{version.storage_prefix}/{name}"
-        try:
-            with default_storage.open(path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            problems[name] = "missing from storage"
-            continue
-        actual = sha256_of_bytes(data)
-        if actual != expected:
-            problems[name] = f"sha256 mismatch: recorded {expected}, stored file {actual}"
-            continue
-        out[name] = data
+    out, problems = stored_files_read(storage_prefix=version.storage_prefix,
+                                      expected=version.files or {})
     if problems:
         raise AdapterIntegrityError(
             f"The stored files of {version.version} do not match their recorded sha256; "
