@@ -3,6 +3,7 @@ keys, and API clients for the owner / another tenant / no key trio."""
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,3 +170,14 @@ def tiny_base_path() -> Path:
         if not cache.exists():  # another session may have finished first: keep theirs
             building.rename(cache)
     return cache
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, message: str = ""):
+    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")

@@ -8,13 +8,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings as django_settings
 from django.db import connection
+
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,16 +61,6 @@ def subprocess_env(**extra) -> dict:
         **{k: str(v) for k, v in extra.items()},
     })
     return env
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.2, message: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
 
 
 class Gunicorn:

@@ -15,6 +15,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
+from tests.conftest import wait_for  # noqa: F401 - re-exported to the tests here
+
 REPO = Path(__file__).resolve().parents[2]
 
 # A worker subprocess must reach the test database. pytest-django's SQLite test database is in
@@ -166,11 +168,3 @@ def start_worker_process(redis_url: str, paths: dict, log_path: Path,
                             stderr=subprocess.STDOUT)
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.2, message: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
