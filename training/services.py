@@ -507,7 +507,7 @@ def training_job_run(*, job_id: str) -> TrainingJob:
         return training_job_fail(job=job, reason=f"trainer crash: could not start: {error}",
                                  category="crash")
     if not getattr(backend, "runs_in_worker", False):
-        return job  # polled by `poll_training_jobs` (Slurm)
+        return job  # polled by `poll_cluster_jobs` (training.backends.slurm.slurm_jobs_poll)
     interval = float(getattr(settings, "TRAINING_POLL_SECONDS", 1.0))
     while True:
         job = training_job_advance(job_id=job.id)
@@ -944,22 +944,6 @@ def _rq_job_alive(rq_job_id: str) -> bool:
         return False
     status = rq_job.get_status(refresh=True)
     return status in ("queued", "started", "deferred", "scheduled")
-
-
-def training_jobs_poll() -> list[str]:
-    """One poll step for every submitted job of a polled backend (Slurm); returns their ids."""
-    advanced = []
-    for job in TrainingJob.objects.filter(
-        status__in=[TrainingJob.PREPARING, TrainingJob.RUNNING]
-    ).exclude(external_id=""):
-        if getattr(backend_for(job), "runs_in_worker", False):
-            continue
-        try:
-            training_job_advance(job_id=job.id)
-            advanced.append(job.id)
-        except Exception:  # noqa: BLE001 - one bad job must not stop the others
-            logger.exception("Polling %s failed", job.id)
-    return advanced
 
 
 # --- automatic training ------------------------------------------------------------------------
