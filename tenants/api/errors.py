@@ -9,7 +9,28 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from tenants import errors as domain
+
 logger = logging.getLogger(__name__)
+
+# The one place where a domain error's kind becomes an HTTP status.
+STATUS_BY_KIND: dict[type[domain.DomainError], int] = {
+    domain.InvalidInput: 400,
+    domain.NotPermitted: 403,
+    domain.NotFound: 404,
+    domain.Conflict: 409,
+    domain.Gone: 410,
+    domain.TooLarge: 413,
+    domain.UnsupportedMedia: 415,
+    domain.Unavailable: 503,
+}
+
+
+def domain_error_status(exc: domain.DomainError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS_BY_KIND:
+            return STATUS_BY_KIND[kind]
+    return 400
 
 
 class ApiError(exceptions.APIException):
@@ -56,6 +77,10 @@ def _first_code(detail) -> str | None:
 
 def api_exception_handler(exc, context):
     """DRF's handler, reshaped into the envelope; anything unexpected becomes a 500 envelope."""
+    if isinstance(exc, domain.DomainError):
+        return Response(
+            envelope(exc.code, exc.message, exc.details), status=domain_error_status(exc)
+        )
     if isinstance(exc, ApiError):
         return Response(
             envelope(exc.error_code, exc.message, exc.details), status=exc.status_code
