@@ -49,5 +49,9 @@ class UnsupportedMedia(DomainError):
     """The content type is not one this endpoint reads (415)."""
 
 
+class LimitReached(DomainError):
+    """A usage limit is spent for now (429): the plan's monthly training jobs, say."""
+
+
 class Unavailable(DomainError):
     """A part the request needs is down or not configured (503)."""

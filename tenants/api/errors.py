@@ -22,6 +22,7 @@ STATUS_BY_KIND: dict[type[domain.DomainError], int] = {
     domain.Gone: 410,
     domain.TooLarge: 413,
     domain.UnsupportedMedia: 415,
+    domain.LimitReached: 429,
     domain.Unavailable: 503,
 }
 
