@@ -2,8 +2,9 @@
 
 Every figure is a RATIO against a baseline measured in the same run, side by side: the machine
 this runs on is shared and noisy, and a ratio of two things measured under the same noise is far
-steadier than either figure alone. Baseline and subject runs are interleaved (A B B A A B ...)
-so that slow drift (another process warming up, a cache filling) hits both sides alike.
+steadier than either figure alone. Baseline and subject runs are interleaved in mirrored rounds
+(A B, B A, B A, A B, ...) so that slow drift (another process warming up, a cache filling)
+hits both sides alike.
 
 A benchmark module builds a `Report` of `Comparison` rows (and plain `Fact` rows), prints it as
 a Markdown table, and saves it as JSON under `bench/results/` (`BENCH_RESULTS_DIR`), from which
@@ -65,11 +66,26 @@ def interleaved(
 ) -> tuple[list[Any], list[Any]]:
     """Run baseline and subject `runs` times each in ABBA order; returns both lists of results.
 
-    Pair i is (baseline[i], subject[i]); even pairs run baseline first, odd pairs subject first,
+    Pair i is (baseline[i], subject[i]); the rounds run A B, B A, B A, A B, ... (`round_order`),
     so a steady drift adds the same on average to both sides.
     """
     results = rotated(runs, {"baseline": baseline, "subject": subject}, log=log)
     return results["baseline"], results["subject"]
+
+
+def round_order(round_index: int, names: Sequence[str]) -> list[str]:
+    """The order of the sides in one round: ABBA for two sides, its generalisation for more.
+
+    Rounds come in mirrored pairs (forward, then reversed), so a steady drift adds the same on
+    average to every side; each pair starts from the next side (rotation by round // 2), so with
+    more than two sides no side is always first or last. Two sides: A B | B A | B A | A B ...
+    """
+    names = list(names)
+    k = (round_index // 2) % len(names)
+    order = names[k:] + names[:k]
+    if round_index % 2:
+        order.reverse()
+    return order
 
 
 def rotated(
@@ -78,16 +94,11 @@ def rotated(
     *,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, list[Any]]:
-    """Like `interleaved` for any number of sides: round i runs every side once, the order
-    rotated (and reversed on odd rounds) so that no side always goes first or last."""
-    names = list(sides)
-    results: dict[str, list[Any]] = {name: [] for name in names}
+    """Like `interleaved` for any number of sides: round i runs every side once, in
+    `round_order(i)` (mirrored pairs of rounds), so that no side always goes first or last."""
+    results: dict[str, list[Any]] = {name: [] for name in sides}
     for i in range(runs):
-        k = i % len(names)
-        order = names[k:] + names[:k]
-        if i % 2:
-            order.reverse()
-        for name in order:
+        for name in round_order(i, list(sides)):
             started = time.monotonic()
             result = sides[name](i)
             if log:
