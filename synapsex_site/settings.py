@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "feedback",
     "training",
     "adapters",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

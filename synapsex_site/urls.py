@@ -20,7 +20,7 @@ urlpatterns = [
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
-    path("", include("synapsex_site.dashboard_urls")),
+    path("", include("dashboard.site_urls")),
 ]
 
 # Anything else under /v1/ answers with the API's error envelope, not an HTML page.

@@ -5,8 +5,32 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from training.models import Webhook
+from training.parameters import METHODS, PARAMETERS, PARAMETERS_BY_NAME, TARGET_MODULES_HELP
 
-TARGET_MODULES_HELP = '"all-linear" or a list of module names such as ["q_proj", "v_proj"]'
+SCHEMA_FIELD_CLASSES = {"int": serializers.IntegerField, "float": serializers.FloatField,
+                        "json": serializers.JSONField}
+
+
+def _greater_than_zero(value):
+    if not value > 0:
+        raise serializers.ValidationError("Must be greater than 0.")
+
+
+def parameter_field(name: str) -> serializers.Field:
+    """The serializer field of one parameter of `training.parameters` (type, bounds, null)."""
+    parameter = PARAMETERS_BY_NAME[name]
+    options: dict = {"required": False}
+    if parameter.minimum is not None:
+        options["min_value"] = parameter.minimum
+    if parameter.maximum is not None:
+        options["max_value"] = parameter.maximum
+    if parameter.nullable:
+        options["allow_null"] = True
+    if parameter.positive:
+        options["validators"] = [_greater_than_zero]
+    if parameter.help_text:
+        options["help_text"] = parameter.help_text
+    return SCHEMA_FIELD_CLASSES[parameter.kind](**options)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -26,24 +50,15 @@ class _TrainBase(StrictSerializer):
     continue_from = serializers.CharField(required=False, allow_blank=True, allow_null=True,
                                           max_length=20)
     dry_run = serializers.BooleanField(required=False, default=False)
-    lora_r = serializers.IntegerField(required=False, min_value=1, max_value=256)
-    lora_alpha = serializers.IntegerField(required=False, min_value=1, max_value=512)
-    lora_dropout = serializers.FloatField(required=False, min_value=0.0, max_value=0.9)
-    target_modules = serializers.JSONField(required=False, help_text=TARGET_MODULES_HELP)
-    epochs = serializers.IntegerField(required=False, min_value=1, max_value=100)
-    learning_rate = serializers.FloatField(required=False, max_value=0.01)
-    batch_size = serializers.IntegerField(required=False, min_value=1, max_value=512)
-    warmup_ratio = serializers.FloatField(required=False, min_value=0.0, max_value=0.5)
-    weight_decay = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    max_length = serializers.IntegerField(required=False, min_value=16, max_value=32768)
-    seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
-    early_stopping_patience = serializers.IntegerField(required=False, min_value=1,
-                                                       max_value=100, allow_null=True)
 
-    def validate_learning_rate(self, value):
-        if not value > 0:
-            raise serializers.ValidationError("Must be greater than 0.")
-        return value
+    # The parameters every method takes; a subclass adds its method's own (training.parameters).
+    PARAM_FIELDS = tuple(p.name for p in PARAMETERS if p.methods == METHODS)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for name in self.PARAM_FIELDS:
+            fields[name] = parameter_field(name)
+        return fields
 
     def validate_preset(self, value):
         from training.trainer.config import PRESETS
@@ -62,30 +77,15 @@ class _TrainBase(StrictSerializer):
             return value
         raise serializers.ValidationError(f"Must be {TARGET_MODULES_HELP}.")
 
-    PARAM_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs",
-                    "learning_rate", "batch_size", "warmup_ratio", "weight_decay", "max_length",
-                    "seed", "early_stopping_patience")
-
 
 class LoraTrainSerializer(_TrainBase):
     """POST /train/lora: supervised fine-tuning of a LoRA adapter (the seed's defaults)."""
 
-    min_feedback_count = serializers.IntegerField(required=False, min_value=1,
-                                                  max_value=10_000_000)
     PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_feedback_count",)
 
 
 class DpoTrainSerializer(_TrainBase):
     """POST /train/dpo: preference optimisation (the seed's defaults)."""
-
-    min_preference_pairs = serializers.IntegerField(required=False, min_value=1,
-                                                    max_value=10_000_000)
-    beta = serializers.FloatField(required=False, max_value=10.0)
-
-    def validate_beta(self, value):
-        if not value > 0:
-            raise serializers.ValidationError("Must be greater than 0.")
-        return value
 
     PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_preference_pairs", "beta")
 

@@ -21,9 +21,8 @@ from django.views.generic import TemplateView
 from rest_framework.exceptions import ValidationError as DrfValidationError
 
 from adapters.models import AdapterVersion
-from feedback.models import Dataset
-from synapsex_site.dashboard import charts
-from synapsex_site.dashboard.forms import (
+from dashboard import charts
+from dashboard.forms import (
     METHOD_DEFAULTS,
     ApiKeyForm,
     AutoTrainingForm,
@@ -31,12 +30,14 @@ from synapsex_site.dashboard.forms import (
     DatasetUploadForm,
     TrainingJobForm,
 )
-from synapsex_site.dashboard.permissions import (
+from dashboard.permissions import (
     StaffRequiredMixin,
     TenantMemberMixin,
     tenant_accesses_for_user,
 )
+from feedback.models import Dataset
 from tenants.api.errors import ApiError
+from tenants.errors import DomainError
 from tenants.models import ApiKey, Tenant, default_tenant_settings
 from tenants.services import (
     api_key_create,
@@ -45,12 +46,25 @@ from tenants.services import (
     audit_log_record,
 )
 from training.models import TrainingJob
+from training.parameters import training_params_errors
 from training.trainer.config import PRESETS
+
+# What services refuse with: domain errors, and (until every app raises those) the API's ApiError
+# and DRF validation errors.
+REFUSALS = (DomainError, ApiError, DrfValidationError)
+
+
+def refusal_code(exc: Exception) -> str:
+    """The machine-readable code of a refusal ("" for a plain validation error)."""
+    if isinstance(exc, DomainError):
+        return exc.code
+    return getattr(exc, "error_code", "")
 
 
 def error_lines(exc: Exception) -> list[str]:
-    """A service's refusal (ApiError or a serializer's ValidationError) as lines for a page."""
-    if isinstance(exc, ApiError):
+    """A service's refusal (domain error, ApiError or a ValidationError) as lines for a page."""
+    coded = isinstance(exc, DomainError | ApiError)
+    if coded:
         lines = [exc.message]
         details = exc.details
     else:
@@ -66,8 +80,8 @@ def error_lines(exc: Exception) -> list[str]:
         elif value not in (None, ""):
             lines.append(f"{prefix}{value}")
 
-    if not isinstance(exc, ApiError) or isinstance(details, dict | list):
-        if isinstance(exc, ApiError):
+    if not coded or isinstance(details, dict | list):
+        if coded:
             # Per-field reasons are worth showing; the numbers behind the message are not.
             details = {k: v for k, v in details.items() if isinstance(v, list)} \
                 if isinstance(details, dict) else details
@@ -214,7 +228,7 @@ class DatasetListView(TenantPage):
                     allow_rag=form.cleaned_data["allow_rag"],
                     allow_private_training=form.cleaned_data["allow_private_training"],
                 )
-            except (ApiError, DrfValidationError) as exc:
+            except REFUSALS as exc:
                 for line in error_lines(exc):
                     form.add_error(None, line)
             else:
@@ -268,10 +282,10 @@ class DatasetDetailView(TenantPage):
                     skip_invalid=form.cleaned_data["skip_invalid"], source="jsonl",
                     filename=upload.name,
                 )
-            except (ApiError, DrfValidationError) as exc:
+            except REFUSALS as exc:
                 # A refused upload stores its report on the dataset; other refusals (empty
                 # file) go on the form.
-                if getattr(exc, "error_code", "") != "invalid_records":
+                if refusal_code(exc) != "invalid_records":
                     for line in error_lines(exc):
                         form.add_error(None, line)
             else:
@@ -290,25 +304,21 @@ def training_start(request, *, tenant: Tenant, form: TrainingJobForm, dry_run: b
     """Dry-run or create a job through the training service; returns (job or None, estimate)."""
     from training.services import JobRequest, training_job_create
 
-    method, params = form.cleaned_data["method"], form.params()
-    params = training_params_validate(method=method, params=params)
     actor, ip = audit_actor_from_request(request)
-    job_request = JobRequest(method=method, params=params,
+    job_request = JobRequest(method=form.cleaned_data["method"], params=form.params(),
                              preset=form.cleaned_data.get("preset") or "",
                              dry_run=dry_run, triggered_by="dashboard")
     return training_job_create(tenant=tenant, request=job_request, actor=actor, ip_address=ip)
 
 
-def training_params_validate(*, method: str, params: dict) -> dict:
-    """The train endpoints' own serializer checks the ranges, so browser and API accept the
-    same values."""
-    from training.api.serializers import DpoTrainSerializer, LoraTrainSerializer
+def training_params_refusals(form: TrainingJobForm) -> list[str]:
+    """The form's values the train endpoints would refuse, as "name: reason" lines.
 
-    serializer_class = DpoTrainSerializer if method == "dpo" else LoraTrainSerializer
-    serializer = serializer_class(data=params)
-    serializer.is_valid(raise_exception=True)
-    return {k: v for k, v in serializer.validated_data.items()
-            if k in serializer_class.PARAM_FIELDS}
+    The bounds come from the parameter schema the API's serializers are built from, so browser
+    and API accept the same values and refuse the others with the same words.
+    """
+    errors = training_params_errors(method=form.cleaned_data["method"], params=form.params())
+    return [f"{name}: {message}" for name, messages_ in errors.items() for message in messages_]
 
 
 class TrainingListView(TenantPage):
@@ -328,11 +338,16 @@ class TrainingListView(TenantPage):
         form = TrainingJobForm(request.POST)
         if not form.is_valid():
             return self.render_to_response(self.get_context_data(form=form), status=400)
+        refusals = training_params_refusals(form)
+        if refusals:
+            for line in refusals:
+                form.add_error(None, line)
+            return self.render_to_response(self.get_context_data(form=form), status=400)
         confirmed = request.POST.get("confirm") == "1"
         try:
             job, estimate = training_start(request, tenant=self.tenant, form=form,
                                            dry_run=not confirmed)
-        except (ApiError, DrfValidationError) as exc:
+        except REFUSALS as exc:
             for line in error_lines(exc):
                 form.add_error(None, line)
             return self.render_to_response(self.get_context_data(form=form), status=400)
@@ -380,7 +395,7 @@ class JobCancelView(TenantMemberMixin, View):
         actor, ip = audit_actor_from_request(request)
         try:
             job = training_job_cancel(job=job, actor=actor, ip_address=ip)
-        except (ApiError, DrfValidationError) as exc:
+        except REFUSALS as exc:
             for line in error_lines(exc):
                 messages.error(request, line)
         else:
@@ -451,10 +466,10 @@ class AdapterActivateView(TenantPage):
         try:
             adapter_version_activate(version=self.version, force=request.POST.get("force") == "1",
                                      actor=actor, ip_address=ip, reason="dashboard")
-        except (ApiError, DrfValidationError) as exc:
+        except REFUSALS as exc:
             context = self.get_context_data()
             context["errors"] = error_lines(exc)
-            context["can_force"] = getattr(exc, "error_code", "") == "eval_regression"
+            context["can_force"] = refusal_code(exc) == "eval_regression"
             return self.render_to_response(context, status=409)
         messages.success(request, f"{self.version.version} is now the active version.")
         return redirect("dashboard:adapters", self.tenant.slug)
@@ -485,7 +500,7 @@ class AbTestUpdateView(TenantMemberMixin, View):
                 raise DrfValidationError({"versions": bad})
             tenant_settings_change(request, tenant=self.tenant, changes={
                 "lora_ab_test": {"enabled": enabled, "versions": weights}})
-        except (ApiError, DrfValidationError) as exc:
+        except REFUSALS as exc:
             view = AdapterListView()
             view.setup(request, slug=slug)
             view.access, view.tenant = self.access, self.tenant
@@ -575,7 +590,7 @@ class SettingsView(TenantPage):
             try:
                 tenant_settings_change(request, tenant=self.tenant,
                                        changes={"auto_training": form.cleaned_data})
-            except (ApiError, DrfValidationError) as exc:
+            except REFUSALS as exc:
                 for line in error_lines(exc):
                     form.add_error(None, line)
             else:

@@ -6,5 +6,5 @@ from django.urls import include, path
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", include("synapsex_site.dashboard.urls")),
+    path("", include("dashboard.urls")),
 ]

@@ -6,24 +6,19 @@ from django import forms
 
 from feedback.models import Dataset
 from tenants.models import ApiKey
-from training.trainer.config import DPO_DEFAULTS, LORA_DEFAULTS, PRESETS, SFT_DEFAULTS
+from training.parameters import DPO, PARAMETERS, SFT, training_params_defaults
+from training.trainer.config import PRESETS
 
 METHOD_CHOICES = [("sft", "SFT: supervised fine-tuning"), ("dpo", "DPO: preference optimisation")]
+# The parameters the form shows, in the schema's order (training.parameters).
+FORM_PARAMETERS = [p for p in PARAMETERS if p.in_form]
+FORM_FIELD_CLASSES = {"int": forms.IntegerField, "float": forms.FloatField}
 
 # The seed's defaults per method, for the form's initial values and its method switch (JS).
 METHOD_DEFAULTS = {
-    "sft": {
-        "lora_r": LORA_DEFAULTS["r"], "lora_alpha": LORA_DEFAULTS["alpha"],
-        **{k: SFT_DEFAULTS[k] for k in
-           ("epochs", "learning_rate", "batch_size", "warmup_ratio", "weight_decay")},
-        "min_feedback_count": 50,
-    },
-    "dpo": {
-        "lora_r": LORA_DEFAULTS["r"], "lora_alpha": LORA_DEFAULTS["alpha"],
-        **{k: DPO_DEFAULTS[k] for k in
-           ("epochs", "learning_rate", "batch_size", "warmup_ratio", "weight_decay", "beta")},
-        "min_preference_pairs": 100,
-    },
+    method: {p.name: training_params_defaults(method=method)[p.name]
+             for p in FORM_PARAMETERS if method in p.methods}
+    for method in (SFT, DPO)
 }
 
 
@@ -34,28 +29,26 @@ def preset_choices() -> list[tuple[str, str]]:
 
 
 class TrainingJobForm(forms.Form):
-    """Start an SFT or DPO job. Blank numbers fall back to the preset, then the seed's defaults."""
+    """Start an SFT or DPO job. Blank numbers fall back to the preset, then the seed's defaults.
+
+    The parameter fields are built from the schema and only coerce types; the bounds are checked
+    by `training.parameters.training_params_errors`, so a refusal reads as the API's.
+    """
 
     method = forms.ChoiceField(choices=METHOD_CHOICES, initial="sft")
     preset = forms.ChoiceField(choices=preset_choices, required=False)
-    lora_r = forms.IntegerField(label="LoRA r", required=False,
-                                help_text="Rank: higher = more capacity")
-    lora_alpha = forms.IntegerField(label="LoRA alpha", required=False)
-    epochs = forms.IntegerField(required=False)
-    learning_rate = forms.FloatField(required=False)
-    batch_size = forms.IntegerField(required=False)
-    warmup_ratio = forms.FloatField(required=False)
-    weight_decay = forms.FloatField(required=False)
-    beta = forms.FloatField(required=False, help_text="DPO only: strength of the preference")
-    min_feedback_count = forms.IntegerField(required=False, label="Minimum feedback (SFT)")
-    min_preference_pairs = forms.IntegerField(required=False,
-                                              label="Minimum preference pairs (DPO)")
 
-    SFT_ONLY = {"min_feedback_count"}
-    DPO_ONLY = {"beta", "min_preference_pairs"}
-    PARAM_FIELDS = ["lora_r", "lora_alpha", "epochs", "learning_rate", "batch_size",
-                    "warmup_ratio", "weight_decay", "beta", "min_feedback_count",
-                    "min_preference_pairs"]
+    SFT_ONLY = {p.name for p in FORM_PARAMETERS if p.methods == (SFT,)}
+    DPO_ONLY = {p.name for p in FORM_PARAMETERS if p.methods == (DPO,)}
+    PARAM_FIELDS = [p.name for p in FORM_PARAMETERS]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for parameter in FORM_PARAMETERS:
+            options = {"required": False, "help_text": parameter.help_text}
+            if parameter.label:
+                options["label"] = parameter.label
+            self.fields[parameter.name] = FORM_FIELD_CLASSES[parameter.kind](**options)
 
     def params(self) -> dict:
         """The train endpoints' parameters for this method (the preset travels separately)."""

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from synapsex_site.dashboard import views
+from dashboard import views
 
 app_name = "dashboard"
 

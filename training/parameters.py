@@ -1,0 +1,130 @@
+"""The one schema of a training job's parameters: names, types, bounds, methods and defaults.
+
+Three places need the same list: the train endpoints' serializers (`training.api.serializers`),
+the dashboard's training form (`dashboard.forms`) and the resolution of a job's final
+hyperparameters (`training.services.params`). They read it from here, so a new parameter or a
+changed bound is one edit. Plain data and functions only (no Django, no DRF): each consumer
+builds its own fields from `PARAMETERS`.
+
+Bounds follow API.md. The messages of `training_params_errors` are DRF's own wording for the same
+bounds, so the dashboard and the API refuse a value with the same words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from training.trainer.config import DPO_DEFAULTS, LORA_DEFAULTS, SFT_DEFAULTS
+
+SFT = "sft"
+DPO = "dpo"
+METHODS = (SFT, DPO)
+TARGET_MODULES_HELP = '"all-linear" or a list of module names such as ["q_proj", "v_proj"]'
+# The readiness thresholds a request may lower or raise (the seed's values).
+MIN_FEEDBACK_COUNT_DEFAULT = 50
+MIN_PREFERENCE_PAIRS_DEFAULT = 100
+MAX_LENGTH_DEFAULT = 1024
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One hyperparameter a job request may state.
+
+    `kind` is "int", "float" or "json" (target_modules: a string or a list). `positive` means
+    strictly greater than 0 (a learning rate of 0 trains nothing), checked apart from `minimum`
+    because the API words it differently. `in_form` marks the ones the dashboard's form shows.
+    """
+
+    name: str
+    kind: str
+    methods: tuple[str, ...] = METHODS
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    positive: bool = False
+    nullable: bool = False
+    label: str = ""
+    help_text: str = ""
+    in_form: bool = False
+
+
+PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("lora_r", "int", minimum=1, maximum=256, label="LoRA r",
+              help_text="Rank: higher = more capacity", in_form=True),
+    Parameter("lora_alpha", "int", minimum=1, maximum=512, label="LoRA alpha", in_form=True),
+    Parameter("lora_dropout", "float", minimum=0.0, maximum=0.9),
+    Parameter("target_modules", "json", help_text=TARGET_MODULES_HELP),
+    Parameter("epochs", "int", minimum=1, maximum=100, in_form=True),
+    Parameter("learning_rate", "float", maximum=0.01, positive=True, in_form=True),
+    Parameter("batch_size", "int", minimum=1, maximum=512, in_form=True),
+    Parameter("warmup_ratio", "float", minimum=0.0, maximum=0.5, in_form=True),
+    Parameter("weight_decay", "float", minimum=0.0, maximum=1.0, in_form=True),
+    Parameter("max_length", "int", minimum=16, maximum=32768),
+    Parameter("seed", "int", minimum=0, maximum=2**31 - 1),
+    Parameter("early_stopping_patience", "int", minimum=1, maximum=100, nullable=True),
+    Parameter("beta", "float", methods=(DPO,), maximum=10.0, positive=True,
+              help_text="DPO only: strength of the preference", in_form=True),
+    Parameter("min_feedback_count", "int", methods=(SFT,), minimum=1, maximum=10_000_000,
+              label="Minimum feedback (SFT)", in_form=True),
+    Parameter("min_preference_pairs", "int", methods=(DPO,), minimum=1, maximum=10_000_000,
+              label="Minimum preference pairs (DPO)", in_form=True),
+)
+PARAMETERS_BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
+
+
+def parameters_for(*, method: str) -> tuple[Parameter, ...]:
+    """The parameters a request for `method` may state, in the schema's order."""
+    return tuple(p for p in PARAMETERS if method in p.methods)
+
+
+def training_params_defaults(*, method: str) -> dict[str, Any]:
+    """A method's defaults before any preset or request value (the seed's values).
+
+    `seed` and `early_stopping_patience` have none here: the trainer's own defaults apply when a
+    request leaves them out, and the job's stored parameters say only what was decided.
+    """
+    defaults: dict[str, Any] = {
+        "lora_r": LORA_DEFAULTS["r"],
+        "lora_alpha": LORA_DEFAULTS["alpha"],
+        "lora_dropout": LORA_DEFAULTS["dropout"],
+        "target_modules": LORA_DEFAULTS["target_modules"],
+        "max_length": MAX_LENGTH_DEFAULT,
+        **(DPO_DEFAULTS if method == DPO else SFT_DEFAULTS),
+    }
+    if method == SFT:
+        defaults["min_feedback_count"] = MIN_FEEDBACK_COUNT_DEFAULT
+    else:
+        defaults["min_preference_pairs"] = MIN_PREFERENCE_PAIRS_DEFAULT
+    return defaults
+
+
+def _number_errors(parameter: Parameter, value: Any) -> list[str]:
+    if parameter.maximum is not None and value > parameter.maximum:
+        return [f"Ensure this value is less than or equal to {parameter.maximum}."]
+    if parameter.minimum is not None and value < parameter.minimum:
+        return [f"Ensure this value is greater than or equal to {parameter.minimum}."]
+    if parameter.positive and not value > 0:
+        return ["Must be greater than 0."]
+    return []
+
+
+def training_params_errors(*, method: str, params: dict[str, Any]) -> dict[str, list[str]]:
+    """Per-parameter refusals of already-typed numeric values (empty when all are in bounds).
+
+    For callers that coerced the types themselves (the dashboard's form); the API's serializers
+    apply the same bounds through their fields. Names the method does not take are refused.
+    """
+    allowed = {p.name for p in parameters_for(method=method)}
+    errors: dict[str, list[str]] = {}
+    for name, value in params.items():
+        parameter = PARAMETERS_BY_NAME.get(name)
+        if parameter is None or name not in allowed:
+            errors[name] = ["Unknown field."]
+        elif value is None:
+            if not parameter.nullable:
+                errors[name] = ["This field may not be null."]
+        elif parameter.kind in ("int", "float"):
+            problems = _number_errors(parameter, value)
+            if problems:
+                errors[name] = problems
+    return errors
