@@ -7,11 +7,16 @@
   of it) the tenant's A/B test is checked; with `auto_promote_ab_winner` on and a significant
   winner, the winner is activated and the split disabled. A per-feedback check costs a few
   aggregate queries on the tenant's A/B arms only, and only for tenants that turned it on.
+* Training's questions (training.signals): the version a job continues from and the versions an
+  erasure marks; connected here with @receiver when this module is imported in ready().
 """
 
 import logging
 
 from django.db import transaction
+from django.dispatch import receiver
+
+from training.signals import training_parent_version_resolve, training_user_data_erasing
 
 logger = logging.getLogger(__name__)
 
@@ -56,3 +61,18 @@ def feedback_saved_check_ab_winner(sender, instance, created=False, raw=False, *
             logger.exception("A/B auto-promotion check failed for tenant %s", tenant_id)
 
     transaction.on_commit(check)
+
+
+@receiver(training_parent_version_resolve, dispatch_uid="adapters.parent_version_resolve")
+def training_parent_version(sender, tenant, label, base_label, **kwargs):
+    from adapters.training_hooks import adapter_version_for_training
+
+    return adapter_version_for_training(tenant=tenant, label=label, base_label=base_label)
+
+
+@receiver(training_user_data_erasing, dispatch_uid="adapters.user_data_erasing")
+def training_user_data_erased(sender, tenant, feedback_ids, message_ids, **kwargs):
+    from adapters.training_hooks import adapter_versions_mark_erased_data
+
+    return adapter_versions_mark_erased_data(tenant=tenant, feedback_ids=feedback_ids,
+                                             message_ids=message_ids)

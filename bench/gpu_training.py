@@ -53,6 +53,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `training` im
 
 from bench import common  # noqa: E402
 from bench.common import REPO, CannotRun, Comparison, Fact, Report, Skip  # noqa: E402
+from training.trainer.events import read_events  # noqa: E402
 
 TITLE = "2. GPU training: LoRA SFT of a ~0.56B model in bf16, tokens/s and MFU"
 SHAPE = {"hidden_size": 1280, "num_hidden_layers": 24, "intermediate_size": 3456,
@@ -186,7 +187,7 @@ def run_platform(work: Path, model: Path, train: Path, args) -> dict:
                           check=False)
     if proc.returncode != 0:
         raise CannotRun(f"platform trainer exited {proc.returncode}: {proc.stderr[-3000:]}")
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    events = read_events(out / "events.jsonl")
     steps = [e for e in events if e["type"] == "step"]
     completed = next(e for e in events if e["type"] == "completed")
     first = steps[min(args.warmup, len(steps) - 2)]

@@ -29,6 +29,7 @@ from pathlib import Path
 from bench import common, env
 from bench.common import REPO, CannotRun, Comparison, Fact, Report
 from bench.loadgen import run_load
+from training.trainer.events import read_events
 
 TITLE = "7. Queue latency: train POST response to the trainer's first step (model load excluded)"
 
@@ -131,8 +132,7 @@ def body(args, report: Report) -> None:
                     if row.work_dir:
                         events_file = Path(row.work_dir) / "output" / "events.jsonl"
                         if events_file.exists():
-                            events = [json.loads(line) for line in
-                                      events_file.read_text().splitlines() if line.strip()]
+                            events = read_events(events_file)
                             started = next((e for e in events if e["type"] == "started"), None)
                             first_step = next((e for e in events if e["type"] == "step"), None)
                             if first_step:

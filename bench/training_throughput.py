@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench import common, data, env
 from bench.common import REPO, CannotRun, Comparison, Fact, Report, Skip
+from training.trainer.events import read_events
 
 TITLE = "1. Training throughput: platform trainer vs bare TRL script (tiny model, CPU)"
 
@@ -71,7 +72,7 @@ def run_platform(workdir: Path, model: Path, train: Path, *, steps_batch: int, l
     total_s = time.perf_counter() - started
     if proc.returncode != 0:
         raise CannotRun(f"platform trainer exited {proc.returncode}: {proc.stderr[-1500:]}")
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    events = read_events(out / "events.jsonl")
     step_events = [e for e in events if e["type"] == "step"]
     completed = next(e for e in events if e["type"] == "completed")
     first, last = step_events[0], step_events[-1]

@@ -4,7 +4,7 @@ points and events), cancel and retry actions; webhooks and their deliveries."""
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from tenants.api.errors import ApiError
+from tenants.errors import DomainError
 from training.models import TrainingEvent, TrainingJob, TrainingMetric, Webhook, WebhookDelivery
 from training.services import InvalidTransition, training_job_cancel, training_job_retry
 
@@ -70,7 +70,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
             try:
                 training_job_cancel(job=job, actor=actor,
                                     ip_address=request.META.get("REMOTE_ADDR"))
-            except (ApiError, InvalidTransition) as exc:
+            except (DomainError, InvalidTransition) as exc:
                 self.message_user(request, f"{job.id}: {exc}", messages.WARNING)
             else:
                 self.message_user(request, f"{job.id} cancelled.")
@@ -81,7 +81,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
         for job in queryset:
             try:
                 new, _ = training_job_retry(job=job, actor=actor)
-            except ApiError as exc:
+            except DomainError as exc:
                 self.message_user(request, f"{job.id}: {exc.message}", messages.WARNING)
             else:
                 self.message_user(request, f"{job.id} retried as {new.id}.")

@@ -6,17 +6,18 @@ marks every adapter version whose data manifest used any of those rows with
 `needs_retraining=True` so an operator can retrain without them. Snapshots already written stay
 as the record of what those versions learned; they are never used for new jobs.
 
-The adapters app is reached through `apps.get_model` (training must not import adapters).
+What learned from the rows is marked by whoever listens to `training_user_data_erasing` (the
+adapters app): training does not import adapters.
 """
 
 from __future__ import annotations
 
-from django.apps import apps
 from django.db import transaction
 from django.db.models import Q
 
 from feedback.models import Feedback, Message
 from tenants.services import audit_log_record
+from training.signals import training_user_data_erasing
 
 
 @transaction.atomic
@@ -31,17 +32,10 @@ def training_data_erase_user(*, tenant, user_id: str, actor: str = "system",
     feedback_ids |= set(Feedback.objects.filter(tenant=tenant, message_id__in=message_ids)
                         .values_list("id", flat=True))
 
-    AdapterVersion = apps.get_model("adapters", "AdapterVersion")
-    marked = []
-    for version in AdapterVersion.objects.filter(tenant=tenant).select_for_update():
-        manifest = version.data_manifest or {}
-        used_feedback = set(manifest.get("feedback_ids") or [])
-        used_messages = set(manifest.get("message_ids") or [])
-        if used_feedback & feedback_ids or used_messages & message_ids:
-            if not version.needs_retraining:
-                version.needs_retraining = True
-                version.save(update_fields=["needs_retraining"])
-            marked.append(version.version)
+    responses = training_user_data_erasing.send(sender=Feedback, tenant=tenant,
+                                                feedback_ids=feedback_ids,
+                                                message_ids=message_ids)
+    marked = [label for _, labels in responses for label in (labels or [])]
 
     deleted_feedback = Feedback.objects.filter(id__in=feedback_ids).delete()[0]
     deleted_messages = Message.objects.filter(id__in=message_ids).delete()[0]

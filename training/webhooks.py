@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from tenants.api.errors import ApiError
+from tenants.errors import Conflict, InvalidInput
 from training.models import TrainingJob, Webhook, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -42,9 +42,9 @@ def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
 def webhook_url_validate(url: str) -> str:
     parsed = urlparse(url or "")
     if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
-        raise ApiError("validation_error", "The request has invalid fields.",
-                       details={"url": ["Only absolute http:// or https:// URLs are accepted."]},
-                       status_code=400)
+        raise InvalidInput("validation_error", "The request has invalid fields.",
+                           details={"url": ["Only absolute http:// or https:// URLs are "
+                                            "accepted."]})
     return url
 
 
@@ -53,13 +53,12 @@ def webhook_create(*, tenant, url: str, events: list[str] | None = None) -> Webh
     events = sorted(set(events or []))
     unknown = [e for e in events if e not in Webhook.EVENTS]
     if unknown:
-        raise ApiError("validation_error", "The request has invalid fields.",
-                       details={"events": [f"Unknown event(s) {', '.join(unknown)}; choose from "
-                                           f"{', '.join(Webhook.EVENTS)}."]}, status_code=400)
+        raise InvalidInput("validation_error", "The request has invalid fields.",
+                           details={"events": [f"Unknown event(s) {', '.join(unknown)}; choose "
+                                               f"from {', '.join(Webhook.EVENTS)}."]})
     if Webhook.objects.filter(tenant=tenant).count() >= MAX_WEBHOOKS_PER_TENANT:
-        raise ApiError("too_many_webhooks",
-                       f"A tenant can register at most {MAX_WEBHOOKS_PER_TENANT} webhooks.",
-                       status_code=409)
+        raise Conflict("too_many_webhooks",
+                       f"A tenant can register at most {MAX_WEBHOOKS_PER_TENANT} webhooks.")
     return Webhook.objects.create(tenant=tenant, url=url, events=events)
 
 

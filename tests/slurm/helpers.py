@@ -117,6 +117,18 @@ class Observed:
     last: object = None
 
 
+def submit_like_runner(backend, job, bundle: Path | None = None) -> str:
+    """Submit as the runner does: the backend starts the job, the services open the attempt's
+    billing record, and the row stores both."""
+    from training.services.cluster import training_job_submission_record
+
+    slurm_id = backend.submit(job, Path(bundle or job.work_dir))
+    job.external_id = slurm_id
+    billed = training_job_submission_record(job=job, backend=backend, external_id=slurm_id)
+    job.save(update_fields=["external_id", *billed])
+    return slurm_id
+
+
 def poll_until(backend, job, *, until=TERMINAL, timeout: float = 120, interval: float = 1.0,
                observed: Observed | None = None) -> Observed:
     """Poll like the runner does (store the new offset, keep the events) until a state in
@@ -132,7 +144,12 @@ def poll_until(backend, job, *, until=TERMINAL, timeout: float = 120, interval: 
         if result.state == "running":
             observed.running_step_events += sum(e.get("type") == "step" for e in result.events)
         job.events_offset = result.new_offset
-        job.save(update_fields=["events_offset"])
+        # The services bill what the backend measured, as the runner's poll step does.
+        from training.services.cluster import slurm_usage_record
+
+        billed = ["resources", "gpu_hours"] if slurm_usage_record(job=job, usage=result.usage) \
+            else []
+        job.save(update_fields=["events_offset", *billed])
         if result.state in until:
             return observed
         if time.monotonic() > deadline:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm.helpers import STATE_DIR, poll_until, slurm_up, stop_sshd
-from training.backends.slurm import SlurmBackend, gpu_hours_for
+from tests.slurm.helpers import STATE_DIR, poll_until, slurm_up, stop_sshd, submit_like_runner
+from training.backends.slurm import SlurmBackend
 from training.backends.ssh import HostKeyRejected, SshTarget, ssh_session
+from training.services import gpu_hours_for
 
 pytestmark = pytest.mark.slurm
 
@@ -32,7 +33,7 @@ def test_it_runs_a_training_job_on_the_cluster_and_fetches_a_verified_adapter(ma
     job = make_slurm_job(train={"epochs": 30, "eval_every": 20, "save_every": 20})
     backend = SlurmBackend()
 
-    slurm_id = backend.submit(job, Path(job.work_dir))
+    slurm_id = submit_like_runner(backend, job)
     assert slurm_id.isdigit() and job.external_id == slurm_id
     job.refresh_from_db()
     attempt = job.resources["slurm"]["attempts"][0]

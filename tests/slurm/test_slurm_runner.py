@@ -5,14 +5,15 @@ hits its 1-minute time limit is resubmitted with resume and completes."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 
-from training.backends.slurm import SlurmBackend, gpu_hours_for
+from training.backends.slurm import SlurmBackend
+from training.services import gpu_hours_for
+from training.trainer.events import read_events
 
 pytestmark = pytest.mark.slurm
 
@@ -135,7 +136,7 @@ def _seconds_per_step(tiny_base_path: Path, folder: Path) -> float:
                    check=True, timeout=300)
     from datetime import datetime
 
-    steps = [json.loads(line) for line in (folder / "output" / "events.jsonl").open()]
+    steps = read_events(folder / "output" / "events.jsonl")
     steps = [e for e in steps if e["type"] == "step"]
     first, last = steps[2], steps[-1]
     seconds = (datetime.fromisoformat(last["ts"].replace("Z", "+00:00"))

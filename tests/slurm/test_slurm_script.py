@@ -13,19 +13,15 @@ from pathlib import Path
 import pytest
 
 from training.backends import base
-from training.backends.slurm import (
-    gpu_hours_for,
-    parse_elapsed,
-    slurm_allocation_check,
-    slurm_gpu_hours_by_month,
-    slurm_state_to_backend,
-)
+from training.backends.slurm import parse_elapsed, slurm_state_to_backend
 from training.backends.slurm_script import (
     SlurmConfig,
     SlurmConfigError,
     render_batch_script,
     render_deepspeed_json,
 )
+from training.selectors import slurm_gpu_hours_by_month
+from training.services import gpu_hours_for, slurm_allocation_check
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "fixtures" / "lumi_2node.sbatch"
@@ -157,7 +153,8 @@ def test_gpu_hours_follow_lumis_billing_rule():
 
 def test_the_allocation_limit_refuses_new_cluster_jobs_with_the_envelope(db, settings,
                                                                           make_tenant):
-    from tenants.api.errors import ApiError, api_exception_handler
+    from tenants.api.errors import api_exception_handler
+    from tenants.errors import Conflict
     from training.models import TrainingJob
 
     tenant = make_tenant("acme").tenant
@@ -167,12 +164,12 @@ def test_the_allocation_limit_refuses_new_cluster_jobs_with_the_envelope(db, set
     TrainingJob.objects.create(tenant=tenant, method="sft", backend="slurm", gpu_hours=6.0)
     TrainingJob.objects.create(tenant=tenant, method="sft", backend="local", gpu_hours=50.0)
     slurm_allocation_check()  # 6 of 10 used: allowed
-    with pytest.raises(ApiError) as too_big:
+    with pytest.raises(Conflict) as too_big:
         slurm_allocation_check(estimated_gpu_hours=5.0)
-    assert too_big.value.error_code == "cluster_allocation_exhausted"
+    assert too_big.value.code == "cluster_allocation_exhausted"
 
     TrainingJob.objects.create(tenant=tenant, method="sft", backend="slurm", gpu_hours=4.0)
-    with pytest.raises(ApiError) as spent:
+    with pytest.raises(Conflict) as spent:
         slurm_allocation_check()
     response = api_exception_handler(spent.value, {})
     assert response.status_code == 409

@@ -1,8 +1,11 @@
 """Seam 3: the compute backend. The runner in training.services owns a job's status; a backend
-only submits, reports and fetches.
+only submits, polls, cancels and fetches. It writes no database row: what it measured (the
+trainer's events, the cluster's state, the resources a Slurm attempt used) it reports in a
+`PollResult`, and the services store it and bill it.
 
-A backend reads the trainer's `events.jsonl` from `job.events_offset` onwards, so a restarted
-reader loses nothing and sees nothing twice.
+A backend reads the trainer's `events.jsonl` from `job.events_offset` onwards (through
+`training.trainer.events.read_events_from`), so a restarted reader loses nothing and sees
+nothing twice. Backends import no service: the import arrow points from services to backends.
 """
 
 from dataclasses import dataclass, field
@@ -26,6 +29,9 @@ class PollResult:
     new_offset: int = 0
     reason: str = ""
     log_tail: str = ""
+    # What the job used, as the backend measured it, for the services to account (Slurm:
+    # slurm_id, state, elapsed_seconds, request); empty when there is nothing to bill.
+    usage: dict = field(default_factory=dict)
 
 
 class ComputeBackend(Protocol):

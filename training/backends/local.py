@@ -20,6 +20,7 @@ from pathlib import Path
 from django.conf import settings
 
 from training.backends import base
+from training.trainer.events import last_terminal_event, read_events_from
 
 # Popen objects of the trainers this process started: polling them reaps the child (no zombie)
 # and gives the real exit status. A process that did not start the trainer (the API cancelling,
@@ -42,35 +43,6 @@ def output_dir(job) -> Path:
 
 def events_path(job) -> Path:
     return output_dir(job) / EVENTS_NAME
-
-
-def read_events(path: Path, offset: int) -> tuple[list[dict], int]:
-    """Complete JSON lines of `path` from byte `offset`; returns them and the new offset.
-
-    A line the trainer is still writing (no newline yet) is left for the next read, so a reader
-    that polls while the file grows never sees half an event.
-    """
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            chunk = handle.read()
-    except FileNotFoundError:
-        return [], offset
-    end = chunk.rfind(b"\n")
-    if end < 0:
-        return [], offset
-    events = []
-    for raw in chunk[: end + 1].splitlines():
-        raw = raw.strip()
-        if not raw:
-            continue
-        try:
-            event = json.loads(raw)
-        except json.JSONDecodeError:
-            event = {"type": "unreadable", "raw": raw[:200].decode("utf-8", "replace")}
-        if isinstance(event, dict):
-            events.append(event)
-    return events, offset + end + 1
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -157,20 +129,20 @@ class LocalBackend:
 
     def poll(self, job) -> base.PollResult:
         path = events_path(job)
-        events, offset = read_events(path, job.events_offset)
+        events, offset = read_events_from(path, job.events_offset)
         pid, start_time = self._pid(job)
         if pid is None:
             return base.PollResult(state=base.QUEUED, events=events, new_offset=offset)
         if process_alive(pid, start_time):
             return base.PollResult(state=base.RUNNING, events=events, new_offset=offset)
         # The process is gone: read what is left of the file, then judge by its last words.
-        more, offset = read_events(path, offset)
+        more, offset = read_events_from(path, offset)
         events += more
         exit_code = None
         child = _CHILDREN.pop(pid, None)
         if child is not None:
             exit_code = child.returncode
-        terminal = _last_terminal_event(path)
+        terminal = _tail_terminal_event(path)
         tail = log_tail(bundle_dir(job) / LOG_NAME)
         if terminal and terminal.get("type") == "completed" and exit_code in (0, None):
             return base.PollResult(state=base.COMPLETED, events=events, new_offset=offset)
@@ -225,21 +197,12 @@ def _signal_group(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _last_terminal_event(path: Path) -> dict | None:
-    """The trainer's `completed` or `failed` event, if it wrote one (read from the file's end)."""
+def _tail_terminal_event(path: Path, window: int = 65536) -> dict | None:
+    """The trainer's `completed` or `failed` event, if it wrote one (read from the file's end:
+    it may have been consumed by an earlier poll)."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 65536))
-            lines = handle.read().splitlines()
+        size = os.path.getsize(path)
     except FileNotFoundError:
         return None
-    for raw in reversed(lines):
-        try:
-            event = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(event, dict) and event.get("type") in ("completed", "failed"):
-            return event
-    return None
+    events, _ = read_events_from(path, max(0, size - window))
+    return last_terminal_event(events)

@@ -12,8 +12,10 @@ failed with the trainer's one-line reason; CANCELLED -> cancelled; TIMEOUT, PREE
 BOOT_FAIL -> retry (the runner resubmits, and `submit` of an attempt > 1 resumes from the
 checkpoints kept in the remote output folder). An SSH failure is `unknown`: never finished.
 
-GPU-hours follow LUMI's billing rule per attempt from Slurm's elapsed time and are kept in
-`job.resources["slurm"]["attempts"]` and summed into `job.gpu_hours`.
+The backend writes no database row. Each poll reports what Slurm measured (`PollResult.usage`:
+the Slurm id, its state, the elapsed time and the resources asked for); the services bill it by
+LUMI's rule per attempt (`training.services.cluster`), keep it in
+`job.resources["slurm"]["attempts"]` and sum it into `job.gpu_hours`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -45,6 +45,7 @@ from training.backends.ssh import (
     SshTarget,
     ssh_session,
 )
+from training.trainer.events import last_terminal_event, read_events_from
 
 logger = logging.getLogger(__name__)
 
@@ -76,24 +77,7 @@ def slurm_state_to_backend(slurm_state: str) -> str:
     return SLURM_STATE_MAP.get(word, base.UNKNOWN)
 
 
-# --- GPU-hours ------------------------------------------------------------------------------
-def gpu_hours_for(partition: str, nodes: int, gpus_per_node: int, cpus: int, mem_gb: float,
-                  elapsed_seconds: float, *, whole_node_partitions=None) -> float:
-    """LUMI's billing rule (1 GPU-hour = one MI250X module = 2 GCDs for an hour).
-
-    `cpus` and `mem_gb` are per node. Whole-node partitions (standard-g) bill 4 GPU-hours per
-    node-hour; the others (small-g, dev-g, and any other cluster's partitions) bill by what
-    the allocation holds: 0.5 * max(ceil(cores/8), ceil(mem/64 GB), GCDs) per node-hour.
-    """
-    hours = max(0.0, float(elapsed_seconds)) / 3600.0
-    if whole_node_partitions is None:
-        whole_node_partitions = getattr(settings, "SLURM_WHOLE_NODE_PARTITIONS", ["standard-g"])
-    if partition in whole_node_partitions:
-        return 4.0 * nodes * hours
-    slots = max(math.ceil(cpus / 8), math.ceil(mem_gb / 64), gpus_per_node)
-    return 0.5 * slots * nodes * hours
-
-
+# --- Slurm's answers ------------------------------------------------------------------------
 def parse_elapsed(text: str) -> int:
     """Slurm durations ([D-][HH:]MM:SS, or 'UNLIMITED'/'INVALID') in seconds."""
     text = (text or "").strip()
@@ -195,21 +179,8 @@ class SlurmBackend:
         slurm_id = result.stdout.strip().splitlines()[-1].split(";")[0].strip()
         checked_slurm_id(slurm_id)
 
-        record = self._slurm_record(job)
-        record["remote_dir"] = job_dir
-        record["attempts"] = [a for a in record["attempts"] if a.get("attempt") != attempt]
-        record["attempts"].append({
-            "attempt": attempt,
-            "slurm_id": slurm_id,
-            "resume": bool(resume),
-            "submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "request": self.config.request(),
-            "state": "PENDING",
-            "elapsed_seconds": 0,
-            "gpu_hours": 0.0,
-        })
+        # The caller stores the id (and the services open this attempt's usage record).
         job.external_id = slurm_id
-        self._save_usage(job, extra_fields={"external_id": slurm_id})
         logger.info("job %s attempt %s submitted as Slurm job %s", job_id, attempt, slurm_id)
         return slurm_id
 
@@ -294,9 +265,12 @@ class SlurmBackend:
         if not info.state:
             return base.PollResult(state=base.UNKNOWN, events=events, new_offset=offset,
                                    reason=f"Slurm does not know job {slurm_id}")
-        self._record_usage(job, slurm_id, info)
+        usage = {"slurm_id": slurm_id, "attempt": int(job.attempt or 1),
+                 "state": info.state, "elapsed_seconds": info.elapsed_seconds,
+                 "request": self.config.request(),
+                 "whole_node_partitions": list(self.config.whole_node_partitions)}
         return base.PollResult(state=state, events=events, new_offset=offset, reason=reason,
-                               log_tail=tail)
+                               log_tail=tail, usage=usage)
 
     def job_info(self, s: SshSession, slurm_id: str) -> SlurmJobInfo:
         """scontrol while the controller knows the job, else sacct (accounting or jobcomp)."""
@@ -336,7 +310,8 @@ class SlurmBackend:
         return state, f"{trainer_reason} [{detail}]" if trainer_reason else detail
 
     def _read_events(self, s: SshSession, job, *, read_all: bool) -> tuple[list[dict], int]:
-        """Complete lines of the remote events.jsonl from the job's offset (SFTP seek + read)."""
+        """Complete lines of the remote events.jsonl from the job's offset (SFTP seek + read),
+        parsed by the trainer's own reader."""
         path = f"{self.output_dir(job)}/{EVENTS_NAME}"
         offset = int(job.events_offset or 0)
         events: list[dict] = []
@@ -348,8 +323,8 @@ class SlurmBackend:
             if size < offset:  # the file was started afresh (a new first attempt)
                 offset = 0
                 continue
-            end = chunk.rfind(b"\n")
-            if end < 0:
+            more, new_offset = read_events_from(chunk, offset)
+            if new_offset == offset:
                 if len(chunk) < EVENTS_CHUNK_BYTES:
                     break  # a line still being written: next time
                 # One line longer than a whole chunk: skip it rather than stall forever.
@@ -357,36 +332,23 @@ class SlurmBackend:
                                                                                "replace")})
                 offset += len(chunk)
                 continue
-            for raw in chunk[: end + 1].splitlines():
-                if not raw.strip():
-                    continue
-                try:
-                    event = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    event = {"type": "unreadable", "raw": raw[:200].decode("utf-8", "replace")}
-                if isinstance(event, dict):
-                    events.append(event)
-            offset += end + 1
+            events += more
+            offset = new_offset
             if not read_all or offset >= size:
                 break
         return events, offset
 
     def _last_terminal_event(self, s: SshSession, job) -> dict | None:
+        """The trainer's `completed` or `failed` event, from the last 64 KiB of events.jsonl."""
         path = f"{self.output_dir(job)}/{EVENTS_NAME}"
         st = s.stat(path)
         if st is None:
             return None
-        got = s.read_from(path, max(0, (st.st_size or 0) - 65536), 65536)
+        start = max(0, (st.st_size or 0) - 65536)
+        got = s.read_from(path, start, 65536)
         if not got:
             return None
-        for raw in reversed(got[0].splitlines()):
-            try:
-                event = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(event, dict) and event.get("type") in ("completed", "failed"):
-                return event
-        return None
+        return last_terminal_event(read_events_from(got[0], start)[0])
 
     def _log_tail(self, s: SshSession, job, slurm_id: str) -> str:
         path = f"{self.job_dir(job)}/slurm-{slurm_id}.out"
@@ -431,48 +393,6 @@ class SlurmBackend:
         verify_adapter_dir(local / "adapter", local / "manifest.json")
         return local
 
-    # -- accounting -------------------------------------------------------------------------
-    @staticmethod
-    def _slurm_record(job) -> dict:
-        resources = job.resources if isinstance(job.resources, dict) else {}
-        job.resources = resources
-        record = resources.setdefault("slurm", {})
-        record.setdefault("attempts", [])
-        return record
-
-    def _record_usage(self, job, slurm_id: str, info: SlurmJobInfo) -> None:
-        record = self._slurm_record(job)
-        if not any(a.get("slurm_id") == slurm_id for a in record["attempts"]):
-            # The record of this attempt was lost (resources rewritten elsewhere): bill it
-            # with today's request rather than not at all.
-            record["attempts"].append({"attempt": int(job.attempt or 1), "slurm_id": slurm_id,
-                                       "resume": int(job.attempt or 1) > 1,
-                                       "request": self.config.request(), "state": "",
-                                       "elapsed_seconds": -1, "gpu_hours": 0.0})
-        for attempt in record["attempts"]:
-            if attempt.get("slurm_id") != slurm_id:
-                continue
-            request = attempt.get("request") or self.config.request()
-            hours = gpu_hours_for(
-                request["partition"], request["nodes"], request["gpus_per_node"],
-                request["cpus_per_node"], request["mem_gb_per_node"], info.elapsed_seconds,
-                whole_node_partitions=self.config.whole_node_partitions,
-            )
-            if (attempt.get("state"), attempt.get("elapsed_seconds")) == (
-                    info.state, info.elapsed_seconds):
-                return
-            attempt.update(state=info.state.split(" ")[0], elapsed_seconds=info.elapsed_seconds,
-                           gpu_hours=round(hours, 6))
-            self._save_usage(job)
-            return
-
-    def _save_usage(self, job, extra_fields: dict | None = None) -> None:
-        record = self._slurm_record(job)
-        job.gpu_hours = round(sum(a.get("gpu_hours", 0.0) for a in record["attempts"]), 6)
-        fields = {"resources": job.resources, "gpu_hours": job.gpu_hours, **(extra_fields or {})}
-        if job.pk is not None:
-            type(job).objects.filter(pk=job.pk).update(**fields)
-
 
 def _local_path(value: str, bundle: Path) -> Path:
     path = Path(value).expanduser()
@@ -481,103 +401,3 @@ def _local_path(value: str, bundle: Path) -> Path:
 
 def _hms(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-# --- selectors and checks other code calls ----------------------------------------------------
-def _allocation_queryset():
-    from training.models import TrainingJob
-
-    qs = TrainingJob.objects.filter(backend="slurm")
-    start = getattr(settings, "SLURM_ALLOCATION_PERIOD_START", "") or ""
-    if start:
-        qs = qs.filter(created_at__date__gte=date.fromisoformat(start))
-    return qs
-
-
-def slurm_allocation_used_gpu_hours() -> float:
-    """GPU-hours the project's cluster jobs used in the allocation period (all tenants)."""
-    from django.db.models import Sum
-
-    return float(_allocation_queryset().aggregate(total=Sum("gpu_hours"))["total"] or 0.0)
-
-
-def slurm_allocation_check(*, estimated_gpu_hours: float = 0.0) -> None:
-    """Refuse a new cluster job when the project's GPU-hour allocation is spent.
-
-    Call before queueing a job with backend "slurm". Raises ApiError `cluster_allocation_exhausted`
-    (HTTP 409) with the numbers in `details`; no limit when SLURM_ALLOCATION_GPU_HOURS is 0.
-    """
-    from tenants.api.errors import ApiError
-
-    limit = float(getattr(settings, "SLURM_ALLOCATION_GPU_HOURS", 0.0) or 0.0)
-    if limit <= 0:
-        return
-    used = slurm_allocation_used_gpu_hours()
-    if used >= limit or used + max(0.0, estimated_gpu_hours) > limit:
-        account = getattr(settings, "SLURM_ACCOUNT", "") or "the cluster project"
-        raise ApiError(
-            "cluster_allocation_exhausted",
-            f"The GPU-hour allocation of {account} is used up ({used:.2f} of {limit:.2f} "
-            "GPU-hours): no new cluster training jobs until it is extended.",
-            details={
-                "account": account,
-                "allocation_gpu_hours": limit,
-                "used_gpu_hours": round(used, 4),
-                "estimated_gpu_hours": round(estimated_gpu_hours, 4),
-            },
-            status_code=409,
-        )
-
-
-def slurm_gpu_hours_by_month(*, tenant=None) -> list[dict]:
-    """GPU-hours of cluster jobs per tenant per month (by the job's creation month)."""
-    from django.db.models import Count, Sum
-    from django.db.models.functions import TruncMonth
-
-    from training.models import TrainingJob
-
-    qs = TrainingJob.objects.filter(backend="slurm")
-    if tenant is not None:
-        qs = qs.filter(tenant=tenant)
-    rows = (
-        qs.annotate(month=TruncMonth("created_at"))
-        .values("tenant__slug", "month")
-        .annotate(gpu_hours=Sum("gpu_hours"), jobs=Count("id"))
-        .order_by("month", "tenant__slug")
-    )
-    return [
-        {
-            "tenant": row["tenant__slug"],
-            "month": row["month"].strftime("%Y-%m"),
-            "gpu_hours": round(float(row["gpu_hours"] or 0.0), 4),
-            "jobs": row["jobs"],
-        }
-        for row in rows
-    ]
-
-
-def slurm_jobs_poll() -> dict:
-    """One poll round over every submitted, unfinished cluster job (RQ-schedulable).
-
-    Each job gets one `training_job_advance` step (the runner stores events, maps states,
-    resubmits on retry, fetches on completion). A failure on one job is logged and does not
-    stop the others.
-    """
-    from training.models import TrainingJob
-    from training.services import training_job_advance
-
-    ids = list(
-        TrainingJob.objects.filter(backend="slurm")
-        .exclude(status__in=TrainingJob.TERMINAL)
-        .exclude(external_id="")
-        .order_by("created_at")
-        .values_list("id", flat=True)
-    )
-    errors = 0
-    for job_id in ids:
-        try:
-            training_job_advance(job_id=job_id)
-        except Exception:  # noqa: BLE001 - one broken job must not starve the others
-            errors += 1
-            logger.exception("polling cluster job %s failed", job_id)
-    return {"polled": len(ids), "errors": errors}

@@ -210,7 +210,11 @@ def trainer_argv(config: SlurmConfig, job_dir: str, *, resume: bool) -> list[str
 
 def render_batch_script(config: SlurmConfig, job_id: str, *, resume: bool = False,
                         attempt: int = 1) -> str:
-    """The batch script of one attempt of a job. Deterministic (a reviewed fixture pins it)."""
+    """The batch script of one attempt of a job. Deterministic (a reviewed fixture pins it).
+
+    Long on purpose: it writes the script top to bottom, so it reads in the order of the
+    reviewed fixture it must match.
+    """
     job_id = checked_job_id(job_id)
     config = config.validated()
     attempt = int(attempt)

@@ -11,6 +11,7 @@ Public entry points:
     training.trainer.modeling: load_model_and_tokenizer(path, adapter_dir=None),
         generate_reply(model, tokenizer, messages, max_new_tokens=64, temperature=0.0) -> str
     training.trainer.manifest: verify_adapter_dir(path, manifest) -> None, AdapterVerificationError
-    training.trainer.events: read_events(path), EventWriter
+    training.trainer.events: read_events(path), read_events_from(source, offset=0),
+        last_terminal_event(events), EventWriter
     training.trainer.errors: TrainingFailure, categories, EXIT_CODES
 """

@@ -66,21 +66,58 @@ class EventWriter:
         return event
 
 
-def read_events(path: str | Path) -> list[dict[str, Any]]:
-    """All complete events in an events.jsonl (a torn last line is skipped, not an error)."""
+# --- the reader: the one place that parses events.jsonl ------------------------------------
+# The local backend reads the file, the Slurm backend reads chunks of it over SFTP, the runner
+# looks for the terminal event: all through the functions below.
+
+TERMINAL_EVENT_TYPES = ("completed", "failed")
+
+
+def read_events_from(source: str | Path | bytes, offset: int = 0) -> tuple[list[dict], int]:
+    """The complete events of `source` from byte `offset`; returns them and the new offset.
+
+    `source` is a path (read from `offset` to its end) or the bytes of the file that start at
+    `offset` (a chunk a remote reader fetched). Only complete lines are returned: a line the
+    trainer is still writing (no newline yet) is left for the next read, so a reader polling a
+    growing file never sees half an event, and the new offset points at its start. A line that
+    is not a JSON object is returned as `{"type": "unreadable", "raw": ...}` rather than lost.
+    A missing file reads as no events at the same offset.
+    """
+    if isinstance(source, bytes | bytearray):
+        chunk = bytes(source)
+    else:
+        try:
+            with open(source, "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return [], offset
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
     events = []
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    for line in text.splitlines():
-        if not line.strip():
+    for raw in chunk[: end + 1].splitlines():
+        raw = raw.strip()
+        if not raw:
             continue
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
+            event = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            event = {"type": "unreadable", "raw": raw[:200].decode("utf-8", "replace")}
+        if isinstance(event, dict):
+            events.append(event)
+    return events, offset + end + 1
+
+
+def last_terminal_event(events: list[dict]) -> dict | None:
+    """The last `completed` or `failed` event among `events`, if the trainer wrote one."""
+    return next((e for e in reversed(events) if e.get("type") in TERMINAL_EVENT_TYPES), None)
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """All complete events in an events.jsonl (a torn or unreadable line is skipped)."""
+    events, _ = read_events_from(path)
+    return [e for e in events if e.get("type") != "unreadable"]
 
 
 def memory_snapshot(gpus: int = 0) -> dict[str, Any]:

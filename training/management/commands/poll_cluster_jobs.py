@@ -6,7 +6,7 @@ job with backend "slurm" (states, live loss curve, resubmission on TIMEOUT, fetc
     python manage.py poll_cluster_jobs --loop --interval 10
 
 No RQ worker waits on a cluster job: a round takes one short SSH session per job. The same
-round is RQ-schedulable as `training.backends.slurm.slurm_jobs_poll`.
+round is RQ-schedulable as `training.services.slurm_jobs_poll`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from training.backends.slurm import slurm_jobs_poll
+from training.services import slurm_jobs_poll
 
 
 class Command(BaseCommand):

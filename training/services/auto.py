@@ -1,0 +1,103 @@
+"""Automatic training (the seed's "Feedback-Driven Learning"): a job queued by itself when the
+tenant's `auto_training` setting asks for it, checked after each feedback write and by the
+periodic reconciler loop."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import IntegrityError, transaction
+
+from tenants.errors import DomainError
+from tenants.models import Tenant
+from training import pricing
+from training.models import TrainingJob
+from training.services.create import training_job_create
+from training.services.params import JobRequest
+
+logger = logging.getLogger(__name__)
+
+def training_auto_check(*, tenant_id: int) -> TrainingJob | None:
+    """Queue a job by itself when the tenant's `auto_training` asks for it (the seed's
+    "Feedback-Driven Learning"): enabled, enough new usable feedback since the tenant's last
+    job (`min_new_feedback`), ready for training, and a quota slot free. Returns the job or None.
+    The event log of the job says `triggered_by=auto`. Runs after each feedback write (on commit)
+    and from `reconcile_training_jobs --loop`.
+    """
+    from feedback.models import Feedback
+
+    tenant = Tenant.objects.select_related("plan").get(pk=tenant_id)
+    auto = (tenant.settings or {}).get("auto_training") or {}
+    if not auto.get("enabled") or not tenant.plan.allows_training:
+        return None
+    method = auto.get("method") if auto.get("method") in ("sft", "dpo") else "sft"
+    min_new = int(auto.get("min_new_feedback") or 50)
+    last = TrainingJob.objects.filter(tenant=tenant).order_by("-created_at").first()
+    if last is not None and not last.is_terminal:
+        return None  # one at a time
+    new = Feedback.objects.filter(tenant=tenant, is_latest=True, excluded_reason="")
+    if last is not None:
+        new = new.filter(created_at__gt=last.created_at)
+    if new.count() < min_new:
+        return None
+    remaining = pricing.quota_remaining(tenant=tenant)
+    if remaining is not None and remaining <= 0:
+        return None
+    # Readiness is the seed's (feedback stats: corrections >= 50 or thumbs >= 100); the new
+    # feedback threshold above replaces the per-request minimum.
+    from feedback.selectors import feedback_stats
+
+    if not feedback_stats(tenant=tenant).get("ready_for_training"):
+        return None
+    params = {k: v for k, v in (auto.get("params") or {}).items()}
+    params.setdefault("min_feedback_count" if method == "sft" else "min_preference_pairs", 1)
+    try:
+        job, _ = training_job_create(
+            tenant=tenant,
+            request=JobRequest(method=method, params=params, preset=auto.get("preset") or "",
+                               triggered_by="auto"),
+            actor="system:auto_training",
+        )
+    except DomainError as exc:
+        logger.info("Auto-training of %s not started: %s", tenant.slug, exc.message)
+        return None
+    except IntegrityError:  # pragma: no cover - concurrent duplicate
+        return None
+    return job
+
+
+def training_auto_check_all() -> list[str]:
+    """The periodic side of automatic training (`reconcile_training_jobs --loop`): checks every
+    tenant that turned it on, so feedback loaded around the services (bulk imports) counts too."""
+    started = []
+    for tenant in Tenant.objects.filter(settings__auto_training__enabled=True):
+        try:
+            job = training_auto_check(tenant_id=tenant.pk)
+        except Exception:  # noqa: BLE001 - one tenant must not stop the others
+            logger.exception("Auto-training check failed for tenant %s", tenant.slug)
+            continue
+        if job is not None:
+            started.append(job.id)
+    return started
+
+
+def feedback_saved_auto_train(sender, instance, created=False, raw=False, **kwargs):
+    """post_save receiver on feedback.Feedback (connected in TrainingConfig.ready)."""
+    if raw or not created:
+        return
+    tenant_id = instance.tenant_id
+    try:
+        auto = (Tenant.objects.values_list("settings", flat=True).get(pk=tenant_id) or {}) \
+            .get("auto_training") or {}
+    except Tenant.DoesNotExist:  # pragma: no cover
+        return
+    if not auto.get("enabled"):
+        return
+
+    def check():
+        try:
+            training_auto_check(tenant_id=tenant_id)
+        except Exception:  # noqa: BLE001 - the feedback is stored; the next one checks again
+            logger.exception("Auto-training check failed for tenant %s", tenant_id)
+
+    transaction.on_commit(check)
