@@ -38,3 +38,21 @@ def adapter_version_active(*, tenant: Tenant) -> AdapterVersion | None:
 def ab_weights_of(tenant: Tenant) -> dict[str, float]:
     """Traffic weight per version label in the enabled A/B split ({} when none runs)."""
     return ab_test_arms(tenant)
+
+
+# --- the dashboards' reads ------------------------------------------------------------------
+
+
+def adapter_version_current(*, tenant: Tenant) -> AdapterVersion | None:
+    """The version serving the tenant by default right now (None before the first one)."""
+    return AdapterVersion.objects.filter(tenant=tenant, is_active=True).first()
+
+
+def adapter_version_of_job(*, job) -> AdapterVersion | None:
+    """The version a training job produced, or None (failed, cancelled, still running)."""
+    return AdapterVersion.objects.filter(job=job).first()
+
+
+def adapter_versions_current_by_tenant() -> dict[int, AdapterVersion]:
+    """Every tenant's active version, by tenant id (operators' overview)."""
+    return {v.tenant_id: v for v in AdapterVersion.objects.filter(is_active=True)}

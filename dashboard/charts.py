@@ -1,4 +1,4 @@
-"""Reads that shape the apps' rows into what the dashboards' Plotly charts draw.
+"""Shapes the apps' rows (read through their selectors) into what the dashboards' charts draw.
 
 Only presentation lives here (series by day, by step, by month). Business rules (readiness,
 quotas, A/B validation, state transitions) stay in the apps' services and selectors; where a
@@ -11,13 +11,18 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
 from feedback.models import Feedback
+from feedback.selectors import feedback_daily_counts
 from tenants.models import Tenant
-from training.models import TrainingEvent, TrainingJob, TrainingMetric
+from training.models import TrainingJob
+from training.selectors import (
+    training_gpu_hours_by_tenant_month,
+    training_job_events_latest,
+    training_jobs_active_by_backend,
+    training_metric_rows,
+)
 
 FEEDBACK_TYPES = [t for t, _ in Feedback.TYPE_CHOICES]
 # More points than a browser can usefully draw in one curve; older ones are thinned evenly.
@@ -28,12 +33,7 @@ def feedback_over_time(*, tenant: Tenant, days: int = 30) -> dict:
     """Latest feedback per day and type for the last `days` days, zero-filled for the chart."""
     today = timezone.now().date()
     start = today - timedelta(days=days - 1)
-    rows = (
-        Feedback.objects.filter(tenant=tenant, is_latest=True, created_at__date__gte=start)
-        .annotate(day=TruncDate("created_at"))
-        .values("day", "type")
-        .annotate(n=Count("id"))
-    )
+    rows = feedback_daily_counts(tenant=tenant, since=start)
     counts: dict[str, dict] = defaultdict(dict)
     for row in rows:
         counts[row["type"]][row["day"]] = row["n"]
@@ -63,9 +63,7 @@ def _dpo_value(extra: dict, word: str) -> float | None:
 def job_curves(*, job: TrainingJob) -> dict:
     """The loss, eval-loss and (DPO) reward-margin curves of one job, by step."""
     train, evals = [], []
-    for point in TrainingMetric.objects.filter(job=job).order_by("kind", "step").values(
-        "kind", "step", "epoch", "loss", "eval_loss", "extra"
-    ):
+    for point in training_metric_rows(job=job):
         (evals if point["kind"] == "eval" else train).append(point)
     train = _thin([p for p in train if p["loss"] is not None])
     margins = [
@@ -111,7 +109,6 @@ def job_summary(job: TrainingJob) -> dict:
 
 
 def job_events(*, job: TrainingJob, limit: int = 200) -> list[dict]:
-    events = list(TrainingEvent.objects.filter(job=job).order_by("-created_at", "-id")[:limit])
     return [
         {
             "id": e.id,
@@ -121,7 +118,7 @@ def job_events(*, job: TrainingJob, limit: int = 200) -> list[dict]:
             "to_status": e.to_status,
             "message": e.message,
         }
-        for e in reversed(events)
+        for e in training_job_events_latest(job=job, limit=limit)
     ]
 
 
@@ -163,30 +160,13 @@ def queue_health() -> dict:
 
 
 def running_jobs_by_backend() -> list[dict]:
-    active = [TrainingJob.QUEUED, TrainingJob.PREPARING, TrainingJob.RUNNING]
-    rows = (
-        TrainingJob.objects.filter(status__in=active)
-        .values("backend")
-        .annotate(
-            queued=Count("id", filter=Q(status=TrainingJob.QUEUED)),
-            preparing=Count("id", filter=Q(status=TrainingJob.PREPARING)),
-            running=Count("id", filter=Q(status=TrainingJob.RUNNING)),
-        )
-        .order_by("backend")
-    )
-    return list(rows)
+    return training_jobs_active_by_backend()
 
 
 def gpu_hours_by_tenant_month(*, months: int = 12) -> dict:
     """GPU-hours per tenant per calendar month, from `TrainingJob.gpu_hours`."""
     since = (timezone.now() - timedelta(days=31 * months)).replace(day=1)
-    rows = (
-        TrainingJob.objects.filter(created_at__gte=since)
-        .annotate(month=TruncMonth("created_at"))
-        .values("month", "tenant__slug")
-        .annotate(hours=Sum("gpu_hours"))
-        .order_by("month", "tenant__slug")
-    )
+    rows = training_gpu_hours_by_tenant_month(since=since)
     month_labels = sorted({r["month"].strftime("%Y-%m") for r in rows})
     per_tenant: dict[str, dict] = defaultdict(dict)
     for r in rows:

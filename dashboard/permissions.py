@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from tenants.models import Membership, Tenant
+from tenants.selectors import membership_get, membership_list_for_user, tenant_get_by_slug
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,11 @@ def tenant_access_get(*, user, slug: str) -> TenantAccess:
     """
     if not user.is_authenticated:
         raise Http404
-    membership = (
-        Membership.objects.select_related("tenant", "tenant__plan")
-        .filter(user=user, tenant__slug=slug)
-        .first()
-    )
+    membership = membership_get(user=user, slug=slug)
     if membership is not None:
         return TenantAccess(tenant=membership.tenant, role=membership.role)
     if user.is_staff:
-        tenant = Tenant.objects.select_related("plan").filter(slug=slug).first()
+        tenant = tenant_get_by_slug(slug=slug)
         if tenant is not None:
             return TenantAccess(tenant=tenant, role=Membership.VIEWER)
     raise Http404
@@ -54,12 +51,8 @@ def tenant_access_get(*, user, slug: str) -> TenantAccess:
 
 def tenant_accesses_for_user(user) -> list[TenantAccess]:
     """Every tenant the user is a member of, with the role, by slug."""
-    memberships = (
-        Membership.objects.select_related("tenant", "tenant__plan")
-        .filter(user=user)
-        .order_by("tenant__slug")
-    )
-    return [TenantAccess(tenant=m.tenant, role=m.role) for m in memberships]
+    return [TenantAccess(tenant=m.tenant, role=m.role)
+            for m in membership_list_for_user(user=user)]
 
 
 class TenantMemberMixin(LoginRequiredMixin):

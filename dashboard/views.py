@@ -11,8 +11,8 @@ from __future__ import annotations
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import HttpResponseRedirect, JsonResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -21,6 +21,13 @@ from django.views.generic import TemplateView
 from rest_framework.exceptions import ValidationError as DrfValidationError
 
 from adapters.models import AdapterVersion
+from adapters.selectors import (
+    adapter_version_current,
+    adapter_version_get,
+    adapter_version_list,
+    adapter_version_of_job,
+    adapter_versions_current_by_tenant,
+)
 from dashboard import charts
 from dashboard.forms import (
     METHOD_DEFAULTS,
@@ -35,10 +42,11 @@ from dashboard.permissions import (
     TenantMemberMixin,
     tenant_accesses_for_user,
 )
-from feedback.models import Dataset
+from feedback.selectors import dataset_get, dataset_list
 from tenants.api.errors import ApiError
-from tenants.errors import DomainError
-from tenants.models import ApiKey, Tenant, default_tenant_settings
+from tenants.errors import DomainError, NotFound
+from tenants.models import Tenant, default_tenant_settings
+from tenants.selectors import api_key_get, api_key_list, tenant_list
 from tenants.services import (
     api_key_create,
     api_key_revoke,
@@ -47,6 +55,15 @@ from tenants.services import (
 )
 from training.models import TrainingJob
 from training.parameters import training_params_errors
+from training.selectors import (
+    tenants_with_job_counts,
+    training_job_get,
+    training_job_get_any,
+    training_job_list,
+    training_jobs_by_ids,
+    training_jobs_recent,
+    training_jobs_with_loss,
+)
 from training.trainer.config import PRESETS
 
 # What services refuse with: domain errors, and (until every app raises those) the API's ApiError
@@ -59,6 +76,18 @@ def refusal_code(exc: Exception) -> str:
     if isinstance(exc, DomainError):
         return exc.code
     return getattr(exc, "error_code", "")
+
+
+def found_or_404(selector, **kwargs):
+    """A selector's object; its "not found" (domain error, or ApiError 404) as the page's 404."""
+    try:
+        return selector(**kwargs)
+    except NotFound as exc:
+        raise Http404 from exc
+    except ApiError as exc:
+        if exc.status_code == 404:
+            raise Http404 from exc
+        raise
 
 
 def error_lines(exc: Exception) -> list[str]:
@@ -154,9 +183,8 @@ class OverviewView(TenantPage):
         context["readiness"] = readiness_bars(stats)
         context["pii_rows"] = pii_rows(stats)
         context["pii_total"] = (stats.get("pii_redactions") or {}).get("total", 0)
-        context["jobs"] = TrainingJob.objects.filter(tenant=self.tenant)[:5]
-        context["active_version"] = AdapterVersion.objects.filter(
-            tenant=self.tenant, is_active=True).first()
+        context["jobs"] = training_job_list(tenant=self.tenant)[:5]
+        context["active_version"] = adapter_version_current(tenant=self.tenant)
         context["ab"] = settings_document(self.tenant)["lora_ab_test"]
         return context
 
@@ -194,11 +222,11 @@ class OverviewDataView(TenantMemberMixin, View):
 
     def get(self, request, slug):
         document = settings_document(self.tenant)
+        active = adapter_version_current(tenant=self.tenant)
         return JsonResponse({
             "feedback": charts.feedback_over_time(tenant=self.tenant),
             "ab_test": document["lora_ab_test"],
-            "active_version": AdapterVersion.objects.filter(
-                tenant=self.tenant, is_active=True).values_list("number", flat=True).first(),
+            "active_version": active.number if active else None,
         })
 
 
@@ -211,7 +239,7 @@ class DatasetListView(TenantPage):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context["datasets"] = Dataset.objects.filter(tenant=self.tenant)
+        context["datasets"] = dataset_list(tenant=self.tenant)
         context.setdefault("form", DatasetRegisterForm())
         return context
 
@@ -258,7 +286,8 @@ class DatasetDetailView(TenantPage):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        dataset = get_object_or_404(Dataset, tenant=self.tenant, pk=self.kwargs["dataset_id"])
+        dataset = found_or_404(dataset_get, tenant=self.tenant,
+                               dataset_id=self.kwargs["dataset_id"])
         context["dataset"] = dataset
         report = dataset.last_validation_report or {}
         context["report"] = report
@@ -270,7 +299,7 @@ class DatasetDetailView(TenantPage):
         from feedback.services import dataset_upload, upload_items_from_jsonl
         from feedback.validation import jsonl_lines
 
-        dataset = get_object_or_404(Dataset, tenant=self.tenant, pk=dataset_id)
+        dataset = found_or_404(dataset_get, tenant=self.tenant, dataset_id=dataset_id)
         form = DatasetUploadForm(request.POST, request.FILES)
         status = 400
         if form.is_valid():
@@ -327,7 +356,7 @@ class TrainingListView(TenantPage):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context["jobs"] = TrainingJob.objects.filter(tenant=self.tenant)[:50]
+        context["jobs"] = training_job_list(tenant=self.tenant)[:50]
         context.setdefault("form", TrainingJobForm(initial={"method": "sft",
                                                             **METHOD_DEFAULTS["sft"]}))
         context["method_defaults"] = METHOD_DEFAULTS
@@ -367,12 +396,12 @@ class JobDetailView(TenantPage):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        job = get_object_or_404(TrainingJob, tenant=self.tenant, pk=self.kwargs["job_id"])
+        job = training_job_get(tenant=self.tenant, job_id=self.kwargs["job_id"])
         context["job"] = job
         context["summary"] = charts.job_summary(job)
         context["percent"] = round(100 * float(job.progress or 0))
         context["events"] = charts.job_events(job=job)
-        context["version"] = AdapterVersion.objects.filter(job=job).first()
+        context["version"] = adapter_version_of_job(job=job)
         # How often the page asks for news while the job runs (the issue: every ~1-2 s).
         context["poll_ms"] = int(getattr(django_settings, "DASHBOARD_JOB_POLL_MS", 1500))
         return context
@@ -383,7 +412,7 @@ class JobDataView(TenantMemberMixin, View):
     """What the job page polls: status, progress, curves and events (JSON)."""
 
     def get(self, request, slug, job_id):
-        job = get_object_or_404(TrainingJob, tenant=self.tenant, pk=job_id)
+        job = training_job_get(tenant=self.tenant, job_id=job_id)
         return JsonResponse(charts.job_live_data(job=job))
 
 
@@ -391,7 +420,7 @@ class JobCancelView(TenantMemberMixin, View):
     def post(self, request, slug, job_id):
         from training.services import training_job_cancel
 
-        job = get_object_or_404(TrainingJob, tenant=self.tenant, pk=job_id)
+        job = training_job_get(tenant=self.tenant, job_id=job_id)
         actor, ip = audit_actor_from_request(request)
         try:
             job = training_job_cancel(job=job, actor=actor, ip_address=ip)
@@ -423,8 +452,7 @@ class AdapterListView(TenantPage):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        versions = list(AdapterVersion.objects.filter(tenant=self.tenant)
-                        .select_related("parent", "job").order_by("-number"))
+        versions = list(adapter_version_list(tenant=self.tenant))
         active = next((v for v in versions if v.is_active), None)
         context["versions"] = versions
         context["active"] = active
@@ -450,18 +478,17 @@ class AdapterActivateView(TenantPage):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["version"] = self.version
-        context["active"] = AdapterVersion.objects.filter(
-            tenant=self.tenant, is_active=True).first()
+        context["active"] = adapter_version_current(tenant=self.tenant)
         return context
 
     def get(self, request, slug, number):
-        self.version = get_object_or_404(AdapterVersion, tenant=self.tenant, number=number)
+        self.version = found_or_404(adapter_version_get, tenant=self.tenant, label=f"v{number}")
         return self.render_to_response(self.get_context_data())
 
     def post(self, request, slug, number):
         from adapters.services import adapter_version_activate
 
-        self.version = get_object_or_404(AdapterVersion, tenant=self.tenant, number=number)
+        self.version = found_or_404(adapter_version_get, tenant=self.tenant, label=f"v{number}")
         actor, ip = audit_actor_from_request(request)
         try:
             adapter_version_activate(version=self.version, force=request.POST.get("force") == "1",
@@ -520,14 +547,14 @@ class AdapterDataView(TenantMemberMixin, View):
     """Chart data of the adapters page: the A/B split and per-version metrics with CIs."""
 
     def get(self, request, slug):
-        versions = AdapterVersion.objects.filter(tenant=self.tenant).order_by("number")
+        versions = list(adapter_version_list(tenant=self.tenant))[::-1]  # oldest first
         return JsonResponse({
             "ab_test": settings_document(self.tenant)["lora_ab_test"],
             "versions": [
                 {"version": v.version, "is_active": v.is_active, "status": v.status,
                  "parent": v.parent.version if v.parent_id else None,
                  "eval_metrics": v.eval_metrics}
-                for v in versions.select_related("parent")
+                for v in versions
             ],
             "metrics": version_metrics(self.tenant),
         })
@@ -543,7 +570,7 @@ class ApiKeyListView(TenantPage):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context["keys"] = ApiKey.objects.filter(tenant=self.tenant)
+        context["keys"] = api_key_list(tenant=self.tenant)
         context.setdefault("form", ApiKeyForm())
         return context
 
@@ -564,7 +591,9 @@ class ApiKeyListView(TenantPage):
 
 class ApiKeyRevokeView(TenantMemberMixin, View):
     def post(self, request, slug, key_id):
-        key = get_object_or_404(ApiKey, tenant=self.tenant, pk=key_id)
+        key = api_key_get(tenant=self.tenant, key_id=key_id)
+        if key is None:
+            raise Http404
         api_key_revoke(key=key)
         actor, ip = audit_actor_from_request(request)
         audit_log_record(action="api_key.revoked", actor=actor, ip_address=ip,
@@ -607,42 +636,26 @@ def recent_jobs_for_comparison(request) -> list[TrainingJob]:
     """The jobs to overlay: `?jobs=id,id` when given, else the 5 newest that logged a loss."""
     wanted = request.GET.getlist("job") + request.GET.get("jobs", "").split(",")
     wanted = list(dict.fromkeys(j for j in wanted if j))[:10]
-    jobs = TrainingJob.objects.select_related("tenant")
     if wanted:
-        found = {j.id: j for j in jobs.filter(pk__in=wanted)}
-        return [found[j] for j in wanted if j in found]
-    return list(jobs.filter(metric_points__kind="train").distinct().order_by("-created_at")[:5])
+        return training_jobs_by_ids(job_ids=wanted)
+    return training_jobs_with_loss(limit=5)
 
 
 class StaffDashboardView(StaffRequiredMixin, TemplateView):
     template_name = "dashboard/staff/index.html"
 
     def get_context_data(self, **kwargs):
-        from django.db.models import Count, Q, Sum
-
         context = super().get_context_data(**kwargs)
-        tenants = (
-            Tenant.objects.select_related("plan")
-            .annotate(
-                job_count=Count("training_jobs", distinct=True),
-                running=Count("training_jobs", filter=Q(training_jobs__status__in=[
-                    TrainingJob.QUEUED, TrainingJob.PREPARING, TrainingJob.RUNNING]),
-                    distinct=True),
-                gpu_hours=Sum("training_jobs__gpu_hours"),
-            )
-        )
-        active = {v.tenant_id: v for v in AdapterVersion.objects.filter(is_active=True)}
+        active = adapter_versions_current_by_tenant()
         context["tenants"] = [
             {"tenant": t, "active": active.get(t.pk),
              "ab": settings_document(t)["lora_ab_test"]}
-            for t in tenants
+            for t in tenants_with_job_counts()
         ]
         context["queues"] = charts.queue_health()
         context["by_backend"] = charts.running_jobs_by_backend()
-        context["failures"] = (TrainingJob.objects.filter(status=TrainingJob.FAILED)
-                               .select_related("tenant").order_by("-created_at")[:20])
-        context["recent_jobs"] = (TrainingJob.objects.select_related("tenant")
-                                  .order_by("-created_at")[:30])
+        context["failures"] = training_jobs_recent(limit=20, status=TrainingJob.FAILED)
+        context["recent_jobs"] = training_jobs_recent(limit=30)
         compared = recent_jobs_for_comparison(self.request)
         context["compared_ids"] = [j.id for j in compared]
         context["comparison"] = charts.jobs_comparison(jobs=compared)
@@ -655,7 +668,7 @@ class StaffDataView(StaffRequiredMixin, View):
     def get(self, request):
         jobs = recent_jobs_for_comparison(request)
         splits = []
-        for tenant in Tenant.objects.order_by("slug"):
+        for tenant in tenant_list():
             ab = settings_document(tenant)["lora_ab_test"]
             entry = {"tenant": tenant.slug, "enabled": ab["enabled"], "versions": ab["versions"]}
             entry["metrics"] = version_metrics(tenant)
@@ -673,5 +686,5 @@ class StaffJobCurveView(StaffRequiredMixin, View):
     """One job's curves for the admin's job change page (operators only)."""
 
     def get(self, request, job_id):
-        job = get_object_or_404(TrainingJob, pk=job_id)
+        job = training_job_get_any(job_id=job_id)
         return JsonResponse(charts.job_live_data(job=job))

@@ -181,3 +181,16 @@ def dataset_records_for_training(*, tenant: Tenant, type: str | None = None
 
 # The name the training compiler looks up.
 datasets_allowed_for_private_training = datasets_for_training
+
+
+def feedback_daily_counts(*, tenant: Tenant, since) -> list[dict]:
+    """Latest feedback per day and type from the date `since` on: rows of day, type and n."""
+    from django.db.models import Count
+    from django.db.models.functions import TruncDate
+
+    return list(
+        Feedback.objects.filter(tenant=tenant, is_latest=True, created_at__date__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "type")
+        .annotate(n=Count("id"))
+    )

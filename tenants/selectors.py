@@ -31,3 +31,41 @@ def tenants_for_user(user) -> list[Tenant]:
     if user.is_staff:
         return list(Tenant.objects.select_related("plan"))
     return list(Tenant.objects.filter(memberships__user=user).select_related("plan"))
+
+
+# --- the dashboards' reads (memberships, keys) --------------------------------------------------
+
+
+def membership_get(*, user, slug: str):
+    """The user's membership of the tenant `slug` (with tenant and plan), or None."""
+    from tenants.models import Membership
+
+    return (Membership.objects.select_related("tenant", "tenant__plan")
+            .filter(user=user, tenant__slug=slug).first())
+
+
+def membership_list_for_user(*, user):
+    """Every membership of the user, by tenant slug."""
+    from tenants.models import Membership
+
+    return (Membership.objects.select_related("tenant", "tenant__plan")
+            .filter(user=user).order_by("tenant__slug"))
+
+
+def tenant_get_by_slug(*, slug: str) -> Tenant | None:
+    return Tenant.objects.select_related("plan").filter(slug=slug).first()
+
+
+def tenant_list() -> list[Tenant]:
+    """Every tenant, by slug (operators' views)."""
+    return list(Tenant.objects.order_by("slug"))
+
+
+def api_key_list(*, tenant: Tenant):
+    """The tenant's keys, newest first (revoked ones included: the page shows when)."""
+    return ApiKey.objects.filter(tenant=tenant)
+
+
+def api_key_get(*, tenant: Tenant, key_id: int) -> ApiKey | None:
+    """The tenant's key `key_id`, or None (another tenant's key is as unknown as none)."""
+    return ApiKey.objects.filter(tenant=tenant, pk=key_id).first()

@@ -278,3 +278,89 @@ def training_gpu_hours_by_tenant_month(*, since) -> list[dict]:
         .annotate(hours=Sum("gpu_hours"))
         .order_by("month", "tenant__slug")
     )
+
+
+# --- the dashboards' reads (overview, staff) ----------------------------------------------------
+
+ACTIVE_STATUSES = (TrainingJob.QUEUED, TrainingJob.PREPARING, TrainingJob.RUNNING)
+
+
+def training_job_get_any(*, job_id: str) -> TrainingJob:
+    """Any tenant's job or 404: for operators only (the staff dashboard's curves)."""
+    return get_object_or_404(TrainingJob, pk=job_id)
+
+
+def training_jobs_recent(*, limit: int, status: str | None = None):
+    """The newest jobs of every tenant (optionally of one status), with their tenant."""
+    jobs = TrainingJob.objects.select_related("tenant").order_by("-created_at")
+    if status is not None:
+        jobs = jobs.filter(status=status)
+    return jobs[:limit]
+
+
+def training_jobs_by_ids(*, job_ids: list[str]) -> list[TrainingJob]:
+    """The jobs named, in the order named; unknown ids are left out."""
+    found = {j.id: j for j in TrainingJob.objects.select_related("tenant").filter(pk__in=job_ids)}
+    return [found[j] for j in job_ids if j in found]
+
+
+def training_jobs_with_loss(*, limit: int) -> list[TrainingJob]:
+    """The newest jobs that logged a training loss (curves worth overlaying)."""
+    return list(TrainingJob.objects.select_related("tenant")
+                .filter(metric_points__kind="train").distinct().order_by("-created_at")[:limit])
+
+
+def tenants_with_job_counts():
+    """Every tenant with its plan, job count, active job count and GPU-hours (staff overview)."""
+    from django.db.models import Q
+
+    from tenants.models import Tenant
+
+    return Tenant.objects.select_related("plan").annotate(
+        job_count=Count("training_jobs", distinct=True),
+        running=Count("training_jobs", filter=Q(training_jobs__status__in=ACTIVE_STATUSES),
+                      distinct=True),
+        gpu_hours=Sum("training_jobs__gpu_hours"),
+    )
+
+
+def training_metric_rows(*, job: TrainingJob) -> list[dict]:
+    """The job's metric points by kind and step (kind, step, epoch, loss, eval_loss, extra)."""
+    return list(TrainingMetric.objects.filter(job=job).order_by("kind", "step").values(
+        "kind", "step", "epoch", "loss", "eval_loss", "extra"))
+
+
+def training_job_events_latest(*, job: TrainingJob, limit: int) -> list[TrainingEvent]:
+    """The job's last `limit` events, oldest first."""
+    events = list(TrainingEvent.objects.filter(job=job).order_by("-created_at", "-id")[:limit])
+    return list(reversed(events))
+
+
+def training_jobs_active_by_backend() -> list[dict]:
+    """Queued, preparing and running jobs per compute backend."""
+    from django.db.models import Q
+
+    rows = (
+        TrainingJob.objects.filter(status__in=ACTIVE_STATUSES)
+        .values("backend")
+        .annotate(
+            queued=Count("id", filter=Q(status=TrainingJob.QUEUED)),
+            preparing=Count("id", filter=Q(status=TrainingJob.PREPARING)),
+            running=Count("id", filter=Q(status=TrainingJob.RUNNING)),
+        )
+        .order_by("backend")
+    )
+    return list(rows)
+
+
+def training_gpu_hours_by_tenant_month(*, since) -> list[dict]:
+    """GPU-hours per calendar month and tenant slug since `since` (rows: month, slug, hours)."""
+    from django.db.models.functions import TruncMonth as _TruncMonth
+
+    return list(
+        TrainingJob.objects.filter(created_at__gte=since)
+        .annotate(month=_TruncMonth("created_at"))
+        .values("month", "tenant__slug")
+        .annotate(hours=Sum("gpu_hours"))
+        .order_by("month", "tenant__slug")
+    )
