@@ -333,3 +333,22 @@ SLURM_ALLOCATION_GPU_HOURS = env_float("SLURM_ALLOCATION_GPU_HOURS", 0.0)
 SLURM_ALLOCATION_PERIOD_START = env_str("SLURM_ALLOCATION_PERIOD_START", "")
 # How often the runner resubmits (with --resume) a job lost to TIMEOUT/PREEMPTED/NODE_FAIL.
 TRAINING_MAX_RESUBMITS = env_int("TRAINING_MAX_RESUBMITS", 3, minimum=0)
+
+# --- Declared defaults of settings the apps read (one place to see and override them) ---------
+# Each value is the default its reader falls back to, so declaring them changes nothing.
+# A/B comparison: an arm counts as significant only with at least this much feedback.
+AB_MIN_FEEDBACK_PER_ARM = env_int("AB_MIN_FEEDBACK_PER_ARM", 20, minimum=1)
+# Serving's local copies of adapter files (sha256-verified from storage).
+ADAPTER_LOCAL_CACHE_DIR = env_str("ADAPTER_LOCAL_CACHE_DIR", str(VAR_DIR / "adapter-cache"))
+# How often the dashboard's job page asks for news while a job runs.
+DASHBOARD_JOB_POLL_MS = env_int("DASHBOARD_JOB_POLL_MS", 1500, minimum=100)
+# Regions whose phone number formats the PII redaction recognises (feedback.pii).
+PII_PHONE_REGIONS = tuple(env_list("PII_PHONE_REGIONS", ["US", "GB", "FI", "DE", "SE"]))
+# Local backend: seconds a cancelled trainer gets to stop before it is killed; OMP threads of a
+# local trainer (empty: the library's default); the runner's poll interval.
+TRAINING_CANCEL_GRACE_SECONDS = env_float("TRAINING_CANCEL_GRACE_SECONDS", 10.0)
+TRAINING_LOCAL_THREADS = env_int("TRAINING_LOCAL_THREADS", 0, minimum=0) or None
+TRAINING_POLL_SECONDS = env_float("TRAINING_POLL_SECONDS", 1.0)
+# Webhook delivery retries, seconds between attempts.
+WEBHOOK_RETRY_INTERVALS = [int(s) for s in env_list("WEBHOOK_RETRY_INTERVALS",
+                                                    ["10", "60", "300", "1800"])]
