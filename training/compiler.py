@@ -112,13 +112,39 @@ def _training_records(tenant):
     return records.select_related("dataset").order_by("dataset_id", "id")
 
 
+@dataclass
+class _Collector:
+    """What compiling gathers: SFT examples and DPO pairs by dedup key, thumbs by prompt, and
+    why rows were left out."""
+
+    sft: dict[str, _Example] = field(default_factory=dict)
+    dpo: dict[str, _Example] = field(default_factory=dict)
+    thumbs: dict[str, dict] = field(default_factory=dict)
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.excluded[reason] = self.excluded.get(reason, 0) + 1
+
+    def add(self, store: dict[str, _Example], key: str, record: dict, sources: set[str],
+            created_at, *, newest_wins: bool = False) -> None:
+        """Add an example; a duplicate merges (highest weight, union of sources), or with
+        `newest_wins` (corrections) replaces the older record."""
+        current = store.get(key)
+        if current is None:
+            store[key] = _Example(key=key, record=record, sources=set(sources),
+                                  created_at=created_at)
+            return
+        if newest_wins and record != current.record:
+            self.skip("superseded_correction")
+            current.record = record
+        elif "weight" in record:
+            current.record["weight"] = max(current.record.get("weight", 1.0), record["weight"])
+        current.sources |= sources
+
+
 def training_data_compile(*, tenant, method: str) -> CompiledData:
     """Build the SFT or DPO set of a tenant (counts of both, for readiness). Reads only."""
-    excluded: dict[str, int] = {}
-
-    def skip(reason: str) -> None:
-        excluded[reason] = excluded.get(reason, 0) + 1
-
+    collected = _Collector()
     feedback = list(
         _usable_feedback(tenant).exclude(message=None).select_related("message")
         .order_by("created_at", "id")
@@ -133,88 +159,87 @@ def training_data_compile(*, tenant, method: str) -> CompiledData:
         "conversation_id", "position", "id"
     ):
         history.setdefault(message.conversation_id, []).append(message)
-
-    sft: dict[str, _Example] = {}
-    dpo: dict[str, _Example] = {}
-    thumbs: dict[str, dict[str, list[tuple[Message, Feedback]]]] = {}
     # A rated answer that was also corrected: the correction is what to learn, not the answer.
     corrected = {fb.message_id for fb in feedback if fb.type == Feedback.CORRECTION}
-
-    def add(store: dict[str, _Example], key: str, record: dict, sources: set[str], created_at,
-            *, newest_wins: bool = False) -> None:
-        current = store.get(key)
-        if current is None:
-            store[key] = _Example(key=key, record=record, sources=set(sources),
-                                  created_at=created_at)
-            return
-        if newest_wins and record != current.record:
-            skip("superseded_correction")
-            current.record = record
-        elif "weight" in record:
-            current.record["weight"] = max(current.record.get("weight", 1.0), record["weight"])
-        current.sources |= sources
-
     for fb in feedback:
-        target = fb.message
-        if fb.type == Feedback.REPORT:
-            continue
-        if target.role != "assistant":
-            skip("not_assistant_message")
-            continue
-        before = [m for m in history.get(target.conversation_id, [])
-                  if m.position < target.position]
-        if target.id in reported_ids or any(m.id in reported_ids for m in before):
-            skip("reported")
-            continue
-        users = [m for m in before if m.role == "user"]
-        if not users:
-            skip("no_prompt")
-            continue
-        prompt_turns = _turns(before)
-        prompt_key = _sha(prompt_turns)
-        sources = {f"feedback:{fb.id}"} | {f"message:{m.id}" for m in before + [target]}
-        if fb.type == Feedback.CORRECTION:
-            text = fb.correction.strip()
-            if not text:
-                skip("empty_correction")
-                continue
-            add(sft, "p:" + prompt_key,
-                {"messages": prompt_turns + [{"role": "assistant", "content": text}],
-                 "weight": 1.0}, sources, fb.created_at, newest_wins=True)
-            if text != target.content.strip():
-                add(dpo, "p:" + prompt_key,
-                    {"prompt": users[-1].content, "chosen": text, "rejected": target.content},
-                    sources, fb.created_at, newest_wins=True)
-        elif fb.type in (Feedback.THUMBS_UP, Feedback.THUMBS_DOWN):
-            side = "up" if fb.type == Feedback.THUMBS_UP else "down"
-            thumbs.setdefault(prompt_key, {"up": [], "down": [], "prompt": users[-1].content})
-            thumbs[prompt_key][side].append((target, fb, sources))
-        elif fb.type == Feedback.RATING:
-            if fb.rating is None or fb.rating < RATING_MIN_FOR_EXAMPLE:
-                skip("low_rating")
-                continue
-            if target.id in corrected:
-                skip("rated_answer_corrected")
-                continue
-            add(sft, "r:" + _sha(prompt_turns + [target.content]),
-                {"messages": prompt_turns + [{"role": "assistant", "content": target.content}],
-                 "weight": round(fb.rating / 5, 3)}, sources, fb.created_at)
+        _collect_feedback(collected, fb, history=history, reported_ids=reported_ids,
+                          corrected=corrected)
+    _collect_thumb_pairs(collected)
+    _collect_dataset_records(collected, tenant)
+    return _compiled(collected, method)
 
-    for group in thumbs.values():
+
+def _collect_feedback(c: _Collector, fb: Feedback, *, history: dict[int, list[Message]],
+                      reported_ids: set[int], corrected: set[int]) -> None:
+    """One feedback row -> an SFT example, a DPO pair, a thumb waiting for its pair, or a
+    reason it was skipped."""
+    target = fb.message
+    if fb.type == Feedback.REPORT:
+        return
+    if target.role != "assistant":
+        c.skip("not_assistant_message")
+        return
+    before = [m for m in history.get(target.conversation_id, [])
+              if m.position < target.position]
+    if target.id in reported_ids or any(m.id in reported_ids for m in before):
+        c.skip("reported")
+        return
+    users = [m for m in before if m.role == "user"]
+    if not users:
+        c.skip("no_prompt")
+        return
+    prompt_turns = _turns(before)
+    prompt_key = _sha(prompt_turns)
+    sources = {f"feedback:{fb.id}"} | {f"message:{m.id}" for m in before + [target]}
+    if fb.type == Feedback.CORRECTION:
+        text = fb.correction.strip()
+        if not text:
+            c.skip("empty_correction")
+            return
+        c.add(c.sft, "p:" + prompt_key,
+              {"messages": prompt_turns + [{"role": "assistant", "content": text}],
+               "weight": 1.0}, sources, fb.created_at, newest_wins=True)
+        if text != target.content.strip():
+            c.add(c.dpo, "p:" + prompt_key,
+                  {"prompt": users[-1].content, "chosen": text, "rejected": target.content},
+                  sources, fb.created_at, newest_wins=True)
+    elif fb.type in (Feedback.THUMBS_UP, Feedback.THUMBS_DOWN):
+        side = "up" if fb.type == Feedback.THUMBS_UP else "down"
+        c.thumbs.setdefault(prompt_key, {"up": [], "down": [], "prompt": users[-1].content})
+        c.thumbs[prompt_key][side].append((target, fb, sources))
+    elif fb.type == Feedback.RATING:
+        if fb.rating is None or fb.rating < RATING_MIN_FOR_EXAMPLE:
+            c.skip("low_rating")
+            return
+        if target.id in corrected:
+            c.skip("rated_answer_corrected")
+            return
+        c.add(c.sft, "r:" + _sha(prompt_turns + [target.content]),
+              {"messages": prompt_turns + [{"role": "assistant", "content": target.content}],
+               "weight": round(fb.rating / 5, 3)}, sources, fb.created_at)
+
+
+def _collect_thumb_pairs(c: _Collector) -> None:
+    """Every up answer against every down answer of the same prompt (different text), at most
+    MAX_PAIRS_PER_PROMPT pairs a prompt."""
+    for group in c.thumbs.values():
         pairs = 0
         for up_msg, up_fb, up_sources in group["up"]:
             for down_msg, down_fb, down_sources in group["down"]:
                 if up_msg.content.strip() == down_msg.content.strip():
                     continue
                 if pairs >= MAX_PAIRS_PER_PROMPT:
-                    skip("pair_limit")
+                    c.skip("pair_limit")
                     continue
                 record = {"prompt": group["prompt"], "chosen": up_msg.content,
                           "rejected": down_msg.content}
-                add(dpo, "t:" + _sha(record), record, up_sources | down_sources,
-                    max(up_fb.created_at, down_fb.created_at))
+                c.add(c.dpo, "t:" + _sha(record), record, up_sources | down_sources,
+                      max(up_fb.created_at, down_fb.created_at))
                 pairs += 1
 
+
+def _collect_dataset_records(c: _Collector, tenant) -> None:
+    """Dataset conversations -> SFT examples, dataset preferences -> DPO pairs."""
     for rec in _training_records(tenant):
         data = rec.data if isinstance(rec.data, dict) else {}
         source = {f"dataset_record:{rec.id}"}
@@ -222,19 +247,22 @@ def training_data_compile(*, tenant, method: str) -> CompiledData:
             turns = [{"role": m.get("role"), "content": m.get("content")}
                      for m in data.get("messages", []) if isinstance(m, dict)]
             if not turns or turns[-1]["role"] != "assistant":
-                skip("dataset_record_without_answer")
+                c.skip("dataset_record_without_answer")
                 continue
-            add(sft, "d:" + _sha(turns), {"messages": turns, "weight": 1.0}, source,
-                rec.created_at)
+            c.add(c.sft, "d:" + _sha(turns), {"messages": turns, "weight": 1.0}, source,
+                  rec.created_at)
         else:
             record = {k: data.get(k) for k in ("prompt", "chosen", "rejected")}
             if not all(isinstance(v, str) and v.strip() for v in record.values()) or \
                     record["chosen"] == record["rejected"]:
-                skip("dataset_record_invalid")
+                c.skip("dataset_record_invalid")
                 continue
-            add(dpo, "t:" + _sha(record), record, source, rec.created_at)
+            c.add(c.dpo, "t:" + _sha(record), record, source, rec.created_at)
 
-    chosen = sft if method == "sft" else dpo
+
+def _compiled(c: _Collector, method: str) -> CompiledData:
+    """The method's examples, split train/eval by content hash (see the module docstring)."""
+    chosen = c.sft if method == "sft" else c.dpo
     examples = sorted(chosen.values(), key=lambda ex: _sha(ex.record))
     for ex in examples:
         ex.record["id"] = _example_id(ex.sources)
@@ -250,13 +278,13 @@ def training_data_compile(*, tenant, method: str) -> CompiledData:
         method=method,
         train=train_set,
         eval=eval_set,
-        sft_examples=len(sft),
-        dpo_pairs=len(dpo),
+        sft_examples=len(c.sft),
+        dpo_pairs=len(c.dpo),
         token_count=sum(_record_tokens(r) for r in train_set),
         feedback_ids=_ids(used, "feedback"),
         message_ids=_ids(used, "message"),
         dataset_record_ids=_ids(used, "dataset_record"),
-        excluded=excluded,
+        excluded=c.excluded,
     )
 
 
