@@ -1,0 +1,220 @@
+"""The DataHub: registering datasets and uploading records to them.
+
+Records are validated (`feedback.validation`), PII-redacted and de-duplicated by content hash
+before they are stored; an upload is atomic unless the client asks to skip invalid records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from feedback.models import Dataset, DatasetRecord
+from feedback.pii import pii_counts_add, pii_redact_value
+from feedback.validation import VALIDATORS, record_content_hash
+from tenants.api.errors import ApiError
+from tenants.models import Tenant
+
+UPLOAD_BATCH_SIZE = 500
+MAX_LISTED_PROBLEMS = 1000
+
+
+@transaction.atomic
+def dataset_register(*, tenant: Tenant, name: str, type: str, allow_rag: bool = False,
+                     allow_private_training: bool = True) -> tuple[Dataset, bool]:
+    """Register a dataset; registering the same name, type and data use again returns the
+    existing one (so a setup script can be re-run). Same name with another type or data use is a
+    conflict: consent to training is never changed as a side effect."""
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()  # serialise same-name races
+    existing = Dataset.objects.filter(tenant=tenant, name=name).first()
+    if existing is not None:
+        if (existing.type, existing.allow_rag, existing.allow_private_training) == (
+                type, allow_rag, allow_private_training):
+            return existing, False
+        raise ApiError(
+            "dataset_name_taken",
+            f"A dataset named {name!r} already exists with another type or data use.",
+            details={"id": existing.pk, "type": existing.type,
+                     "data_use": {"allow_rag": existing.allow_rag,
+                                  "allow_private_training": existing.allow_private_training}},
+            status_code=409,
+        )
+    dataset = Dataset.objects.create(tenant=tenant, name=name, type=type, allow_rag=allow_rag,
+                                     allow_private_training=allow_private_training)
+    return dataset, True
+
+
+def dataset_require_type(*, dataset: Dataset, upload_type: str) -> None:
+    """Refuse records of the other kind (conversations into a preferences dataset, say)."""
+    if dataset.type != upload_type:
+        raise ApiError(
+            "dataset_type_mismatch",
+            f"Dataset {dataset.pk} holds {dataset.type}; upload {dataset.type} to it "
+            f"(POST .../datasets/{dataset.pk}/upload/{dataset.type}) or register a "
+            f"{upload_type} dataset.",
+            details={"dataset_type": dataset.type, "upload_type": upload_type},
+        )
+
+
+@dataclass
+class UploadItem:
+    """One incoming record: where it came from, its parsed value, or why it could not parse."""
+
+    locator: dict  # {"index": 3} or {"line": 7}
+    value: Any = None
+    parse_error: str | None = None
+
+
+def upload_items_from_list(records: list) -> Iterator[UploadItem]:
+    for index, value in enumerate(records):
+        yield UploadItem(locator={"index": index}, value=value)
+
+
+def upload_items_from_jsonl(lines: Iterable[tuple[int, Any, str | None]]) -> Iterator[UploadItem]:
+    for line_number, value, error in lines:
+        yield UploadItem(locator={"line": line_number}, value=value, parse_error=error)
+
+
+def _field_path(dataset_type: str, locator: dict, field_name: str) -> str:
+    if "line" in locator:
+        return f"line {locator['line']}: {field_name}" if field_name else f"line {locator['line']}"
+    base = f"{dataset_type}[{locator['index']}]"
+    return f"{base}.{field_name}" if field_name else base
+
+
+class _UploadRejected(Exception):
+    def __init__(self, report: dict):
+        super().__init__("upload rejected")
+        self.report = report
+
+
+def dataset_upload(*, tenant: Tenant, dataset: Dataset, items: Iterable[UploadItem],
+                   expected_type: str | None = None, skip_invalid: bool = False,
+                   source: str = "json", filename: str = "") -> dict:
+    """Validate, redact, de-duplicate and store records; returns the upload report.
+
+    Atomic: if any record is invalid and `skip_invalid` is false, nothing is stored and an
+    `invalid_records` error lists every bad record (up to 1000, with the total). With
+    `skip_invalid`, valid records are stored and the report lists what was skipped. Records
+    whose redacted content is already in the dataset (or earlier in the same upload) are counted
+    as duplicates and not stored again. The dataset's `last_validation_report` keeps the report.
+    """
+    if expected_type is not None:
+        dataset_require_type(dataset=dataset, upload_type=expected_type)
+    try:
+        with transaction.atomic():
+            report = _dataset_upload_locked(tenant, dataset, items, skip_invalid=skip_invalid,
+                                            source=source, filename=filename)
+    except _UploadRejected as rejected:
+        Dataset.objects.filter(pk=dataset.pk).update(
+            last_validation_report=rejected.report, updated_at=timezone.now())
+        report = rejected.report
+        raise ApiError(
+            "invalid_records",
+            f"{report['invalid']} of {report['received']} records are invalid; nothing was "
+            "stored. Fix them, or send skip_invalid=true to store only the valid records.",
+            details={"invalid_records": report["invalid_records"],
+                     "invalid": report["invalid"], "received": report["received"],
+                     "truncated": report["invalid"] > len(report["invalid_records"])},
+        ) from None
+    return report
+
+
+@dataclass
+class _Upload:
+    """The running tally of one upload into a locked dataset."""
+
+    tenant: Tenant
+    dataset: Dataset
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    invalid_records: list[dict] = field(default_factory=list)
+    duplicate_records: list[dict] = field(default_factory=list)
+    pii_total: dict[str, int] = field(default_factory=dict)
+    batch: list[tuple[dict, str, dict, dict]] = field(default_factory=list)
+
+    def flush(self) -> None:
+        """Store the batch's records whose content hash is new to the dataset."""
+        hashes = [h for _, h, _, _ in self.batch]
+        seen = set(DatasetRecord.objects.filter(dataset=self.dataset, content_hash__in=hashes)
+                   .values_list("content_hash", flat=True))
+        rows = []
+        for locator, content_hash, data, pii in self.batch:
+            if content_hash in seen:
+                self.duplicates += 1
+                if len(self.duplicate_records) < MAX_LISTED_PROBLEMS:
+                    self.duplicate_records.append(locator)
+                continue
+            seen.add(content_hash)
+            rows.append(DatasetRecord(tenant=self.tenant, dataset=self.dataset,
+                                      content_hash=content_hash, data=data, pii_redactions=pii))
+            self.pii_total = pii_counts_add(self.pii_total, pii)
+        DatasetRecord.objects.bulk_create(rows, batch_size=UPLOAD_BATCH_SIZE)
+        self.stored += len(rows)
+        self.batch.clear()
+
+
+def _upload_item_check(item: UploadItem, dataset_type: str) -> tuple[list, dict, dict]:
+    """(errors as [(field, message)], redacted record, PII counts) of one incoming record."""
+    if item.parse_error:
+        return [("", item.parse_error)], {}, {}
+    check, normalize = VALIDATORS[dataset_type]
+    errors = check(item.value)
+    if errors:
+        return errors, {}, {}
+    data, pii = pii_redact_value(normalize(item.value))
+    if dataset_type == Dataset.PREFERENCES and data["chosen"] == data["rejected"]:
+        return [("rejected", "'chosen' and 'rejected' are identical once personal "
+                             "data is redacted.")], {}, {}
+    return [], data, pii
+
+
+def _dataset_upload_locked(tenant, dataset, items, *, skip_invalid, source, filename) -> dict:
+    locked = Dataset.objects.select_for_update().get(pk=dataset.pk, tenant=tenant)
+    upload = _Upload(tenant=tenant, dataset=locked)
+    for item in items:
+        upload.received += 1
+        errors, data, pii = _upload_item_check(item, locked.type)
+        if errors:
+            upload.invalid += 1
+            if len(upload.invalid_records) < MAX_LISTED_PROBLEMS:
+                upload.invalid_records.append({**item.locator, "errors": [
+                    {"field": _field_path(locked.type, item.locator, f), "message": m}
+                    for f, m in errors]})
+            continue
+        if upload.invalid and not skip_invalid:
+            continue  # the upload will be refused; keep validating to list every bad record
+        upload.batch.append((item.locator, record_content_hash(data), data, pii))
+        if len(upload.batch) >= UPLOAD_BATCH_SIZE:
+            upload.flush()
+
+    report = {
+        "at": timezone.now().isoformat(), "source": source, "filename": filename,
+        "received": upload.received, "invalid": upload.invalid,
+        "invalid_records": upload.invalid_records, "skip_invalid": skip_invalid,
+    }
+    if upload.received == 0:
+        raise ApiError("empty_upload", "The upload has no records.",
+                       details={"records": ["At least one record is required."]})
+    if upload.invalid and not skip_invalid:
+        report.update(accepted=False, stored=0, duplicates=0)
+        raise _UploadRejected(report)
+    if upload.batch:
+        upload.flush()
+    locked.record_count = DatasetRecord.objects.filter(dataset=locked).count()
+    locked.duplicate_count += upload.duplicates
+    locked.pii_redaction_counts = pii_counts_add(locked.pii_redaction_counts, upload.pii_total)
+    report.update(accepted=True, stored=upload.stored, duplicates=upload.duplicates,
+                  duplicate_records=upload.duplicate_records, skipped=upload.invalid,
+                  pii_redactions=upload.pii_total, record_count=locked.record_count)
+    locked.last_validation_report = report
+    locked.updated_at = timezone.now()
+    locked.save(update_fields=["record_count", "duplicate_count", "pii_redaction_counts",
+                               "last_validation_report", "updated_at"])
+    return report

@@ -1,0 +1,129 @@
+"""Submitting feedback on a message: thumbs, corrections, ratings, reports.
+
+Corrections are PII-redacted before they are stored. A user's newer feedback of the same family
+on the same message replaces the earlier one (kept as history, excluded from training).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from feedback.models import Conversation, Feedback, Message
+from feedback.pii import pii_is_hold, pii_redact
+from feedback.services.counters import (
+    counters_apply,
+    counters_lock,
+    excluded_reason,
+    feedback_contribution,
+    feedback_refresh,
+    reported_message_ids,
+)
+from tenants.api.errors import ApiError
+from tenants.models import Tenant
+
+# Feedback of the same family from the same user on the same message replaces the earlier one
+# (a changed vote, an edited correction, a new rating); families are independent, so the usual
+# "thumbs down, then type the fix" flow keeps both signals.
+FEEDBACK_FAMILIES = {
+    Feedback.THUMBS_UP: "vote",
+    Feedback.THUMBS_DOWN: "vote",
+    Feedback.CORRECTION: "correction",
+    Feedback.RATING: "rating",
+    Feedback.REPORT: "report",
+}
+
+
+@dataclass
+class FeedbackSubmitResult:
+    feedback: Feedback
+    superseded_ids: list[int]
+
+
+def _feedback_target(tenant: Tenant, *, conversation_id: str, message_id: str,
+                     type: str) -> tuple[Message | None, Conversation | None]:
+    """The message the feedback is about (None when not logged yet) and its conversation."""
+    message = (Message.objects.select_related("conversation")
+               .filter(tenant=tenant, external_id=message_id).first())
+    if message is None:
+        return None, Conversation.objects.filter(tenant=tenant,
+                                                 external_id=conversation_id).first()
+    if message.conversation.external_id != conversation_id:
+        raise ApiError(
+            "conversation_mismatch",
+            f"Message {message_id!r} belongs to conversation "
+            f"{message.conversation.external_id!r}, not {conversation_id!r}.",
+            details={"message_id": message_id,
+                     "conversation_id": message.conversation.external_id},
+            status_code=409,
+        )
+    if message.role != "assistant" and type != Feedback.REPORT:
+        raise ApiError(
+            "not_an_assistant_message",
+            f"Message {message_id!r} is a {message.role} turn; {type} feedback rates an "
+            "assistant answer (a report may concern any message).",
+            details={"message_id": [f"role is {message.role!r}, expected 'assistant'"]},
+        )
+    return message, message.conversation
+
+
+def _feedback_supersede(tenant: Tenant, *, conversation_id: str, message_id: str, type: str,
+                        user_id: str, delta: Counter) -> list[int]:
+    """Mark the user's earlier latest feedback of the same family as superseded; their ids."""
+    superseded: list[int] = []
+    if not user_id:
+        return superseded
+    family = [t for t, f in FEEDBACK_FAMILIES.items() if f == FEEDBACK_FAMILIES[type]]
+    earlier = Feedback.objects.filter(
+        tenant=tenant, message_external_id=message_id, user_id=user_id,
+        conversation_external_id=conversation_id, type__in=family, is_latest=True)
+    for row in earlier:
+        delta.subtract(feedback_contribution(row))
+        row.is_latest = False
+        row.excluded_reason = Feedback.EXCLUDED_SUPERSEDED
+        delta.update(feedback_contribution(row))
+        row.save(update_fields=["is_latest", "excluded_reason"])
+        superseded.append(row.pk)
+    return superseded
+
+
+@transaction.atomic
+def feedback_submit(*, tenant: Tenant, conversation_id: str, message_id: str, type: str,
+                    correction: str = "", rating: int | None = None,
+                    metadata: dict | None = None) -> FeedbackSubmitResult:
+    """Store one piece of feedback (inputs already validated by the serializer).
+
+    Feedback on a message the platform does not know yet is stored unlinked (never dropped) and
+    is linked when the conversation is logged; until then it cannot train (no prompt is known).
+    A message id known under another conversation is a client error (409). Thumbs, ratings and
+    corrections must refer to an assistant message; a report may refer to any message.
+    """
+    counters = counters_lock(tenant)
+    metadata = metadata or {}
+    message, conversation = _feedback_target(tenant, conversation_id=conversation_id,
+                                             message_id=message_id, type=type)
+    redacted, pii = pii_redact(correction) if correction else ("", {})
+    user_id = str(metadata.get("user_id") or "")[:200]
+    delta: Counter = Counter()
+    superseded = _feedback_supersede(tenant, conversation_id=conversation_id,
+                                     message_id=message_id, type=type, user_id=user_id,
+                                     delta=delta)
+    row = Feedback(
+        tenant=tenant, conversation=conversation, message=message,
+        conversation_external_id=conversation_id, message_external_id=message_id,
+        type=type, correction=redacted, rating=rating, metadata=metadata, user_id=user_id,
+        is_latest=True, pii_redactions=pii,
+        pii_hold=type == Feedback.CORRECTION and pii_is_hold(redacted, pii),
+    )
+    row.excluded_reason = excluded_reason(
+        row, reported=reported_message_ids(tenant, [message_id]) | (
+            {message_id} if type == Feedback.REPORT else set()))
+    row.save()
+    delta.update(feedback_contribution(row))
+    if type == Feedback.REPORT or superseded:
+        feedback_refresh(tenant, [message_id], delta)
+        row.refresh_from_db(fields=["excluded_reason"])
+    counters_apply(counters, delta, newest_feedback_id=row.pk)
+    return FeedbackSubmitResult(feedback=row, superseded_ids=superseded)
