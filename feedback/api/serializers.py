@@ -1,62 +1,16 @@
 """Request and response shapes of the feedback, conversation and DataHub endpoints."""
 
-import json
-
 from rest_framework import serializers
 
 from feedback.models import Conversation, Dataset, Feedback, Message
 from feedback.validation import MAX_CONTENT_CHARS
+from tenants.api.fields import JsonMaxBytes, StrictCharField
+from tenants.api.serializers import FlatErrorsMixin
 
 MAX_ID_CHARS = 200
 MAX_CORRECTION_CHARS = 20_000
 MAX_METADATA_BYTES = 16_384
 MAX_MESSAGES_PER_LOG = 500
-
-
-class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers, booleans and objects instead of stringifying them, and
-    refuses whitespace-only text without trimming what it stores."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("trim_whitespace", False)
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        if not self.allow_blank and not data.strip():
-            self.fail("blank")
-        return super().to_internal_value(data)
-
-
-def flatten_errors(detail, prefix: str = "") -> dict:
-    """DRF's nested errors -> {"messages[1].role": ["..."]}, the path style used everywhere."""
-    flat: dict = {}
-    if isinstance(detail, dict):
-        for key, value in detail.items():
-            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
-                path = f"{prefix}[{key}]"
-            elif key == "non_field_errors" and prefix:
-                path = prefix
-            else:
-                path = f"{prefix}.{key}" if prefix else str(key)
-            flat.update(flatten_errors(value, path))
-    elif isinstance(detail, list) and detail and not all(isinstance(d, str) for d in detail):
-        for index, value in enumerate(detail):
-            if value:
-                flat.update(flatten_errors(value, f"{prefix}[{index}]"))
-    else:
-        flat[prefix or "non_field_errors"] = [str(d) for d in detail] if isinstance(
-            detail, list) else [str(detail)]
-    return flat
-
-
-class FlatErrorsMixin:
-    def is_valid(self, *, raise_exception=False):
-        valid = super().is_valid(raise_exception=False)
-        if not valid and raise_exception:
-            raise serializers.ValidationError(flatten_errors(self.errors))
-        return valid
 
 
 class FeedbackCreateSerializer(FlatErrorsMixin, serializers.Serializer):
@@ -70,16 +24,12 @@ class FeedbackCreateSerializer(FlatErrorsMixin, serializers.Serializer):
     correction = StrictCharField(max_length=MAX_CORRECTION_CHARS, required=False,
                                  allow_blank=True)
     rating = serializers.IntegerField(min_value=1, max_value=5, required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, default=dict)
+    metadata = serializers.DictField(required=False, default=dict,
+                                     validators=[JsonMaxBytes(MAX_METADATA_BYTES)])
 
     def validate_rating(self, value):
         if isinstance(self.initial_data.get("rating"), bool | float | str):
             raise serializers.ValidationError("Must be a whole number from 1 to 5.")
-        return value
-
-    def validate_metadata(self, value):
-        if len(json.dumps(value)) > MAX_METADATA_BYTES:
-            raise serializers.ValidationError(f"At most {MAX_METADATA_BYTES} bytes of JSON.")
         return value
 
     def validate(self, attrs):
@@ -132,12 +82,8 @@ class ConversationLogSerializer(FlatErrorsMixin, serializers.Serializer):
     conversation_id = StrictCharField(max_length=MAX_ID_CHARS, required=False)
     messages = MessageInSerializer(many=True, allow_empty=False,
                                    max_length=MAX_MESSAGES_PER_LOG)
-    metadata = serializers.DictField(required=False, default=dict)
-
-    def validate_metadata(self, value):
-        if len(json.dumps(value)) > MAX_METADATA_BYTES:
-            raise serializers.ValidationError(f"At most {MAX_METADATA_BYTES} bytes of JSON.")
-        return value
+    metadata = serializers.DictField(required=False, default=dict,
+                                     validators=[JsonMaxBytes(MAX_METADATA_BYTES)])
 
 
 class MessageSerializer(serializers.ModelSerializer):

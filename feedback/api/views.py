@@ -17,12 +17,12 @@ from feedback.api.serializers import (
     FeedbackSerializer,
     MessageSerializer,
     UploadFileSerializer,
-    flatten_errors,
 )
 from feedback.validation import jsonl_lines
 from tenants.api.base import TenantAPIView
 from tenants.api.errors import ApiError
 from tenants.api.pagination import StandardPagination, paginated_schema, wrapped_list_schema
+from tenants.api.serializers import flatten_errors
 from tenants.idempotency import idempotent_response
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(

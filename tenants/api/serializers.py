@@ -1,6 +1,65 @@
+"""Tenant API bodies, and the serializer helpers every app's API shares.
+
+Shared (import these rather than writing another copy):
+* `StrictSerializer`: refuses unknown fields, so a typo ("learning_rte") is an error, not a
+  silently applied default.
+* `flatten_errors` / `FlatErrorsMixin`: DRF's nested errors as flat paths
+  (`{"messages[1].role": [...]}`), the path style of every error envelope's details.
+* Fields and validators: `tenants.api.fields` (`StrictCharField`, `JsonMaxBytes`).
+"""
+
 from rest_framework import serializers
 
 from tenants.models import ApiKey
+
+
+def unknown_field_errors(data, known, message: str) -> dict[str, list[str]]:
+    """`{name: [message]}` for each key of `data` that is not a declared field."""
+    if not isinstance(data, dict):
+        return {}
+    return {name: [message] for name in sorted(set(data) - set(known))}
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses unknown fields: a typo ("learning_rte") must not silently train with a default."""
+
+    def validate(self, attrs):
+        unknown = unknown_field_errors(self.initial_data, self.fields, "Unknown field.")
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return attrs
+
+
+def flatten_errors(detail, prefix: str = "") -> dict:
+    """DRF's nested errors -> {"messages[1].role": ["..."]}, the path style used everywhere."""
+    flat: dict = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                path = f"{prefix}[{key}]"
+            elif key == "non_field_errors" and prefix:
+                path = prefix
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flatten_errors(value, path))
+    elif isinstance(detail, list) and detail and not all(isinstance(d, str) for d in detail):
+        for index, value in enumerate(detail):
+            if value:
+                flat.update(flatten_errors(value, f"{prefix}[{index}]"))
+    else:
+        flat[prefix or "non_field_errors"] = [str(d) for d in detail] if isinstance(
+            detail, list) else [str(detail)]
+    return flat
+
+
+class FlatErrorsMixin:
+    """`is_valid(raise_exception=True)` raises the flattened errors (see `flatten_errors`)."""
+
+    def is_valid(self, *, raise_exception=False):
+        valid = super().is_valid(raise_exception=False)
+        if not valid and raise_exception:
+            raise serializers.ValidationError(flatten_errors(self.errors))
+        return valid
 
 
 class AbTestSerializer(serializers.Serializer):
@@ -25,12 +84,9 @@ class TenantSettingsSerializer(serializers.Serializer):
     )
 
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {name: ["Unknown setting."] for name in unknown}
-                )
+        unknown = unknown_field_errors(data, self.fields, "Unknown setting.")
+        if unknown:
+            raise serializers.ValidationError(unknown)
         return super().to_internal_value(data)
 
     def validate(self, attrs):
