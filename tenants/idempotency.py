@@ -26,7 +26,7 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from tenants.api.errors import ApiError
+from tenants.errors import Conflict, InvalidInput
 from tenants.models import IdempotencyRecord, Tenant
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -74,9 +74,10 @@ def idempotent_response(request, *, tenant: Tenant, handler: Callable[[], Respon
         return handler()
     key = key.strip()
     if not key or len(key) > MAX_KEY_LENGTH:
-        raise ApiError("invalid_idempotency_key",
-                       f"The {IDEMPOTENCY_HEADER} header must be 1-{MAX_KEY_LENGTH} characters.",
-                       details={"header": IDEMPOTENCY_HEADER})
+        raise InvalidInput(
+            "invalid_idempotency_key",
+            f"The {IDEMPOTENCY_HEADER} header must be 1-{MAX_KEY_LENGTH} characters.",
+            details={"header": IDEMPOTENCY_HEADER})
     fingerprint = idempotency_request_fingerprint(request)
     with transaction.atomic():
         record = _record_claim(tenant=tenant, key=key, fingerprint=fingerprint)
@@ -111,14 +112,13 @@ def _record_claim(*, tenant: Tenant, key: str, fingerprint: str) -> IdempotencyR
         return IdempotencyRecord.objects.create(
             tenant=tenant, key=key, request_fingerprint=fingerprint)
     if existing.request_fingerprint != fingerprint:
-        raise ApiError(
+        raise Conflict(
             "idempotency_key_reused",
             f"This {IDEMPOTENCY_HEADER} was already used for a different request. Use a new key "
             "for a new request; reuse a key only to retry the very same request.",
-            details={"header": IDEMPOTENCY_HEADER}, status_code=409,
+            details={"header": IDEMPOTENCY_HEADER},
         )
     if existing.response_status is None:  # pragma: no cover - only visible without row locks
-        raise ApiError("idempotency_request_in_progress",
-                       "A request with this key is still being processed; retry shortly.",
-                       status_code=409)
+        raise Conflict("idempotency_request_in_progress",
+                       "A request with this key is still being processed; retry shortly.")
     return existing

@@ -20,9 +20,9 @@ from feedback.api.serializers import (
 )
 from feedback.validation import jsonl_lines
 from tenants.api.base import TenantAPIView
-from tenants.api.errors import ApiError
 from tenants.api.pagination import StandardPagination, paginated_schema, wrapped_list_schema
 from tenants.api.serializers import flatten_errors
+from tenants.errors import InvalidInput, TooLarge, UnsupportedMedia
 from tenants.idempotency import idempotent_response
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
@@ -56,8 +56,8 @@ def _parse_bool(value, name: str) -> bool:
         return True
     if text in {"", "0", "false", "no", "off"}:
         return False
-    raise ApiError("validation_error", "The request has invalid fields.",
-                   details={name: ["Must be true or false."]})
+    raise InvalidInput("validation_error", "The request has invalid fields.",
+                       details={name: ["Must be true or false."]})
 
 
 def _unlinked_hint(tenant, row) -> str:
@@ -261,17 +261,17 @@ class DatasetUploadView(BodyLimitMixin, TenantAPIView):
         dataset = selectors.dataset_get(tenant=self.tenant, dataset_id=dataset_id)
         body = request.data
         if not isinstance(body, dict):
-            raise ApiError("validation_error", "The body must be a JSON object.",
-                           details={"non_field_errors": [
-                               f'Expected {{"{self.kind}": [...]}}.']})
+            raise InvalidInput("validation_error", "The body must be a JSON object.",
+                               details={"non_field_errors": [
+                                   f'Expected {{"{self.kind}": [...]}}.']})
         skip_invalid = _parse_bool(request.query_params.get("skip_invalid",
                                                             body.get("skip_invalid", False)),
                                    "skip_invalid")
         services.dataset_require_type(dataset=dataset, upload_type=self.kind)
         records = body.get(self.kind)
         if not isinstance(records, list):
-            raise ApiError("validation_error", "The request has invalid fields.",
-                           details={self.kind: [f"Required: a list of {self.kind} records."]})
+            raise InvalidInput("validation_error", "The request has invalid fields.",
+                               details={self.kind: [f"Required: a list of {self.kind} records."]})
         report = services.dataset_upload(
             tenant=self.tenant, dataset=dataset, expected_type=self.kind,
             items=services.upload_items_from_list(records), skip_invalid=skip_invalid,
@@ -291,12 +291,11 @@ class DatasetFileUploadView(TenantAPIView):
     def post(self, request, tenant, dataset_id: int):
         limit = settings.MAX_UPLOAD_FILE_BYTES
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
-            raise ApiError("payload_too_large", f"Files are limited to {limit} bytes.",
-                           status_code=413)
+            raise TooLarge("payload_too_large", f"Files are limited to {limit} bytes.")
         if not (request.content_type or "").startswith("multipart/form-data"):
-            raise ApiError("unsupported_media_type",
-                           "Send the JSONL file as multipart/form-data in the field 'file'.",
-                           status_code=415)
+            raise UnsupportedMedia(
+                "unsupported_media_type",
+                "Send the JSONL file as multipart/form-data in the field 'file'.")
         return idempotent_response(request, tenant=self.tenant,
                                    handler=lambda: self._upload(request, dataset_id))
 
@@ -304,13 +303,12 @@ class DatasetFileUploadView(TenantAPIView):
         dataset = selectors.dataset_get(tenant=self.tenant, dataset_id=dataset_id)
         serializer = UploadFileSerializer(data=request.data)
         if not serializer.is_valid():
-            raise ApiError("validation_error", "The request has invalid fields.",
-                           details=flatten_errors(serializer.errors))
+            raise InvalidInput("validation_error", "The request has invalid fields.",
+                               details=flatten_errors(serializer.errors))
         uploaded = serializer.validated_data["file"]
         if uploaded.size > settings.MAX_UPLOAD_FILE_BYTES:
-            raise ApiError("payload_too_large",
-                           f"Files are limited to {settings.MAX_UPLOAD_FILE_BYTES} bytes.",
-                           status_code=413)
+            raise TooLarge("payload_too_large",
+                           f"Files are limited to {settings.MAX_UPLOAD_FILE_BYTES} bytes.")
         skip_invalid = serializer.validated_data["skip_invalid"] or _parse_bool(
             request.query_params.get("skip_invalid", ""), "skip_invalid")
         report = services.dataset_upload(

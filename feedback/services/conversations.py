@@ -21,7 +21,7 @@ from feedback.services.counters import (
     feedback_contribution,
     feedback_refresh,
 )
-from tenants.api.errors import ApiError
+from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
 
 
@@ -134,9 +134,9 @@ def _turns_match_or_build(tenant: Tenant, conversation: Conversation, messages: 
         # (a client may change its system prompt between turns), its turns are stored as sent.
         if (given["role"] == "system" and source == Conversation.SOURCE_LOGGED
                 and (position > 0 or turns.new_rows)):
-            raise ApiError("validation_error", "A system message is only allowed first.",
-                           details={f"messages[{index}].role": ["A system message is only "
-                                                                "allowed as the first turn."]})
+            raise InvalidInput("validation_error", "A system message is only allowed first.",
+                               details={f"messages[{index}].role": ["A system message is only "
+                                                                    "allowed as the first turn."]})
         version = given.get("served_by_version", served_by_version
                             if given["role"] == "assistant" else None)
         row = Message(
@@ -160,18 +160,18 @@ def _conversation_check_foreign_ids(tenant, conversation, messages, own_ids) -> 
     given_ids = [m.get("message_id") for m in messages if m.get("message_id")]
     duplicates = {i for i in given_ids if given_ids.count(i) > 1}
     if duplicates:
-        raise ApiError("validation_error", "A message_id appears twice in this request.",
-                       details={"message_id": sorted(duplicates)})
+        raise InvalidInput("validation_error", "A message_id appears twice in this request.",
+                           details={"message_id": sorted(duplicates)})
     foreign = (Message.objects.filter(tenant=tenant, external_id__in=given_ids)
                .exclude(conversation=conversation)
                .values_list("external_id", "conversation__external_id"))
     clashes = {msg: conv for msg, conv in foreign}
     if clashes:
-        raise ApiError(
+        raise Conflict(
             "message_id_conflict",
             "These message ids already belong to another conversation of this tenant; message "
             "ids are unique per tenant.",
-            details={"conflicts": clashes}, status_code=409,
+            details={"conflicts": clashes},
         )
 
 

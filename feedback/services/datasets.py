@@ -16,7 +16,7 @@ from django.utils import timezone
 from feedback.models import Dataset, DatasetRecord
 from feedback.pii import pii_counts_add, pii_redact_value
 from feedback.validation import VALIDATORS, record_content_hash
-from tenants.api.errors import ApiError
+from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
 
 UPLOAD_BATCH_SIZE = 500
@@ -35,13 +35,12 @@ def dataset_register(*, tenant: Tenant, name: str, type: str, allow_rag: bool = 
         if (existing.type, existing.allow_rag, existing.allow_private_training) == (
                 type, allow_rag, allow_private_training):
             return existing, False
-        raise ApiError(
+        raise Conflict(
             "dataset_name_taken",
             f"A dataset named {name!r} already exists with another type or data use.",
             details={"id": existing.pk, "type": existing.type,
                      "data_use": {"allow_rag": existing.allow_rag,
                                   "allow_private_training": existing.allow_private_training}},
-            status_code=409,
         )
     dataset = Dataset.objects.create(tenant=tenant, name=name, type=type, allow_rag=allow_rag,
                                      allow_private_training=allow_private_training)
@@ -51,7 +50,7 @@ def dataset_register(*, tenant: Tenant, name: str, type: str, allow_rag: bool = 
 def dataset_require_type(*, dataset: Dataset, upload_type: str) -> None:
     """Refuse records of the other kind (conversations into a preferences dataset, say)."""
     if dataset.type != upload_type:
-        raise ApiError(
+        raise InvalidInput(
             "dataset_type_mismatch",
             f"Dataset {dataset.pk} holds {dataset.type}; upload {dataset.type} to it "
             f"(POST .../datasets/{dataset.pk}/upload/{dataset.type}) or register a "
@@ -113,7 +112,7 @@ def dataset_upload(*, tenant: Tenant, dataset: Dataset, items: Iterable[UploadIt
         Dataset.objects.filter(pk=dataset.pk).update(
             last_validation_report=rejected.report, updated_at=timezone.now())
         report = rejected.report
-        raise ApiError(
+        raise InvalidInput(
             "invalid_records",
             f"{report['invalid']} of {report['received']} records are invalid; nothing was "
             "stored. Fix them, or send skip_invalid=true to store only the valid records.",
@@ -200,8 +199,8 @@ def _dataset_upload_locked(tenant, dataset, items, *, skip_invalid, source, file
         "invalid_records": upload.invalid_records, "skip_invalid": skip_invalid,
     }
     if upload.received == 0:
-        raise ApiError("empty_upload", "The upload has no records.",
-                       details={"records": ["At least one record is required."]})
+        raise InvalidInput("empty_upload", "The upload has no records.",
+                           details={"records": ["At least one record is required."]})
     if upload.invalid and not skip_invalid:
         report.update(accepted=False, stored=0, duplicates=0)
         raise _UploadRejected(report)

@@ -21,7 +21,7 @@ from feedback.services.counters import (
     feedback_refresh,
     reported_message_ids,
 )
-from tenants.api.errors import ApiError
+from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
 
 # Feedback of the same family from the same user on the same message replaces the earlier one
@@ -51,16 +51,15 @@ def _feedback_target(tenant: Tenant, *, conversation_id: str, message_id: str,
         return None, Conversation.objects.filter(tenant=tenant,
                                                  external_id=conversation_id).first()
     if message.conversation.external_id != conversation_id:
-        raise ApiError(
+        raise Conflict(
             "conversation_mismatch",
             f"Message {message_id!r} belongs to conversation "
             f"{message.conversation.external_id!r}, not {conversation_id!r}.",
             details={"message_id": message_id,
                      "conversation_id": message.conversation.external_id},
-            status_code=409,
         )
     if message.role != "assistant" and type != Feedback.REPORT:
-        raise ApiError(
+        raise InvalidInput(
             "not_an_assistant_message",
             f"Message {message_id!r} is a {message.role} turn; {type} feedback rates an "
             "assistant answer (a report may concern any message).",
