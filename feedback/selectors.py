@@ -160,14 +160,6 @@ def dataset_get(*, tenant: Tenant, dataset_id: int) -> Dataset:
     return dataset
 
 
-def datasets_for_training(*, tenant: Tenant, type: str | None = None) -> QuerySet[Dataset]:
-    """Datasets whose owner allowed private training (`data_use.allow_private_training`)."""
-    datasets = Dataset.objects.filter(tenant=tenant, allow_private_training=True)
-    if type:
-        datasets = datasets.filter(type=type)
-    return datasets
-
-
 def dataset_records_for_training(*, tenant: Tenant, type: str | None = None
                                  ) -> QuerySet[DatasetRecord]:
     """The only way training reads DataHub records: validated, PII-redacted, de-duplicated
@@ -178,10 +170,6 @@ def dataset_records_for_training(*, tenant: Tenant, type: str | None = None
     if type:
         records = records.filter(dataset__type=type)
     return records.order_by("dataset_id", "id")
-
-
-# The name the training compiler looks up.
-datasets_allowed_for_private_training = datasets_for_training
 
 
 def feedback_daily_counts(*, tenant: Tenant, since) -> list[dict]:

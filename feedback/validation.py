@@ -22,10 +22,6 @@ MAX_JSONL_LINE_BYTES = 1_048_576
 FieldError = tuple[str, str]
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
 def text_field_errors(value: Any, field: str, *, max_chars: int) -> list[FieldError]:
     """A required, non-empty string within its size limit."""
     if value is None:

@@ -88,7 +88,7 @@ def conversation_log(*, tenant: Tenant, conversation_id: str | None, messages: l
     )
     existing = list(conversation.messages.order_by("position")) if not created else []
     by_id = {m.external_id: m for m in existing}
-    _conversation_check_foreign_ids(tenant, conversation, messages, by_id)
+    _conversation_check_foreign_ids(tenant, conversation, messages)
 
     turns = _turns_match_or_build(tenant, conversation, messages, existing=existing,
                                   by_id=by_id, served_by_version=served_by_version,
@@ -156,7 +156,8 @@ def _turns_match_or_build(tenant: Tenant, conversation: Conversation, messages: 
     return turns
 
 
-def _conversation_check_foreign_ids(tenant, conversation, messages, own_ids) -> None:
+def _conversation_check_foreign_ids(tenant, conversation, messages) -> None:
+    """Refuse a message id given twice, or one that belongs to another conversation."""
     given_ids = [m.get("message_id") for m in messages if m.get("message_id")]
     duplicates = {i for i in given_ids if given_ids.count(i) > 1}
     if duplicates:

@@ -8,7 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 
 from feedback.models import DatasetRecord
-from feedback.selectors import dataset_records_for_training, datasets_allowed_for_private_training
+from feedback.selectors import dataset_records_for_training
 from feedback.validation import jsonl_lines
 
 pytestmark = pytest.mark.django_db
@@ -186,5 +186,3 @@ def test_data_without_training_consent_never_reaches_training(owner, outsider):
     records = list(dataset_records_for_training(tenant=owner.tenant))
     assert [r.data["messages"][0]["content"] for r in records] == ["ok"]
     assert list(dataset_records_for_training(tenant=owner.tenant, type="preferences")) == []
-    assert [d.pk for d in datasets_allowed_for_private_training(tenant=owner.tenant)] == [
-        allowed]
