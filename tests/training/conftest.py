@@ -106,6 +106,21 @@ def add_thumb_pairs(ctx, triples: list[tuple[str, str, str]], prefix: str = "t")
         give_feedback(ctx, f"{prefix}{i}d", down[1], "thumbs_down")
 
 
+LORA_SMALL = {"min_feedback_count": 5, "epochs": 1}
+
+
+def corrections(n: int, offset: int = 0) -> list[tuple[str, str, str]]:
+    return [(f"What is the code of box {i}?", "No idea.", f"Box {i} has code K{i}.")
+            for i in range(offset, offset + n)]
+
+
+@pytest.fixture
+def ready(owner):
+    """A tenant with 12 corrections: ready for an SFT job with LORA_SMALL."""
+    add_corrections(owner, corrections(12))
+    return owner
+
+
 # --- workers -------------------------------------------------------------------------------
 
 def run_worker_burst(queues=("training", "default"), *, rounds: int = 1,

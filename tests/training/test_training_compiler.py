@@ -1,0 +1,57 @@
+"""The feedback compiler: feedback -> SFT and DPO data, and the deterministic held-out split."""
+
+from __future__ import annotations
+
+from tests.training.conftest import (
+    add_corrections,
+    add_thumb_pairs,
+    corrections,
+    give_feedback,
+    log_conversation,
+)
+
+
+def test_the_compiler_turns_feedback_into_sft_and_dpo_data(owner):
+    from training.compiler import training_data_compile
+
+    add_corrections(owner, [("Dose of drug A?", "250mg", "The correct answer is 500mg.")])
+    add_thumb_pairs(owner, [("Explain returns", "Within 30 days with receipt.",
+                             "Returns are complicated.")])
+    # Ratings: a 5 makes an example of weight 1.0, a 4 of 0.8, a 2 none.
+    for i, rating in enumerate((5, 4, 2)):
+        ids = log_conversation(owner, f"r{i}", [("user", f"Rated q{i}"),
+                                                ("assistant", f"Rated a{i}")])
+        give_feedback(owner, f"r{i}", ids[1], "rating", rating=rating)
+    # A report excludes the message and what it would have fed.
+    ids = log_conversation(owner, "bad", [("user", "Q?"), ("assistant", "Offensive")])
+    give_feedback(owner, "bad", ids[1], "correction", correction="Better")
+    give_feedback(owner, "bad", ids[1], "report", metadata={"user_id": "u2"})
+    # A duplicate of the first correction merges.
+    add_corrections(owner, [("Dose of drug A?", "250mg", "The correct answer is 500mg.")],
+                    prefix="dup")
+
+    sft = training_data_compile(tenant=owner.tenant, method="sft")
+    records = sft.train + sft.eval
+    by_prompt = {r["messages"][0]["content"]: r for r in records}
+    assert set(by_prompt) == {"Dose of drug A?", "Rated q0", "Rated q1"}
+    assert by_prompt["Dose of drug A?"]["messages"][-1] == {
+        "role": "assistant", "content": "The correct answer is 500mg."}
+    assert by_prompt["Rated q0"]["weight"] == 1.0 and by_prompt["Rated q1"]["weight"] == 0.8
+    assert sft.excluded.get("low_rating") == 1
+    assert len(sft.eval) == 0  # fewer than 10 examples: no held-out split
+
+    dpo = training_data_compile(tenant=owner.tenant, method="dpo")
+    pairs = {(p["prompt"], p["chosen"], p["rejected"]) for p in dpo.train}
+    assert pairs == {("Dose of drug A?", "The correct answer is 500mg.", "250mg"),
+                     ("Explain returns", "Within 30 days with receipt.",
+                      "Returns are complicated.")}
+
+
+def test_the_held_out_split_is_deterministic_by_hash(owner):
+    from training.compiler import training_data_compile
+
+    add_corrections(owner, corrections(25))
+    first = training_data_compile(tenant=owner.tenant, method="sft")
+    second = training_data_compile(tenant=owner.tenant, method="sft")
+    assert len(first.eval) == 2 and len(first.train) == 23  # round(25 * 10%) = 2
+    assert [r["id"] for r in first.eval] == [r["id"] for r in second.eval]

@@ -1,0 +1,50 @@
+"""Training parameters: out-of-range LoRA and DPO values, unknown base models and versions are
+refused with the envelope and create no job."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.training.conftest import (
+    LORA_SMALL,
+)
+from training.models import TrainingJob
+
+
+@pytest.mark.parametrize("field,value", [
+    ("lora_r", 0), ("lora_r", 257), ("lora_alpha", 0), ("lora_alpha", 513), ("epochs", 0),
+    ("epochs", 101), ("learning_rate", 0), ("learning_rate", -1e-4), ("learning_rate", 0.02),
+    ("batch_size", 0), ("batch_size", 513), ("warmup_ratio", -0.1), ("warmup_ratio", 0.6),
+    ("weight_decay", -0.01), ("weight_decay", 1.5), ("lora_r", "sixteen"), ("epochs", 2.5),
+    ("preset", "turbo"), ("target_modules", "everything"), ("learning_rte", 1e-4),
+    ("lora_dropout", 1.0), ("min_feedback_count", 0),
+])
+def test_it_refuses_bad_lora_parameters(ready, field, value):
+    response = ready.client.post(ready.url("train/lora"), {**LORA_SMALL, field: value},
+                                 format="json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and field in error["details"]
+    assert not TrainingJob.objects.exists()
+
+
+@pytest.mark.parametrize("field,value", [("beta", 0), ("beta", 10.5), ("beta", -1),
+                                         ("min_preference_pairs", 0), ("epochs", 1000)])
+def test_it_refuses_bad_dpo_parameters(ready, field, value):
+    response = ready.client.post(ready.url("train/dpo"),
+                                 {"min_preference_pairs": 5, field: value}, format="json")
+    assert response.status_code == 400
+    assert field in response.json()["error"]["details"]
+    assert not TrainingJob.objects.exists()
+
+
+def test_it_refuses_unknown_base_models_and_versions(ready):
+    response = ready.client.post(ready.url("train/lora"),
+                                 {**LORA_SMALL, "base_model": "/etc/passwd"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "unknown_base_model"
+    response = ready.client.post(ready.url("train/lora"),
+                                 {**LORA_SMALL, "continue_from": "v7"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "unknown_version"
+    assert not TrainingJob.objects.exists()
