@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.trainer.chat import ChatTemplateError, Turn, assistant_turn, split_last_answer
 from training.trainer.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -78,18 +79,10 @@ def read_jsonl(path: str | Path, method: str) -> LoadedData:
 
 
 def _validate_sft(record: dict[str, Any]) -> str | None:
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return '"messages" must be a non-empty list'
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            return f"messages[{index}] must be an object"
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            return f"messages[{index}].role must be one of {', '.join(ROLES)}, got {role!r}"
-        if not isinstance(content, str) or not content.strip():
-            return f"messages[{index}].content must be a non-empty string"
-    if not any(m["role"] == "assistant" for m in messages):
+    problem = _validate_messages(record.get("messages"))
+    if problem:
+        return problem
+    if not any(m["role"] == "assistant" for m in record["messages"]):
         return "no assistant message to learn from"
     weight = record.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
@@ -99,8 +92,36 @@ def _validate_sft(record: dict[str, Any]) -> str | None:
     return _validate_id(record)
 
 
+def _validate_messages(messages: Any, key: str = "messages") -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return f'"{key}" must be a non-empty list'
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"{key}[{index}] must be an object"
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            return f"{key}[{index}].role must be one of {', '.join(ROLES)}, got {role!r}"
+        if not isinstance(content, str) or not content.strip():
+            return f"{key}[{index}].content must be a non-empty string"
+    return None
+
+
 def _validate_dpo(record: dict[str, Any]) -> str | None:
-    for key in ("prompt", "chosen", "rejected"):
+    """A pair: `chosen` and `rejected` answers to a prompt.
+
+    The prompt is `messages` (the conversation before the answers, ending with a user turn) when
+    the record has it, else the single user message `prompt`; with both, `messages` is used.
+    """
+    if "messages" in record:
+        problem = _validate_messages(record["messages"])
+        if problem:
+            return problem
+        if record["messages"][-1]["role"] != "user":
+            return '"messages" must end with a user message (the turn the answers reply to)'
+    keys = ("chosen", "rejected") if "messages" in record else ("prompt", "chosen", "rejected")
+    if "prompt" in record and "prompt" not in keys:
+        keys = ("prompt", *keys)
+    for key in keys:
         value = record.get(key)
         if not isinstance(value, str) or not value.strip():
             return f'"{key}" must be a non-empty string'
@@ -116,25 +137,20 @@ def _validate_id(record: dict[str, Any]) -> str | None:
 
 
 def tokenize_sft(tokenizer: Any, data: LoadedData, max_length: int) -> list[dict[str, Any]]:
-    """Chat-template each record with its assistant mask, truncated to `max_length`.
+    """Each record as token ids with its loss mask (`assistant_masks`), truncated to `max_length`.
 
-    Done here rather than inside TRL so that padding-free batches (where TRL does not truncate) are
-    bounded too, and so an example truncated down to no assistant token is dropped and counted
-    instead of silently training on nothing.
+    The mask comes from the model's own chat template (see `training.trainer.chat`): it covers the
+    LAST assistant turn's content and end-of-turn marker, nothing of the prompt; earlier turns
+    are context. Done here rather than inside TRL so that padding-free batches (where TRL does not
+    truncate) are bounded too, and so an example truncated down to no trained token is dropped and
+    counted instead of silently training on nothing.
     """
     rows = []
     for record in data.records:
-        try:
-            encoded = tokenizer.apply_chat_template(
-                record["messages"], return_dict=True, return_assistant_tokens_mask=True
-            )
-        except Exception as exc:  # noqa: BLE001 - the template is the model's; name the record
-            raise DataError(
-                f"{Path(data.path).name} record {record.get('id', '?')}: "
-                f"chat template failed: {exc}"
-            ) from exc
-        input_ids = list(encoded["input_ids"])[:max_length]
-        mask = list(encoded["assistant_masks"])[:max_length]
+        history, answer = split_last_answer(record["messages"])
+        turn = _turn(tokenizer, data, record, history, answer)
+        input_ids = (turn.prompt_ids + turn.answer_ids)[:max_length]
+        mask = ([0] * len(turn.prompt_ids) + [1] * len(turn.answer_ids))[:max_length]
         if 1 not in mask:
             data.dropped += 1
             continue
@@ -145,25 +161,56 @@ def tokenize_sft(tokenizer: Any, data: LoadedData, max_length: int) -> list[dict
                 "weight": float(record.get("weight", 1.0)),
             }
         )
+    return _finish(data, rows, max_length)
+
+
+def dpo_rows(tokenizer: Any, data: LoadedData, max_length: int) -> list[dict[str, Any]]:
+    """Preference pairs tokenized through the chat template, in TRL's tokenized DPO columns.
+
+    The prompt is the record's conversation (`messages`) or its single `prompt` as a user turn;
+    chosen and rejected are scored on exactly what SFT trains (content + end-of-turn marker). TRL's
+    collator keeps the first `max_length` tokens of prompt + answer, so a pair whose prompt alone
+    fills it has nothing to compare and is dropped and counted.
+    """
+    rows = []
+    for record in data.records:
+        history = record.get("messages") or [{"role": "user", "content": record["prompt"]}]
+        history = [{"role": m["role"], "content": m["content"]} for m in history]
+        chosen = _turn(tokenizer, data, record, history, record["chosen"])
+        rejected = _turn(tokenizer, data, record, history, record["rejected"])
+        if len(chosen.prompt_ids) >= max_length:
+            data.dropped += 1
+            continue
+        rows.append(
+            {
+                "prompt_ids": chosen.prompt_ids,
+                "chosen_ids": chosen.answer_ids,
+                "rejected_ids": rejected.answer_ids,
+            }
+        )
+    return _finish(data, rows, max_length)
+
+
+def _turn(
+    tokenizer: Any,
+    data: LoadedData,
+    record: dict[str, Any],
+    history: list[dict[str, str]],
+    answer: str,
+) -> Turn:
+    try:
+        return assistant_turn(tokenizer, history, answer)
+    except ChatTemplateError as exc:
+        raise DataError(f"{Path(data.path).name} record {record.get('id', '?')}: {exc}") from exc
+
+
+def _finish(data: LoadedData, rows: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
+    name = Path(data.path).name
     if data.dropped:
         data.notes.append(
-            f"{data.dropped} example(s) of {Path(data.path).name} had no assistant token within "
+            f"{data.dropped} example(s) of {name} had no assistant token within "
             f"max_length={max_length} and were dropped"
         )
     if not rows:
-        raise DataError(
-            f"{Path(data.path).name}: no example keeps an assistant token within max_length"
-        )
+        raise DataError(f"{name}: no example keeps an assistant token within max_length")
     return rows
-
-
-def dpo_rows(data: LoadedData) -> list[dict[str, Any]]:
-    """Preference pairs as conversations, so TRL renders them through the chat template."""
-    return [
-        {
-            "prompt": [{"role": "user", "content": r["prompt"]}],
-            "chosen": [{"role": "assistant", "content": r["chosen"]}],
-            "rejected": [{"role": "assistant", "content": r["rejected"]}],
-        }
-        for r in data.records
-    ]

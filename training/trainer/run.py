@@ -25,6 +25,7 @@ from training.trainer.errors import (
     BAD_CONFIG,
     CRASH,
     OUT_OF_MEMORY,
+    DataError,
     JobCancelled,
     TrainingFailure,
 )
@@ -120,6 +121,7 @@ def _run(
     import torch
     import transformers
 
+    from training.trainer.chat import chat_template_problem
     from training.trainer.modeling import load_base_model, load_tokenizer
 
     transformers.logging.set_verbosity_warning()
@@ -131,6 +133,10 @@ def _run(
         )
     except Exception as exc:  # noqa: BLE001
         raise TrainingFailure(BAD_CONFIG, f"cannot load tokenizer of base model: {exc}") from exc
+    # Before the model loads: a base whose chat template cannot mark an answer trains nothing.
+    problem = chat_template_problem(tokenizer)
+    if problem:
+        raise DataError(f"the base model cannot be trained on chats: {problem}")
 
     # The Trainer's arguments come before the model: under ZeRO-3 they register the DeepSpeed
     # config so from_pretrained can partition the weights as it loads them.
@@ -179,8 +185,10 @@ def _run(
         weighted = any(row["weight"] != 1.0 for row in train_rows)
         trainer_cls, extra = WeightedSFTTrainer, {"weighted": weighted}
     else:
-        train_rows = dpo_rows(train_data)
-        eval_rows = dpo_rows(eval_data) if eval_data else None
+        train_rows = dpo_rows(tokenizer, train_data, config.train.max_length)
+        eval_rows = (
+            dpo_rows(tokenizer, eval_data, config.train.max_length) if eval_data else None
+        )
         trainer_cls, extra = MeteredDPOTrainer, {}
 
     gpus = world if torch.cuda.is_available() else 0
@@ -341,9 +349,9 @@ def _training_args(config: JobConfig, out: Path, *, has_eval: bool) -> Any:
 
         return SFTConfig(
             **common,
-            # data.tokenize_sft already built `assistant_masks` from the template's generation
-            # markers; TRL turns them into labels (loss on assistant tokens only) for tokenized
-            # rows, and its own flag is only for datasets it tokenizes itself.
+            # data.tokenize_sft already built `assistant_masks` from the model's chat template
+            # (training.trainer.chat); TRL turns them into labels (loss on the answer only) for
+            # tokenized rows, and its own flag is only for datasets it tokenizes itself.
             assistant_only_loss=False,
             packing=config.packing,
             padding_free=config.padding_free and not config.packing,

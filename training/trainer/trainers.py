@@ -164,6 +164,14 @@ class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
         super().__init__(*args, **kwargs)
         self.data_collator = MeteredCollator(self.data_collator, weights=False)
 
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        # data.dpo_rows already tokenized the pairs through the model's chat template (answer =
+        # content + end-of-turn, as SFT trains it); TRL would re-render them from text and append
+        # the EOS token to every answer.
+        if "prompt_ids" in dataset.column_names:
+            return dataset
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._pop_meta(inputs)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
