@@ -24,8 +24,8 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, F, Q, Sum
 
-from adapters.models import AdapterVersion
-from adapters.services import ab_test_settings, parse_version_label
+from adapters.models import AdapterVersion, parse_version_label
+from adapters.selectors import ab_test_settings
 from tenants.models import Tenant
 
 Z_95 = 1.959963984540054

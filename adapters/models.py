@@ -1,7 +1,26 @@
 """LoRA adapter versions per tenant."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from django.db import models
 from django.utils import timezone
+
+
+def parse_version_label(label: Any) -> int | None:
+    """`"v3"` -> 3; anything else -> None (the inverse of `AdapterVersion.version`)."""
+    if not isinstance(label, str):
+        return None
+    text = label.strip()
+    # ASCII digits only ("v²" passes isdigit() but not int()), and few enough of them that
+    # int() cannot refuse the string (Python's 4300-digit limit) or the DB overflow.
+    digits = text[1:]
+    if len(text) < 2 or text[0] not in "vV" or not (digits.isascii() and digits.isdigit()) \
+            or len(digits) > 9:
+        return None
+    number = int(digits)
+    return number if number > 0 else None
 
 
 class AdapterVersion(models.Model):

@@ -1,11 +1,17 @@
-"""Reads for adapter versions: lists, lookups by label, what serves a tenant right now."""
+"""Reads for adapter versions: lists, lookups by label, what serves a tenant right now.
+
+The A/B split is read here too (`ab_test_settings`, `ab_test_arms`, `ab_route`): the services
+(archiving, promotion), the metrics (the comparison) and serving all need it, and keeping it
+below them is what lets `adapters.metrics` and `adapters.services` import each other one way.
+"""
 
 from __future__ import annotations
 
+import hashlib
+
 from django.db.models import QuerySet
 
-from adapters.models import AdapterVersion
-from adapters.services import ab_test_arms, parse_version_label
+from adapters.models import AdapterVersion, parse_version_label
 from tenants.api.errors import ApiError
 from tenants.models import Tenant
 
@@ -35,9 +41,45 @@ def adapter_version_active(*, tenant: Tenant) -> AdapterVersion | None:
     return AdapterVersion.objects.filter(tenant=tenant, is_active=True).first()
 
 
+# --- the A/B split ----------------------------------------------------------------------------
+
+
+def ab_test_settings(tenant: Tenant) -> dict:
+    ab = (tenant.settings or {}).get("lora_ab_test") or {}
+    return {"enabled": bool(ab.get("enabled")), "versions": dict(ab.get("versions") or {})}
+
+
+def ab_test_arms(tenant: Tenant) -> dict[str, float]:
+    """The enabled split's `{"v2": 0.3, ...}`, or {} when no A/B test runs."""
+    ab = ab_test_settings(tenant)
+    return ab["versions"] if ab["enabled"] else {}
+
+
 def ab_weights_of(tenant: Tenant) -> dict[str, float]:
     """Traffic weight per version label in the enabled A/B split ({} when none runs)."""
     return ab_test_arms(tenant)
+
+
+def ab_route(conversation_id: str, weights: dict[str, float]) -> str:
+    """The arm a conversation is served by: sticky, stateless, uniform.
+
+    sha256(conversation id) -> a number uniform in [0, 1) -> the arm whose cumulative weight
+    (arms in version order) first exceeds it. The same id always lands on the same arm while the
+    split is unchanged; serving additionally keeps a conversation on the version that already
+    answered it (see `serving_version_select`), so a re-weighted split never switches it mid-way.
+    """
+    if not weights:
+        raise ValueError("no arms")
+    digest = hashlib.sha256(conversation_id.encode("utf-8")).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64
+    arms = sorted(weights.items(), key=lambda kv: parse_version_label(kv[0]) or 0)
+    total = sum(w for _, w in arms)
+    cumulative = 0.0
+    for label, weight in arms:
+        cumulative += weight / total
+        if point < cumulative:
+            return label
+    return arms[-1][0]  # float rounding at the top end
 
 
 # --- the dashboards' reads ------------------------------------------------------------------
