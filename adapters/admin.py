@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 
 from adapters.models import AdapterVersion
 from adapters.services import adapter_version_activate
-from tenants.api.errors import ApiError
+from tenants.errors import DomainError
 
 
 @admin.register(AdapterVersion)
@@ -39,7 +39,7 @@ class AdapterVersionAdmin(admin.ModelAdmin):
                                      actor=f"user:{request.user.get_username()}",
                                      ip_address=request.META.get("REMOTE_ADDR"),
                                      reason="admin")
-        except ApiError as exc:
+        except DomainError as exc:
             self.message_user(request, exc.message, level=messages.ERROR)
             return
         self.message_user(request, f"{version.tenant.slug} now serves {version.version}.")

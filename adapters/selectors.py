@@ -12,7 +12,7 @@ import hashlib
 from django.db.models import QuerySet
 
 from adapters.models import AdapterVersion, parse_version_label
-from tenants.api.errors import ApiError
+from tenants.errors import NotFound
 from tenants.models import Tenant
 
 
@@ -32,8 +32,7 @@ def adapter_version_get(*, tenant: Tenant, label: str) -> AdapterVersion:
         version = (AdapterVersion.objects.select_related("job", "parent")
                    .filter(tenant=tenant, number=number).first())
     if version is None:
-        raise ApiError("version_not_found", f"No adapter version {label!r} for this tenant.",
-                       status_code=404)
+        raise NotFound("version_not_found", f"No adapter version {label!r} for this tenant.")
     return version
 
 

@@ -18,6 +18,7 @@ from adapters.services.versions import (
     adapter_versions_enforce_plan_limit,
 )
 from tenants.api.errors import ApiError
+from tenants.errors import Conflict, DomainError
 from tenants.models import Tenant
 from tenants.services import audit_log_record, tenant_settings_update
 
@@ -106,14 +107,13 @@ def adapter_ab_test_promote(
     """
     arms = ab_test_arms(tenant)
     if not arms:
-        raise ApiError("ab_test_not_running", "No A/B test is enabled for this tenant.",
-                       status_code=409)
+        raise Conflict("ab_test_not_running", "No A/B test is enabled for this tenant.")
     comparison = ab_test_comparison(tenant=tenant)
     winner_label = comparison.get("winner")
     if not comparison.get("significant") or not winner_label:
-        raise ApiError("ab_test_not_significant",
+        raise Conflict("ab_test_not_significant",
                        "The A/B test has no statistically significant winner yet.",
-                       details={"comparison": comparison}, status_code=409)
+                       details={"comparison": comparison})
     winner = AdapterVersion.objects.get(tenant=tenant, number=parse_version_label(winner_label))
     with transaction.atomic():
         Tenant.objects.select_for_update().get(pk=tenant.pk)
@@ -142,7 +142,7 @@ def adapter_ab_test_auto_promote(*, tenant_id: int) -> AdapterVersion | None:
         return None
     try:
         result = adapter_ab_test_promote(tenant=tenant, reason="auto_promote_ab_winner")
-    except ApiError:
+    except (DomainError, ApiError):  # refused (no significant winner yet, ...): not an error
         return None
     return result["promoted"]
 

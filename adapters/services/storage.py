@@ -15,7 +15,7 @@ from django.core.files.storage import default_storage
 
 from adapters.models import AdapterVersion
 from adapters.services.integrity import AdapterIntegrityError, sha256_of_bytes
-from tenants.api.errors import ApiError
+from tenants.errors import Gone
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,8 @@ def stored_files_read(*, storage_prefix: str,
 def adapter_files_read_verified(version: AdapterVersion) -> dict[str, bytes]:
     """The version's files from storage, each checked against its recorded sha256."""
     if version.is_archived:
-        raise ApiError("version_archived",
-                       f"{version.version} is archived; its files were deleted.",
-                       status_code=410)
+        raise Gone("version_archived",
+                   f"{version.version} is archived; its files were deleted.")
     out, problems = stored_files_read(storage_prefix=version.storage_prefix,
                                       expected=version.files or {})
     if problems:

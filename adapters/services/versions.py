@@ -48,7 +48,7 @@ from adapters.services.storage import (
     storage_delete_quietly,
     storage_put,
 )
-from tenants.api.errors import ApiError
+from tenants.errors import Conflict
 from tenants.models import Tenant
 from tenants.services import audit_log_record
 
@@ -200,9 +200,9 @@ def adapter_version_activate(
         tenant = Tenant.objects.select_for_update().get(pk=version.tenant_id)
         version = AdapterVersion.objects.get(pk=version.pk)
         if version.is_archived:
-            raise ApiError("version_archived",
+            raise Conflict("version_archived",
                            f"{version.version} is archived (its files were deleted); "
-                           "it cannot be activated.", status_code=409)
+                           "it cannot be activated.")
         current = AdapterVersion.objects.filter(tenant=tenant, is_active=True).first()
         if current is not None and current.pk == version.pk:
             return version
@@ -211,14 +211,13 @@ def adapter_version_activate(
         regression = (new_loss is not None and current_loss is not None
                       and new_loss > current_loss)
         if regression and not force and not rollback:
-            raise ApiError(
+            raise Conflict(
                 "eval_regression",
                 f"{version.version} has a worse held-out eval loss ({new_loss:.4f}) than the "
                 f"active {current.version} ({current_loss:.4f}). Send {{\"force\": true}} to "
                 "activate it anyway.",
                 details={"version": version.version, "eval_loss": new_loss,
                          "active_version": current.version, "active_eval_loss": current_loss},
-                status_code=409,
             )
         AdapterVersion.objects.filter(tenant=tenant, is_active=True).update(is_active=False)
         version.is_active = True
@@ -258,13 +257,13 @@ def adapter_version_archive(
         if version.is_archived:
             return version
         if version.is_active:
-            raise ApiError("version_active",
+            raise Conflict("version_active",
                            f"{version.version} is the active version; activate another one "
-                           "before deleting it.", status_code=409)
+                           "before deleting it.")
         if version.version in ab_test_arms(tenant):
-            raise ApiError("version_in_ab_test",
+            raise Conflict("version_in_ab_test",
                            f"{version.version} serves traffic in the A/B test; remove it from "
-                           "lora_ab_test first.", status_code=409)
+                           "lora_ab_test first.")
         _archive(version)
         audit_log_record(action="adapter.archived", actor=actor, ip_address=ip_address,
                          tenant=tenant, target=version.version, details={"reason": "deleted"})
