@@ -36,10 +36,6 @@ def adapter_version_get(*, tenant: Tenant, label: str) -> AdapterVersion:
     return version
 
 
-def adapter_version_active(*, tenant: Tenant) -> AdapterVersion | None:
-    return AdapterVersion.objects.filter(tenant=tenant, is_active=True).first()
-
-
 # --- the A/B split ----------------------------------------------------------------------------
 
 
