@@ -1,15 +1,20 @@
-"""The model runtime: one base model per process, tenants' LoRA adapters on top of it in an LRU.
+"""The model runtime: base models per process (an LRU), tenants' LoRA adapters on top of them.
 
 How it works
 ------------
-* The base model (`settings.BASE_MODEL_HF_ID` + `BASE_MODEL_REVISION` when set, else
-  `settings.BASE_MODEL_PATH`) is loaded once per process, lazily, by the first request that needs
-  it (`runtime_get()` is a double-checked, lock-protected singleton).
-* Adapters are loaded through PEFT by name: the first with `PeftModel.from_pretrained(base, dir,
-  adapter_name=...)`, the next ones with `load_adapter(dir, adapter_name=...)`. A request selects
-  its adapter with `set_adapter(name)`; the base model answers inside `disable_adapter()`.
-  At most `settings.ADAPTER_CACHE_SIZE` adapters stay loaded; the least recently used one is
-  dropped with `delete_adapter`.
+* Base models are named by `settings.BASE_MODELS` (name -> folder; `DEFAULT_BASE_MODEL` answers
+  "base", its folder overridable with `BASE_MODEL_PATH`; `BASE_MODEL_HF_ID` + `BASE_MODEL_REVISION`
+  replace it with a hub model). `base_ref_resolve` turns what a version records (a configured
+  name, a folder or a hub id, plus the manifest's revision) into a `BaseRef`.
+* A base is loaded lazily by the first request that needs it, on the hardware's device and dtype
+  (`serving_device_and_dtype`: bf16 on a bf16-capable CUDA GPU, fp32 on the CPU). At most
+  `settings.BASE_MODEL_CACHE_SIZE` bases stay resident; the least recently used one is dropped
+  together with its adapters. Each adapter version is served on the base it was trained on.
+* Adapters are loaded through PEFT by name: the first one on a base with `PeftModel.
+  from_pretrained(base, dir, adapter_name=...)`, the next ones with `load_adapter(dir,
+  adapter_name=...)`. A request selects its adapter with `set_adapter(name)`; the base model
+  answers inside `disable_adapter()`. At most `settings.ADAPTER_CACHE_SIZE` adapters stay loaded
+  (over all bases); the least recently used one is dropped with `delete_adapter`.
 * Integrity: an adapter is never loaded straight from object storage. Its files are copied into a
   local cache folder (`settings.ADAPTER_LOCAL_CACHE_DIR`, default `var/adapter-cache`), each
   file's sha256 is compared with the one recorded on the AdapterVersion row, and only then does
@@ -20,11 +25,15 @@ How it works
   reads the active version (or the A/B arm) from the database on every request and asks the
   runtime for that adapter; an adapter loaded once is reused by name (name = tenant, version and
   sha256 prefix, so a re-created version can never be confused with an old one).
-* Generation goes through the trainer's `generate_reply` (the same template and greedy decoding
-  that the training tests check), serialised by one lock: `set_adapter` changes state shared by
-  every thread, so two requests must not interleave between switching and generating. This is
-  the right trade-off for the tiny CPU model and small deployments; it is not how to serve many
-  tenants at high concurrency (see below).
+* Generation follows the model's own `generation_config` (training.trainer.generation): greedy
+  unless the request asks for a temperature, stopping at the chat template's end-of-turn token,
+  which never reaches the reply's text. `generate` answers whole; `stream` runs `generate` in a
+  thread with transformers' `TextIteratorStreamer` and hands out the text as it comes.
+* One lock serialises generation: `set_adapter` changes state shared by every thread, so two
+  requests must not interleave between switching and generating. A stream holds the lock from
+  the request's thread (loading and switching) to the end of its generation thread (a plain
+  `Lock`, released by the thread that finishes). This is the right trade-off for small
+  deployments on a CPU; it is not how to serve many tenants at high concurrency (see below).
 
 Serving at scale: vLLM or LoRAX
 -------------------------------
@@ -57,7 +66,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +83,27 @@ class ModelUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class BaseRef:
+    """One base model: a local folder or a hub id (+ revision); the key of the base LRU."""
+
+    source: str
+    revision: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}@{self.revision}" if self.revision else self.source
+
+
+@dataclass(frozen=True)
 class AdapterRef:
-    """What the runtime needs to fetch, verify and name one adapter version."""
+    """What the runtime needs to fetch, verify and name one adapter version, and its base."""
 
     name: str
     label: str
     tenant_id: int
     storage_prefix: str
     files: dict  # file name -> sha256
+    base: BaseRef | None = None
 
     @classmethod
     def of(cls, version) -> AdapterRef:
@@ -90,6 +113,7 @@ class AdapterRef:
             tenant_id=version.tenant_id,
             storage_prefix=version.storage_prefix,
             files={n: s for n, s in (version.files or {}).items() if n in SERVED_FILES},
+            base=version_base_ref(version),
         )
 
 
@@ -103,12 +127,61 @@ class Completion:
     seconds: float
 
 
+def base_models_configured() -> dict[str, str]:
+    """Configured base models, name -> folder; the default entry follows BASE_MODEL_PATH (read
+    now, so a changed setting is served by the next request)."""
+    models = dict(getattr(settings, "BASE_MODELS", {}) or {})
+    default_name = getattr(settings, "DEFAULT_BASE_MODEL", None) or "default"
+    models[default_name] = str(settings.BASE_MODEL_PATH)
+    return models
+
+
 def base_model_source() -> tuple[str, str | None]:
-    """(path or hub id, revision) of the serving base model."""
+    """(path or hub id, revision) of the default serving base model."""
     hf_id = getattr(settings, "BASE_MODEL_HF_ID", "") or ""
     if hf_id:
         return hf_id, getattr(settings, "BASE_MODEL_REVISION", None) or None
     return str(settings.BASE_MODEL_PATH), None
+
+
+def default_base_ref() -> BaseRef:
+    source, revision = base_model_source()
+    return BaseRef(source, revision)
+
+
+def base_ref_resolve(label: str | None, *, revision: str | None = None) -> BaseRef:
+    """The base a recorded label names: a configured name, the default's hub id, else the label
+    itself as a folder or hub id (versions record the folder or hub id their job trained on).
+    Empty: the default base."""
+    label = (label or "").strip()
+    if not label or label in ("base", "default"):
+        return default_base_ref()
+    configured = base_models_configured()
+    if label in configured:
+        if label == getattr(settings, "DEFAULT_BASE_MODEL", None):
+            return default_base_ref()
+        return BaseRef(configured[label])
+    hf_id = getattr(settings, "BASE_MODEL_HF_ID", "") or ""
+    if hf_id and label == hf_id:
+        return BaseRef(hf_id, revision or getattr(settings, "BASE_MODEL_REVISION", None) or None)
+    return BaseRef(label, revision or None)
+
+
+def version_base_ref(version) -> BaseRef:
+    """The base an adapter version was trained on (its row, with the manifest's revision)."""
+    manifest_base = (version.manifest or {}).get("base_model") or {}
+    revision = manifest_base.get("revision") if isinstance(manifest_base, dict) else None
+    return base_ref_resolve(version.base_model, revision=revision)
+
+
+def serving_device_and_dtype() -> tuple[str, Any]:
+    """("cuda", bf16) on a bf16-capable CUDA GPU, ("cuda", fp16) on an older one, else
+    ("cpu", fp32): bf16 on a CPU is slower than fp32 and rounds the weights for nothing."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return "cpu", torch.float32
 
 
 def local_cache_dir() -> Path:
@@ -116,37 +189,70 @@ def local_cache_dir() -> Path:
     return Path(configured) if configured else Path(settings.VAR_DIR) / "adapter-cache"
 
 
-class ModelRuntime:
-    """Base model + LRU of PEFT adapters for one process; thread-safe, one generation at a time."""
+@dataclass
+class _LoadedBase:
+    ref: BaseRef
+    model: Any  # the transformers model, or a PeftModel around it once an adapter is loaded
+    tokenizer: Any
+    end_strings: list[str] = field(default_factory=list)
 
-    def __init__(self, *, source: str, revision: str | None, cache_size: int, cache_dir: Path):
+
+class ModelRuntime:
+    """An LRU of base models, each with its PEFT adapters; thread-safe, one generation at a
+    time. `source`/`revision` name the base that answers when a request names none (default:
+    the settings' default base, read per request)."""
+
+    def __init__(self, *, source: str | None = None, revision: str | None = None,
+                 cache_size: int, cache_dir: Path, base_cache_size: int = 2):
         self.source = source
         self.revision = revision
         self.cache_size = max(1, int(cache_size))
+        self.base_cache_size = max(1, int(base_cache_size))
         self.cache_dir = Path(cache_dir)
-        self._lock = threading.RLock()
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._adapters: OrderedDict[str, AdapterRef] = OrderedDict()
-        self.stats = {"base_loads": 0, "adapter_loads": 0, "evictions": 0, "integrity_errors": 0}
+        self._lock = threading.Lock()
+        self._bases: OrderedDict[str, _LoadedBase] = OrderedDict()
+        self._adapters: OrderedDict[str, tuple[str, AdapterRef]] = OrderedDict()
+        self.stats = {"base_loads": 0, "base_evictions": 0, "adapter_loads": 0, "evictions": 0,
+                      "integrity_errors": 0}
 
-    # -- base model --------------------------------------------------------------------------
+    # -- base models -------------------------------------------------------------------------
 
-    def _ensure_base(self) -> None:
-        if self._model is not None:
-            return
+    def _default_base(self) -> BaseRef:
+        return BaseRef(self.source, self.revision) if self.source else default_base_ref()
+
+    def _ensure_base(self, ref: BaseRef) -> _LoadedBase:
+        loaded = self._bases.get(ref.key)
+        if loaded is not None:
+            self._bases.move_to_end(ref.key)
+            return loaded
+        from training.trainer.generation import end_of_turn_strings
         from training.trainer.modeling import load_model_and_tokenizer
 
-        source_path = Path(self.source)
-        if not self.revision and not source_path.exists() and source_path.is_absolute():
-            raise ModelUnavailableError(f"The base model folder {self.source} does not exist.")
+        source_path = Path(ref.source)
+        if not ref.revision and not source_path.exists() and source_path.is_absolute():
+            raise ModelUnavailableError(f"The base model folder {ref.source} does not exist.")
+        device, dtype = serving_device_and_dtype()
         try:
-            self._model, self._tokenizer = load_model_and_tokenizer(self.source,
-                                                                     revision=self.revision)
+            model, tokenizer = load_model_and_tokenizer(ref.source, revision=ref.revision,
+                                                        dtype=dtype, device=device)
         except (OSError, ValueError) as exc:
-            raise ModelUnavailableError(f"The base model {self.source} cannot be loaded: "
+            raise ModelUnavailableError(f"The base model {ref.source} cannot be loaded: "
                                         f"{exc}") from exc
+        loaded = _LoadedBase(ref=ref, model=model, tokenizer=tokenizer,
+                             end_strings=end_of_turn_strings(tokenizer, model.generation_config))
+        self._bases[ref.key] = loaded
         self.stats["base_loads"] += 1
+        while len(self._bases) > self.base_cache_size:
+            old_key, _ = self._bases.popitem(last=False)
+            for name in [n for n, (key, _) in self._adapters.items() if key == old_key]:
+                del self._adapters[name]
+            self.stats["base_evictions"] += 1
+            logger.info("base model %s evicted from the runtime cache", old_key)
+        return loaded
+
+    @property
+    def loaded_bases(self) -> list[str]:
+        return list(self._bases)
 
     @property
     def loaded_adapters(self) -> list[str]:
@@ -197,62 +303,208 @@ class ModelRuntime:
             raise
         return target
 
-    def _ensure_adapter(self, ref: AdapterRef) -> None:
+    def _ensure_adapter(self, base: _LoadedBase, ref: AdapterRef) -> None:
         if ref.name in self._adapters:
             self._adapters.move_to_end(ref.name)
             return
         from peft import PeftModel
 
         folder = self._materialize(ref)
-        if isinstance(self._model, PeftModel):
-            self._model.load_adapter(str(folder), adapter_name=ref.name)
+        if isinstance(base.model, PeftModel):
+            base.model.load_adapter(str(folder), adapter_name=ref.name)
         else:
-            self._model = PeftModel.from_pretrained(self._model, str(folder),
-                                                    adapter_name=ref.name)
-        self._model.eval()
-        self._adapters[ref.name] = ref
+            base.model = PeftModel.from_pretrained(base.model, str(folder), adapter_name=ref.name)
+        base.model.eval()
+        self._adapters[ref.name] = (base.ref.key, ref)
         self.stats["adapter_loads"] += 1
         while len(self._adapters) > self.cache_size:
-            old, _ = self._adapters.popitem(last=False)
-            self._model.delete_adapter(old)
+            old, (base_key, _) = self._adapters.popitem(last=False)
+            owner = self._bases.get(base_key)
+            if owner is not None:
+                owner.model.delete_adapter(old)
             self.stats["evictions"] += 1
             logger.info("adapter %s evicted from the runtime cache", old)
 
     # -- generation --------------------------------------------------------------------------
 
-    def generate(self, *, messages: list[dict], adapter: AdapterRef | None,
-                 max_new_tokens: int, temperature: float = 0.0) -> Completion:
-        """The assistant's reply, by `adapter` (None = the base model)."""
+    def _prepare(self, adapter: AdapterRef | None, base: BaseRef | None) -> tuple[_LoadedBase,
+                                                                                  Any]:
+        """Load what answers and select it; (the loaded base, a context manager to generate
+        in). Called with the lock held."""
+        import contextlib
+
         from peft import PeftModel
 
-        from training.trainer.modeling import generate_reply
+        wanted = (adapter.base if adapter is not None else None) or base or self._default_base()
+        loaded = self._ensure_base(wanted)
+        if adapter is not None:
+            self._ensure_adapter(loaded, adapter)
+            loaded.model.set_adapter(adapter.name)
+            return loaded, contextlib.nullcontext()
+        if isinstance(loaded.model, PeftModel):
+            return loaded, loaded.model.disable_adapter()
+        return loaded, contextlib.nullcontext()
+
+    @staticmethod
+    def _inputs(loaded: _LoadedBase, messages: list[dict]) -> dict:
+        encoded = loaded.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        device = next(loaded.model.parameters()).device
+        return {"input_ids": encoded["input_ids"].to(device),
+                "attention_mask": encoded["attention_mask"].to(device)}
+
+    @staticmethod
+    def _finish(loaded: _LoadedBase, new_tokens, eos_ids: list[int], max_new_tokens: int) -> str:
+        """"stop" when the model ended its turn (or generated nothing more), else "length"."""
+        ids = [int(t) for t in new_tokens]
+        if ids and ids[-1] in eos_ids:
+            return "stop"
+        return "length" if len(ids) >= max_new_tokens else "stop"
+
+    def generate(self, *, messages: list[dict], adapter: AdapterRef | None,
+                 max_new_tokens: int, temperature: float = 0.0, top_p: float | None = None,
+                 base: BaseRef | None = None) -> Completion:
+        """The assistant's whole reply, by `adapter` on its base (None = the base model)."""
+        import torch
+
+        from training.trainer.generation import generation_kwargs, reply_clean, stop_token_ids
 
         with self._lock:
-            self._ensure_base()
-            if adapter is not None:
-                self._ensure_adapter(adapter)
+            loaded, context = self._prepare(adapter, base)
             started = time.monotonic()
-            model = self._model
-            if adapter is not None:
-                model.set_adapter(adapter.name)
-                text = generate_reply(model, self._tokenizer, messages,
-                                      max_new_tokens=max_new_tokens, temperature=temperature)
-            elif isinstance(model, PeftModel):
-                with model.disable_adapter():
-                    text = generate_reply(model, self._tokenizer, messages,
-                                          max_new_tokens=max_new_tokens, temperature=temperature)
-            else:
-                text = generate_reply(model, self._tokenizer, messages,
-                                      max_new_tokens=max_new_tokens, temperature=temperature)
-            prompt_tokens = len(self._tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-            )["input_ids"])
-            completion_tokens = len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+            inputs = self._inputs(loaded, messages)
+            kwargs = generation_kwargs(loaded.model, loaded.tokenizer,
+                                       max_new_tokens=max_new_tokens, temperature=temperature,
+                                       top_p=top_p)
+            with context, torch.no_grad():
+                output = loaded.model.generate(**inputs, **kwargs)
+            new_tokens = output[0, inputs["input_ids"].shape[1]:]
+            text = reply_clean(loaded.tokenizer.decode(new_tokens, skip_special_tokens=True),
+                               loaded.end_strings)
             seconds = time.monotonic() - started
-        finish = "length" if completion_tokens >= max_new_tokens else "stop"
-        return Completion(text=text, prompt_tokens=prompt_tokens,
-                          completion_tokens=completion_tokens, finish_reason=finish,
-                          adapter_name=adapter.name if adapter else None, seconds=seconds)
+        return Completion(
+            text=text, prompt_tokens=int(inputs["input_ids"].shape[1]),
+            completion_tokens=int(new_tokens.shape[0]),
+            finish_reason=self._finish(loaded, new_tokens, stop_token_ids(kwargs),
+                                       max_new_tokens),
+            adapter_name=adapter.name if adapter else None, seconds=seconds)
+
+    def stream(self, *, messages: list[dict], adapter: AdapterRef | None, max_new_tokens: int,
+               temperature: float = 0.0, top_p: float | None = None,
+               base: BaseRef | None = None) -> CompletionStream:
+        """Start generating in a thread; the returned stream yields the reply's text pieces.
+
+        Loading and integrity errors are raised here, before anything is streamed. The
+        generation runs to its end whether or not the caller keeps reading (a dropped client
+        still gets its message logged); `CompletionStream.completion()` waits for it.
+        """
+        from transformers import TextIteratorStreamer
+
+        from training.trainer.generation import generation_kwargs
+
+        self._lock.acquire()
+        try:
+            loaded, context = self._prepare(adapter, base)
+            inputs = self._inputs(loaded, messages)
+            kwargs = generation_kwargs(loaded.model, loaded.tokenizer,
+                                       max_new_tokens=max_new_tokens, temperature=temperature,
+                                       top_p=top_p)
+            streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True,
+                                            skip_special_tokens=True)
+            stream = CompletionStream(loaded=loaded, streamer=streamer, inputs=inputs,
+                                      kwargs=kwargs, max_new_tokens=max_new_tokens,
+                                      adapter_name=adapter.name if adapter else None)
+            thread = threading.Thread(target=stream._run, args=(context, self._lock),
+                                      name="chat-stream", daemon=True)
+            thread.start()
+        except BaseException:
+            self._lock.release()
+            raise
+        stream._thread = thread
+        return stream
+
+
+class CompletionStream:
+    """One streamed reply: iterate for text pieces (end-of-turn markers and the leading and
+    trailing whitespace left out, so that the pieces join into exactly `completion().text`)."""
+
+    def __init__(self, *, loaded: _LoadedBase, streamer, inputs: dict, kwargs: dict,
+                 max_new_tokens: int, adapter_name: str | None):
+        self._loaded = loaded
+        self._streamer = streamer
+        self._inputs = inputs
+        self._kwargs = kwargs
+        self._max_new_tokens = max_new_tokens
+        self._adapter_name = adapter_name
+        self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
+        self._output = None
+        self._error: BaseException | None = None
+        self._pieces: list[str] = []
+        self._pending = ""  # whitespace held back until more text follows
+        self._ended = False  # an end-of-turn marker was met in the text
+
+    def _run(self, context, lock: threading.Lock) -> None:
+        import torch
+
+        try:
+            with context, torch.no_grad():
+                self._output = self._loaded.model.generate(**self._inputs, **self._kwargs,
+                                                           streamer=self._streamer)
+        except BaseException as exc:  # noqa: BLE001 - reported to the reader, not lost
+            self._error = exc
+            logger.exception("streamed generation failed")
+            self._streamer.on_finalized_text("", stream_end=True)
+        finally:
+            lock.release()
+
+    def _clean(self, piece: str) -> str:
+        """The part of `piece` to hand out now (see the class docstring)."""
+        if self._ended:
+            return ""
+        emitted = "".join(self._pieces)
+        text = self._pending + piece
+        for marker in self._loaded.end_strings:
+            combined = emitted + text
+            if marker and marker in combined:  # a marker the tokenizer does not treat as special
+                kept = combined.split(marker, 1)[0]
+                text = kept[len(emitted):] if len(kept) > len(emitted) else ""
+                self._ended = True
+        if not self._pieces:
+            text = text.lstrip()
+        core = text.rstrip()
+        self._pending = text[len(core):]
+        if core:
+            self._pieces.append(core)
+        return core
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._streamer:
+            cleaned = self._clean(piece)
+            if cleaned:
+                yield cleaned
+        if self._error is not None:
+            raise ModelUnavailableError(f"Generation failed: {self._error}") from self._error
+
+    def completion(self) -> Completion:
+        """Wait for the generation to end; the whole reply (what the pieces joined to, plus the
+        rest when the reader stopped early)."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise ModelUnavailableError(f"Generation failed: {self._error}") from self._error
+        from training.trainer.generation import reply_clean, stop_token_ids
+
+        new_tokens = self._output[0, self._inputs["input_ids"].shape[1]:]
+        text = reply_clean(self._loaded.tokenizer.decode(new_tokens, skip_special_tokens=True),
+                           self._loaded.end_strings)
+        return Completion(
+            text=text, prompt_tokens=int(self._inputs["input_ids"].shape[1]),
+            completion_tokens=int(new_tokens.shape[0]),
+            finish_reason=ModelRuntime._finish(self._loaded, new_tokens,
+                                               stop_token_ids(self._kwargs),
+                                               self._max_new_tokens),
+            adapter_name=self._adapter_name, seconds=time.monotonic() - self._started)
 
 
 _runtime: ModelRuntime | None = None
@@ -260,14 +512,15 @@ _runtime_lock = threading.Lock()
 
 
 def _wanted_config() -> dict:
-    source, revision = base_model_source()
-    return {"source": source, "revision": revision,
-            "cache_size": int(settings.ADAPTER_CACHE_SIZE), "cache_dir": local_cache_dir()}
+    return {"cache_size": int(settings.ADAPTER_CACHE_SIZE),
+            "base_cache_size": int(getattr(settings, "BASE_MODEL_CACHE_SIZE", 2)),
+            "cache_dir": local_cache_dir()}
 
 
 def runtime_get() -> ModelRuntime:
-    """The process's runtime, created on first use. A change of the base-model settings (tests
-    point BASE_MODEL_PATH elsewhere) builds a new one; in production they never change."""
+    """The process's runtime, created on first use. Bases are keyed by path inside it, so a
+    changed BASE_MODEL_PATH only loads another base; a change of the cache settings (tests do
+    that) builds a new runtime; in production they never change."""
     global _runtime
     wanted = _wanted_config()
     current = _runtime
@@ -280,8 +533,8 @@ def runtime_get() -> ModelRuntime:
 
 
 def _matches(runtime: ModelRuntime, wanted: dict) -> bool:
-    return (runtime.source == wanted["source"] and runtime.revision == wanted["revision"]
-            and runtime.cache_size == wanted["cache_size"]
+    return (runtime.source is None and runtime.cache_size == wanted["cache_size"]
+            and runtime.base_cache_size == wanted["base_cache_size"]
             and runtime.cache_dir == Path(wanted["cache_dir"]))
 
 

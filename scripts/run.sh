@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: set everything up and run the product on embedded defaults
-# (SQLite, local files, an embedded redis-server for RQ, the tiny base model): the web server on
+# (SQLite, local files, an embedded redis-server for RQ, SmolLM2-135M-Instruct as the base model,
+# converted offline by scripts/setup.sh): the web server on
 # http://127.0.0.1:8000, an RQ worker for training and webhooks, and the job reconciler/poller.
 set -euo pipefail
 cd "$(dirname "$0")/.."

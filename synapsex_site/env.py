@@ -73,3 +73,24 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={value!r} must be one of {sorted(choices)}")
     return value
+
+
+def env_mapping(name: str, default: dict[str, str]) -> dict[str, str]:
+    """`name=value` pairs separated by ";" (e.g. BASE_MODELS="smollm2=/models/a;tiny=/models/b"),
+    in the order given. A pair without "=", an empty name or value, or a name given twice is
+    refused: a typo must not silently drop a model from the list."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return dict(default)
+    result: dict[str, str] = {}
+    for item in raw.split(";"):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ImproperlyConfigured(f"{name}: {item.strip()!r} is not NAME=VALUE")
+        if key in result:
+            raise ImproperlyConfigured(f"{name}: {key!r} is given twice")
+        result[key] = value
+    return result

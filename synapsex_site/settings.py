@@ -18,6 +18,7 @@ from synapsex_site.env import (
     env_float,
     env_int,
     env_list,
+    env_mapping,
     env_str,
 )
 
@@ -228,9 +229,21 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Training -------------------------------------------------------------------------------
-# The base model every tenant's adapters are trained on and served with. Default: the tiny
-# Llama-shaped model that `python manage.py build_tiny_base` builds offline into var/models.
-BASE_MODEL_PATH = env_str("BASE_MODEL_PATH", str(VAR_DIR / "models" / "tiny-base"))
+# The base models on offer, name -> local folder (BASE_MODELS="name=/path;other=/path"). Embedded:
+# SmolLM2-135M-Instruct, converted offline by `python manage.py build_real_base` (scripts/setup.sh
+# runs it), and the tiny Llama-shaped model of `build_tiny_base` (fast unit tests).
+EMBEDDED_BASE_MODELS = {
+    "smollm2-135m-instruct": str(VAR_DIR / "models" / "smollm2-135m-instruct"),
+    "tiny-base": str(VAR_DIR / "models" / "tiny-base"),
+}
+BASE_MODELS = env_mapping("BASE_MODELS", EMBEDDED_BASE_MODELS)
+DEFAULT_BASE_MODEL = env_str("DEFAULT_BASE_MODEL", next(iter(BASE_MODELS)))
+if DEFAULT_BASE_MODEL not in BASE_MODELS:
+    raise ImproperlyConfigured(f"DEFAULT_BASE_MODEL={DEFAULT_BASE_MODEL!r} is not one of "
+                               f"BASE_MODELS ({sorted(BASE_MODELS)})")
+# The default base's folder; BASE_MODEL_PATH set in the environment replaces the default entry's.
+BASE_MODEL_PATH = env_str("BASE_MODEL_PATH") or BASE_MODELS[DEFAULT_BASE_MODEL]
+BASE_MODELS[DEFAULT_BASE_MODEL] = BASE_MODEL_PATH
 BASE_MODEL_HF_ID = env_str("BASE_MODEL_HF_ID")
 BASE_MODEL_REVISION = env_str("BASE_MODEL_REVISION")
 TRAINING_WORK_DIR = Path(env_str("TRAINING_WORK_DIR", str(VAR_DIR / "jobs")))
@@ -242,6 +255,8 @@ TRAINING_DEFAULT_TOKENS_PER_SECOND = env_float("TRAINING_DEFAULT_TOKENS_PER_SECO
 
 # --- Serving --------------------------------------------------------------------------------
 ADAPTER_CACHE_SIZE = env_int("ADAPTER_CACHE_SIZE", 8, minimum=1)
+# Base models resident at once in a serving process (LRU): versions trained on different bases.
+BASE_MODEL_CACHE_SIZE = env_int("BASE_MODEL_CACHE_SIZE", 2, minimum=1)
 CHAT_MAX_NEW_TOKENS = env_int("CHAT_MAX_NEW_TOKENS", 256, minimum=1)
 
 # --- Security -------------------------------------------------------------------------------

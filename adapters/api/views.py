@@ -1,6 +1,7 @@
 """Adapter versions, activation, export, per-version metrics, A/B promotion and chat."""
 
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -16,9 +17,13 @@ from adapters.api.serializers import (
     AdapterVersionSerializer,
     ChatCompletionSerializer,
 )
-from adapters.serving import chat_completion_create
+from adapters.serving import (
+    chat_completion_create,
+    chat_completion_stream,
+    serving_models_list,
+)
 from tenants.api.base import TenantAPIView
-from tenants.api.errors import ApiError
+from tenants.errors import InvalidInput
 from tenants.services import audit_actor_from_request
 
 
@@ -97,8 +102,8 @@ class LoraDownloadView(TenantAPIView):
         found = selectors.adapter_version_get(tenant=self.tenant, label=version)
         wanted = request.query_params.get("file")
         if wanted is not None and wanted not in self.FILES:
-            raise ApiError("validation_error", "The request has invalid fields.",
-                           details={"file": [f"One of {', '.join(self.FILES)}."]})
+            raise InvalidInput("validation_error", "The request has invalid fields.",
+                               details={"file": [f"One of {', '.join(self.FILES)}."]})
         if wanted:
             data = services.adapter_files_read_verified(found)[wanted]
             content_type = ("application/json" if wanted.endswith(".json")
@@ -163,17 +168,44 @@ class ChatResponseSerializer(serializers.Serializer):
 
 
 class ChatCompletionsView(TenantAPIView):
-    """OpenAI-compatible chat completions, answered by the tenant's active adapter or A/B arm."""
+    """OpenAI-compatible chat completions, answered by the tenant's active adapter or A/B arm;
+    with `stream: true`, server-sent events in OpenAI's `chat.completion.chunk` format."""
 
-    @extend_schema(request=ChatCompletionSerializer, responses=ChatResponseSerializer)
+    @extend_schema(request=ChatCompletionSerializer, responses={
+        (200, "application/json"): ChatResponseSerializer,
+        (200, "text/event-stream"): OpenApiResponse(
+            response=OpenApiTypes.STR,
+            description="with stream=true: `data: {chat.completion.chunk}` events, then "
+                        "`data: [DONE]`"),
+    })
     def post(self, request, tenant):
         serializer = ChatCompletionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        body = chat_completion_create(
-            tenant=self.tenant, messages=data["messages"], max_tokens=data["max_tokens"],
-            temperature=data["temperature"], conversation_id=data.get("conversation_id"),
-            adapter_version=data.get("adapter_version"), model=data.get("model"),
-            user=data.get("user", ""),
-        )
-        return Response(body)
+        arguments = {
+            "tenant": self.tenant, "messages": data["messages"],
+            "max_tokens": data["max_tokens"], "temperature": data["temperature"],
+            "top_p": data.get("top_p"), "conversation_id": data.get("conversation_id"),
+            "adapter_version": data.get("adapter_version"), "model": data.get("model"),
+            "user": data.get("user", ""),
+        }
+        if data["stream"]:
+            response = StreamingHttpResponse(chat_completion_stream(**arguments),
+                                             content_type="text/event-stream")
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"  # proxies must pass each event on at once
+            return response
+        return Response(chat_completion_create(**arguments))
+
+
+class ModelListView(TenantAPIView):
+    """The `model` values chat accepts for this tenant ("base" and each ready version), in
+    OpenAI's list shape."""
+
+    @extend_schema(operation_id="models_list", responses=inline_serializer(
+        name="ModelList", fields={
+            "object": serializers.CharField(),
+            "data": serializers.ListField(child=serializers.DictField()),
+        }))
+    def get(self, request, tenant):
+        return Response(serving_models_list(tenant=self.tenant))

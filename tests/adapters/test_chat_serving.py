@@ -52,6 +52,7 @@ def test_it_answers_with_the_base_model_in_openai_shape(owner, base_model):
 def test_activation_and_rollback_switch_the_served_answer_without_a_restart(owner,
                                                                             trained_versions):
     runtime = runtime_get()
+    base_loads = runtime.stats["base_loads"]
 
     first = _ask(owner).json()
     assert (first["adapter_version"], first["choices"][0]["message"]["content"]) == (
@@ -73,7 +74,7 @@ def test_activation_and_rollback_switch_the_served_answer_without_a_restart(owne
     assert base["choices"][0]["message"]["content"] not in TRAINED_ANSWERS.values()
 
     assert runtime_get() is runtime  # same process, same runtime: nothing was restarted
-    assert runtime.stats["base_loads"] == 1
+    assert runtime.stats["base_loads"] <= base_loads + 1  # the tiny base, loaded once at most
     assert Message.objects.get(external_id=second["message_id"]).served_by_version == \
         trained_versions[1]
 
@@ -154,7 +155,9 @@ def test_the_runtime_evicts_the_least_recently_used_adapter(owner, base_model, m
     ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, "max_tokens"),
     ({"messages": [{"role": "user", "content": "hi"}], "temperature": 2.5}, "temperature"),
     ({"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, "temperature"),
-    ({"messages": [{"role": "user", "content": "hi"}], "stream": True}, "stream"),
+    ({"messages": [{"role": "user", "content": "hi"}], "stream": "sometimes"}, "stream"),
+    ({"messages": [{"role": "user", "content": "hi"}], "top_p": 0}, "top_p"),
+    ({"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}, "top_p"),
     ({"messages": [{"role": "user", "content": "hi"},
                    {"role": "assistant", "content": "x"}]}, "messages"),
     ({"messages": [{"role": "user", "content": "hi"}], "adapter_version": "latest"},

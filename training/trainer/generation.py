@@ -1,0 +1,106 @@
+"""Generation settings for a real chat model: its own generation config, its end-of-turn token.
+
+Serving (adapters.runtime) builds every `generate()` call through `generation_kwargs`, so that:
+
+* the model's `generation_config` (repetition penalty, sampling defaults, extra eos ids) is the
+  starting point, as the model's authors shipped it;
+* decoding is greedy unless the request asks for a temperature > 0 (then `top_p` from the request,
+  else from the generation config);
+* generation stops at the chat template's end-of-turn token (`<|im_end|>` for ChatML models such
+  as SmolLM2 and Qwen2.5, `<|eot_id|>` for Llama 3, `<end_of_turn>` for Gemma, `<|end|>` for
+  Phi-3) as well as at the tokenizer's eos: a template whose end-of-turn is not the eos would
+  otherwise run on into an invented next turn;
+* the reply's text never carries those tokens (`reply_clean`).
+
+No Django here; the trainer's tests and serving use the same functions.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# End-of-turn markers of the common chat-template families (checked against the vocabulary).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|eom_id|>",
+                      "</s>", "<|endoftext|>")
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value if v is not None]
+    return [int(value)]
+
+
+def end_of_turn_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """Token ids that end the assistant's turn: the tokenizer's eos, the generation config's eos
+    ids, and the end-of-turn markers the vocabulary knows and the chat template uses."""
+    ids = _as_list(getattr(tokenizer, "eos_token_id", None))
+    ids += _as_list(getattr(generation_config, "eos_token_id", None))
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if not isinstance(template, str):
+        template = ""
+    vocab = tokenizer.get_vocab()
+    for token in END_OF_TURN_TOKENS:
+        if token in vocab and token in template:
+            ids.append(int(vocab[token]))
+    seen: list[int] = []
+    for token_id in ids:
+        if token_id not in seen:
+            seen.append(token_id)
+    return seen
+
+
+def end_of_turn_strings(tokenizer: Any, generation_config: Any = None) -> list[str]:
+    """The text of every end-of-turn token (to cut a reply that decodes them as text)."""
+    strings = []
+    for token_id in end_of_turn_token_ids(tokenizer, generation_config):
+        text = tokenizer.convert_ids_to_tokens(token_id)
+        if isinstance(text, str) and text:
+            strings.append(text)
+    return strings
+
+
+def generation_kwargs(model: Any, tokenizer: Any, *, max_new_tokens: int,
+                      temperature: float = 0.0, top_p: float | None = None) -> dict[str, Any]:
+    """Keyword arguments for `model.generate`: `{"generation_config": ...}`, a copy of the
+    model's generation config with the request's length and sampling, stopping at the
+    end-of-turn token (one config object, as transformers wants, rather than a config plus
+    loose arguments)."""
+    from transformers import GenerationConfig
+
+    base_config = getattr(model, "generation_config", None)
+    config = copy.deepcopy(base_config) if base_config is not None else GenerationConfig()
+    eos_ids = end_of_turn_token_ids(tokenizer, config)
+    config.eos_token_id = eos_ids
+    config.pad_token_id = (tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                           else eos_ids[0])
+    config.max_new_tokens = int(max_new_tokens)
+    config.max_length = None  # max_new_tokens rules
+    if temperature and temperature > 0:
+        wanted_top_p = top_p if top_p is not None else getattr(config, "top_p", None)
+        config.do_sample = True
+        config.temperature = float(temperature)
+        config.top_p = float(wanted_top_p) if wanted_top_p else 1.0
+        config.top_k = (getattr(config, "top_k", None) or 0) if getattr(
+            base_config, "do_sample", False) else 0
+    else:
+        config.do_sample = False
+        config.temperature = None
+        config.top_k = None
+        config.top_p = None
+    return {"generation_config": config}
+
+
+def stop_token_ids(kwargs: dict[str, Any]) -> list[int]:
+    """The ids that end generation in `generation_kwargs`' result."""
+    return _as_list(kwargs["generation_config"].eos_token_id)
+
+
+def reply_clean(text: str, end_strings: list[str]) -> str:
+    """The reply without anything from the first end-of-turn marker on, trimmed."""
+    for marker in end_strings:
+        if marker and marker in text:
+            text = text.split(marker, 1)[0]
+    return text.strip()
