@@ -45,13 +45,14 @@ from dashboard.permissions import (
 from feedback.selectors import dataset_get, dataset_list
 from tenants.api.errors import ApiError
 from tenants.errors import DomainError, NotFound
-from tenants.models import Tenant, default_tenant_settings
-from tenants.selectors import api_key_get, api_key_list, tenant_list
+from tenants.models import Tenant
+from tenants.selectors import api_key_get, api_key_list, tenant_list, tenant_settings_document
 from tenants.services import (
     api_key_create,
     api_key_revoke,
     audit_actor_from_request,
     audit_log_record,
+    tenant_settings_change,
 )
 from training.models import TrainingJob
 from training.parameters import training_params_errors
@@ -90,8 +91,15 @@ def found_or_404(selector, **kwargs):
         raise
 
 
+def is_field_errors(exc: Exception) -> bool:
+    """A domain error that carries per-field reasons the way a serializer's refusal does."""
+    return isinstance(exc, DomainError) and exc.code == "validation_error"
+
+
 def error_lines(exc: Exception) -> list[str]:
     """A service's refusal (domain error, ApiError or a ValidationError) as lines for a page."""
+    if is_field_errors(exc):
+        exc = DrfValidationError(exc.details)
     coded = isinstance(exc, DomainError | ApiError)
     if coded:
         lines = [exc.message]
@@ -119,24 +127,14 @@ def error_lines(exc: Exception) -> list[str]:
 
 
 def settings_document(tenant: Tenant) -> dict:
-    document = default_tenant_settings()
-    document.update(tenant.settings or {})
-    return document
+    return tenant_settings_document(tenant=tenant)
 
 
-def tenant_settings_change(request, *, tenant: Tenant, changes: dict) -> dict:
-    """Validate and store a settings change the way the API's PATCH does (same validators)."""
-    from tenants.api.serializers import TenantSettingsSerializer
-    from tenants.services import tenant_settings_update
-
-    serializer = TenantSettingsSerializer(data=changes, partial=True, context={"tenant": tenant})
-    serializer.is_valid(raise_exception=True)
-    updated = tenant_settings_update(tenant=tenant, changes=serializer.validated_data)
+def settings_change(request, *, tenant: Tenant, changes: dict) -> dict:
+    """Store a settings change through the API's own service (same rules, same audit entry)."""
     actor, ip = audit_actor_from_request(request)
-    audit_log_record(action="settings.updated", actor=actor, ip_address=ip, tenant=tenant,
-                     details={"changed": sorted(serializer.validated_data), "via": "dashboard"})
-    tenant.settings = updated
-    return updated
+    return tenant_settings_change(tenant=tenant, changes=changes, actor=actor, ip_address=ip,
+                                  via="dashboard")
 
 
 # --- Home ----------------------------------------------------------------------------------
@@ -525,14 +523,14 @@ class AbTestUpdateView(TenantMemberMixin, View):
         try:
             if bad:
                 raise DrfValidationError({"versions": bad})
-            tenant_settings_change(request, tenant=self.tenant, changes={
+            settings_change(request, tenant=self.tenant, changes={
                 "lora_ab_test": {"enabled": enabled, "versions": weights}})
         except REFUSALS as exc:
             view = AdapterListView()
             view.setup(request, slug=slug)
             view.access, view.tenant = self.access, self.tenant
             context = view.get_context_data(ab_weights=raw, ab_enabled=enabled)
-            detail = getattr(exc, "detail", None)
+            detail = exc.details if is_field_errors(exc) else getattr(exc, "detail", None)
             if isinstance(detail, dict) and "lora_ab_test" in detail:
                 exc = DrfValidationError(detail["lora_ab_test"])
             context["ab_errors"] = error_lines(exc)
@@ -617,8 +615,8 @@ class SettingsView(TenantPage):
         form = AutoTrainingForm(request.POST)
         if form.is_valid():
             try:
-                tenant_settings_change(request, tenant=self.tenant,
-                                       changes={"auto_training": form.cleaned_data})
+                settings_change(request, tenant=self.tenant,
+                                changes={"auto_training": form.cleaned_data})
             except REFUSALS as exc:
                 for line in error_lines(exc):
                     form.add_error(None, line)

@@ -69,3 +69,12 @@ def api_key_list(*, tenant: Tenant):
 def api_key_get(*, tenant: Tenant, key_id: int) -> ApiKey | None:
     """The tenant's key `key_id`, or None (another tenant's key is as unknown as none)."""
     return ApiKey.objects.filter(tenant=tenant, pk=key_id).first()
+
+
+def tenant_settings_document(*, tenant: Tenant) -> dict:
+    """The settings document of `GET .../settings`: the defaults, overlaid with what is stored."""
+    from tenants.models import default_tenant_settings
+
+    document = default_tenant_settings()
+    document.update(tenant.settings or {})
+    return document

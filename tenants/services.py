@@ -96,6 +96,42 @@ def tenant_settings_update(*, tenant: Tenant, changes: dict[str, Any]) -> dict[s
     return merged
 
 
+def tenant_settings_change(
+    *, tenant: Tenant, changes: dict[str, Any], actor: str, ip_address: str | None = None,
+    via: str = "",
+) -> dict[str, Any]:
+    """Validate, store and audit a settings change: the one write path of the API's PATCH and
+    the dashboard's forms, so both apply the same rules and leave the same audit trail.
+
+    `changes` has its types checked already (serializer or form); the rules of the sections
+    other apps own (the A/B split's versions and sum) run here through their registered
+    validators. A refusal is InvalidInput `validation_error` with the per-section reasons, the
+    same answer the API gives for a mistyped field. Returns the stored document.
+    """
+    from rest_framework.exceptions import ValidationError as FieldErrors
+
+    from tenants.errors import InvalidInput
+
+    validated = dict(changes)
+    errors: dict[str, Any] = {}
+    for key, validator in tenant_settings_validators().items():
+        if key in validated:
+            try:
+                validated[key] = validator(tenant, validated[key])
+            except FieldErrors as exc:
+                errors[key] = exc.detail
+    if errors:
+        raise InvalidInput("validation_error", "The request has invalid fields.", details=errors)
+    updated = tenant_settings_update(tenant=tenant, changes=validated)
+    tenant.settings = updated
+    details: dict[str, Any] = {"changed": sorted(validated)}
+    if via:
+        details["via"] = via
+    audit_log_record(action="settings.updated", actor=actor, ip_address=ip_address,
+                     tenant=tenant, details=details)
+    return updated
+
+
 def audit_log_record(
     *, action: str, actor: str, tenant: Tenant | None = None, ip_address: str | None = None,
     target: str = "", details: dict | None = None,

@@ -10,20 +10,15 @@ from tenants.api.serializers import (
     ApiKeySerializer,
     TenantSettingsSerializer,
 )
-from tenants.models import ApiKey, default_tenant_settings
+from tenants.models import ApiKey
+from tenants.selectors import tenant_settings_document
 from tenants.services import (
     api_key_create,
     api_key_revoke,
     audit_actor_from_request,
     audit_log_record,
-    tenant_settings_update,
+    tenant_settings_change,
 )
-
-
-def _settings_document(tenant) -> dict:
-    document = default_tenant_settings()
-    document.update(tenant.settings or {})
-    return document
 
 
 class TenantSettingsView(TenantAPIView):
@@ -31,7 +26,7 @@ class TenantSettingsView(TenantAPIView):
 
     @extend_schema(responses=TenantSettingsSerializer)
     def get(self, request, tenant):
-        return Response(_settings_document(self.tenant))
+        return Response(tenant_settings_document(tenant=self.tenant))
 
     @extend_schema(request=TenantSettingsSerializer, responses=TenantSettingsSerializer)
     def patch(self, request, tenant):
@@ -39,12 +34,9 @@ class TenantSettingsView(TenantAPIView):
             data=request.data, partial=True, context={"tenant": self.tenant}
         )
         serializer.is_valid(raise_exception=True)
-        updated = tenant_settings_update(tenant=self.tenant, changes=serializer.validated_data)
         actor, ip = audit_actor_from_request(request)
-        audit_log_record(
-            action="settings.updated", actor=actor, ip_address=ip, tenant=self.tenant,
-            details={"changed": sorted(serializer.validated_data)},
-        )
+        updated = tenant_settings_change(tenant=self.tenant, changes=serializer.validated_data,
+                                         actor=actor, ip_address=ip)
         return Response(updated)
 
 
