@@ -55,3 +55,8 @@ class LimitReached(DomainError):
 
 class Unavailable(DomainError):
     """A part the request needs is down or not configured (503)."""
+
+
+class PlatformFault(DomainError):
+    """The platform's own state is wrong, not the request (500): e.g. a stored file that no
+    longer matches its recorded sha256."""

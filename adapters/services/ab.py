@@ -17,7 +17,6 @@ from adapters.services.versions import (
     adapter_version_activate,
     adapter_versions_enforce_plan_limit,
 )
-from tenants.api.errors import ApiError
 from tenants.errors import Conflict, DomainError
 from tenants.models import Tenant
 from tenants.services import audit_log_record, tenant_settings_update
@@ -142,7 +141,7 @@ def adapter_ab_test_auto_promote(*, tenant_id: int) -> AdapterVersion | None:
         return None
     try:
         result = adapter_ab_test_promote(tenant=tenant, reason="auto_promote_ab_winner")
-    except (DomainError, ApiError):  # refused (no significant winner yet, ...): not an error
+    except DomainError:  # refused (no significant winner yet, ...): not an error
         return None
     return result["promoted"]
 

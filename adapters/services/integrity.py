@@ -11,7 +11,7 @@ import json
 import struct
 from pathlib import Path
 
-from tenants.api.errors import ApiError
+from tenants.errors import PlatformFault
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -22,16 +22,12 @@ PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib",
 ALLOWED_SUFFIXES = {".safetensors", ".json"}
 
 
-class AdapterIntegrityError(ApiError):
-    """An adapter file does not match its recorded sha256 (or is not a safe format).
+class AdapterIntegrityError(PlatformFault):
+    """An adapter file does not match its recorded sha256 (or is not a safe format): the
+    platform's own files are wrong, not the request (500)."""
 
-    Still an `ApiError` rather than a `tenants.errors` kind: it answers 500 (the platform's own
-    files are wrong, not the request), and no domain kind maps to 500.
-    """
-
-    def __init__(self, message: str, *, details=None, status_code: int = 500):
-        super().__init__("adapter_integrity_error", message, details=details,
-                         status_code=status_code)
+    def __init__(self, message: str, *, details=None):
+        super().__init__("adapter_integrity_error", message, details=details)
 
 
 def sha256_of_bytes(data: bytes) -> str:

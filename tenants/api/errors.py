@@ -24,6 +24,7 @@ STATUS_BY_KIND: dict[type[domain.DomainError], int] = {
     domain.UnsupportedMedia: 415,
     domain.LimitReached: 429,
     domain.Unavailable: 503,
+    domain.PlatformFault: 500,
 }
 
 
