@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.models import AdapterVersion
+from adapters.models import AdapterVersion, parse_version_label
 from adapters.runtime import (
     AdapterRef,
     BaseRef,
@@ -43,7 +43,7 @@ from adapters.runtime import (
     default_base_ref,
     runtime_get,
 )
-from adapters.services import ab_route, ab_test_arms, parse_version_label
+from adapters.selectors import ab_route, ab_test_arms
 from tenants.errors import Conflict, InvalidInput, NotFound, Unavailable
 from tenants.models import Tenant
 
