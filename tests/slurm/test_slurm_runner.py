@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
+from tests.slurm.helpers import submit_like_runner
 from training.backends.slurm import SlurmBackend
 from training.services import gpu_hours_for
 from training.trainer.events import read_events
@@ -160,7 +161,7 @@ def test_a_job_that_hits_its_time_limit_is_resubmitted_with_resume_and_completes
     epochs = -(-steps // 4)
     job = make_slurm_job(train={"epochs": epochs, "eval_every": CHECKPOINT_EVERY,
                                 "save_every": CHECKPOINT_EVERY, "early_stopping_patience": None})
-    SlurmBackend().submit(job, Path(job.work_dir))
+    submit_like_runner(SlurmBackend(), job)
 
     deadline = time.monotonic() + 420
     while True:
