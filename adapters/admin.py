@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from adapters.models import AdapterVersion
+from adapters.models import AdapterSettings, AdapterVersion
 from adapters.services import adapter_version_activate
 from tenants.errors import DomainError
 
@@ -51,3 +51,18 @@ class AdapterVersionAdmin(admin.ModelAdmin):
     @admin.action(description="Activate the selected version even if its eval loss is worse")
     def activate_version_force(self, request, queryset):
         self._activate(request, queryset, force=True)
+
+
+@admin.register(AdapterSettings)
+class AdapterSettingsAdmin(admin.ModelAdmin):
+    """Read-only: a change goes through `adapter_settings_update` (validated and audited), via
+    the API's or the dashboard's settings."""
+
+    list_display = ["tenant", "ab_test_enabled", "auto_promote_ab_winner"]
+    readonly_fields = ["tenant", "ab_test_enabled", "ab_test_versions", "auto_promote_ab_winner"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -7,19 +7,25 @@ class AdaptersConfig(AppConfig):
 
     def ready(self) -> None:
         """Hook into the apps upstream without them importing us (tenants <- ... <- adapters)."""
-        from django.db.models.signals import post_save, pre_save
+        from django.db.models.signals import post_save
 
         from adapters import receivers
+        from adapters.selectors import adapter_settings_section
         from adapters.services import lora_ab_test_validate, training_job_succeeded_receiver
-        from tenants.services import tenant_settings_register_validator
+        from adapters.services.settings import ADAPTER_SETTING_KEYS, adapter_settings_update
+        from tenants.services import (
+            tenant_settings_register_section,
+            tenant_settings_register_validator,
+        )
         from training.signals import training_job_succeeded
 
         training_job_succeeded.connect(
             training_job_succeeded_receiver, dispatch_uid="adapters.version_from_job")
+        # The A/B split and auto-promotion live in adapters.AdapterSettings; the tenants app
+        # composes the settings document from the sections the apps register.
+        tenant_settings_register_section(keys=ADAPTER_SETTING_KEYS,
+                                         reader=adapter_settings_section,
+                                         writer=adapter_settings_update)
         tenant_settings_register_validator("lora_ab_test", lora_ab_test_validate)
-        pre_save.connect(receivers.tenant_settings_remember, sender="tenants.Tenant",
-                         dispatch_uid="adapters.tenant_settings_remember")
-        post_save.connect(receivers.tenant_settings_audit_ab, sender="tenants.Tenant",
-                          dispatch_uid="adapters.tenant_settings_audit_ab")
         post_save.connect(receivers.feedback_saved_check_ab_winner, sender="feedback.Feedback",
                           dispatch_uid="adapters.feedback_saved_check_ab_winner")

@@ -79,3 +79,31 @@ class AdapterVersion(models.Model):
     @property
     def is_archived(self) -> bool:
         return self.status == self.ARCHIVED
+
+
+class AdapterSettings(models.Model):
+    """A tenant's adapter settings (one row per tenant, made on its first change): the A/B split
+    and whether its significant winner is promoted by itself.
+
+    No row means the defaults (read by `adapters.selectors.adapter_settings_get` without writing
+    one); `adapters.services.adapter_settings_update` is the only writer.
+    """
+
+    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE,
+                                  related_name="adapter_settings")
+    ab_test_enabled = models.BooleanField(default=False)
+    ab_test_versions = models.JSONField(default=dict, blank=True,
+                                        help_text='{"v2": 0.3, "v3": 0.7}; weights sum to 1.')
+    auto_promote_ab_winner = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name_plural = "adapter settings"
+
+    def __str__(self) -> str:
+        return f"adapter settings of tenant {self.tenant_id}"
+
+    @property
+    def lora_ab_test(self) -> dict:
+        """The `lora_ab_test` section of the settings document."""
+        return {"enabled": bool(self.ab_test_enabled),
+                "versions": dict(self.ab_test_versions or {})}

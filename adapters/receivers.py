@@ -1,8 +1,5 @@
 """Signal receivers connected in `AdaptersConfig.ready()`.
 
-* A/B audit: the tenants app saves settings without knowing what `lora_ab_test` means; comparing
-  the stored split before and after each save of a tenant records every change (PATCH, promotion,
-  admin edit) once, whoever made it.
 * Auto-promotion: after each feedback row (on commit, so the feedback write never fails because
   of it) the tenant's A/B test is checked; with `auto_promote_ab_winner` on and a significant
   winner, the winner is activated and the split disabled. A per-feedback check costs a few
@@ -19,32 +16,6 @@ from django.dispatch import receiver
 from training.signals import training_parent_version_resolve, training_user_data_erasing
 
 logger = logging.getLogger(__name__)
-
-
-def _ab_of(settings_doc) -> dict:
-    ab = (settings_doc or {}).get("lora_ab_test") or {}
-    return {"enabled": bool(ab.get("enabled")), "versions": dict(ab.get("versions") or {})}
-
-
-def tenant_settings_remember(sender, instance, raw=False, update_fields=None, **kwargs):
-    if raw or instance.pk is None:
-        return
-    if update_fields is not None and "settings" not in update_fields:
-        return
-    stored = sender.objects.filter(pk=instance.pk).values_list("settings", flat=True).first()
-    instance._adapters_ab_before = _ab_of(stored)
-
-
-def tenant_settings_audit_ab(sender, instance, created=False, raw=False, **kwargs):
-    before = getattr(instance, "_adapters_ab_before", None)
-    if raw or created or before is None:
-        return
-    instance._adapters_ab_before = None
-    after = _ab_of(instance.settings)
-    if before != after:
-        from adapters.services import audit_ab_settings_change
-
-        audit_ab_settings_change(tenant=instance, before=before, after=after)
 
 
 def feedback_saved_check_ab_winner(sender, instance, created=False, raw=False, **kwargs):

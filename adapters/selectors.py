@@ -11,7 +11,7 @@ import hashlib
 
 from django.db.models import QuerySet
 
-from adapters.models import AdapterVersion, parse_version_label
+from adapters.models import AdapterSettings, AdapterVersion, parse_version_label
 from tenants.errors import NotFound
 from tenants.models import Tenant
 
@@ -39,9 +39,23 @@ def adapter_version_get(*, tenant: Tenant, label: str) -> AdapterVersion:
 # --- the A/B split ----------------------------------------------------------------------------
 
 
+def adapter_settings_get(*, tenant: Tenant) -> AdapterSettings:
+    """The tenant's adapter settings; an unsaved row with the defaults when it has none (a read
+    never writes: the row is made by `adapter_settings_update` on the first change)."""
+    found = AdapterSettings.objects.filter(tenant=tenant).first()
+    return found if found is not None else AdapterSettings(tenant=tenant)
+
+
+def adapter_settings_section(tenant: Tenant) -> dict:
+    """The adapter keys of the tenant settings document (registered with tenants at start-up)."""
+    row = adapter_settings_get(tenant=tenant)
+    return {"lora_ab_test": row.lora_ab_test,
+            "auto_promote_ab_winner": bool(row.auto_promote_ab_winner)}
+
+
 def ab_test_settings(tenant: Tenant) -> dict:
-    ab = (tenant.settings or {}).get("lora_ab_test") or {}
-    return {"enabled": bool(ab.get("enabled")), "versions": dict(ab.get("versions") or {})}
+    """The tenant's A/B split, `{"enabled": bool, "versions": {"v2": 0.3, ...}}`."""
+    return adapter_settings_get(tenant=tenant).lora_ab_test
 
 
 def ab_test_arms(tenant: Tenant) -> dict[str, float]:

@@ -63,9 +63,10 @@ def model_name_of(tenant: Tenant, version: AdapterVersion | None) -> str:
 def serving_base_for_tenant(tenant: Tenant) -> BaseRef:
     """The base model that answers "base" for this tenant: its `base_model` setting (a name
     from BASE_MODELS) when it has one, else the platform's default base."""
-    tenant_settings = tenant.settings if isinstance(tenant.settings, dict) else {}
-    name = tenant_settings.get("base_model")
-    return base_ref_resolve(name) if isinstance(name, str) and name else default_base_ref()
+    from training.selectors import training_settings_get
+
+    name = training_settings_get(tenant=tenant).base_model
+    return base_ref_resolve(name) if name else default_base_ref()
 
 
 def _override_label(value: str | None, tenant: Tenant) -> str | None:

@@ -72,9 +72,11 @@ def api_key_get(*, tenant: Tenant, key_id: int) -> ApiKey | None:
 
 
 def tenant_settings_document(*, tenant: Tenant) -> dict:
-    """The settings document of `GET .../settings`: the defaults, overlaid with what is stored."""
-    from tenants.models import default_tenant_settings
+    """The settings document of `GET .../settings`: each registered section (the apps that own
+    them store and default them), composed in registration order. Reads only, writes nothing."""
+    from tenants.services import tenant_settings_sections
 
-    document = default_tenant_settings()
-    document.update(tenant.settings or {})
+    document: dict = {}
+    for section in tenant_settings_sections():
+        document.update(section.reader(tenant))
     return document

@@ -1,10 +1,10 @@
 """Writes for tenants: creating tenants, issuing and revoking keys, changing settings."""
 
-import copy
 import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +13,7 @@ from django.core.validators import validate_slug
 from django.db import transaction
 from django.utils import timezone
 
-from tenants.models import ApiKey, AuditLogEntry, Plan, Tenant, default_tenant_settings
+from tenants.models import ApiKey, AuditLogEntry, Plan, Tenant
 
 KEY_PREFIX = "sk-"
 
@@ -66,34 +66,53 @@ def tenant_create(*, slug: str, name: str = "", plan_slug: str = "pro") -> tuple
     return tenant, secret
 
 
-# Apps further down the dependency chain (adapters) validate the parts of the settings they own
-# (the A/B split) without tenants importing them: they register a validator here at start-up.
+# The settings document of `GET/PATCH .../settings` is composed of sections that the apps further
+# down the dependency chain own (adapters: the A/B split and auto-promotion; training: automatic
+# training, the compute backend, the base model), each stored in that app's own model and written
+# by its own service. The tenants app imports none of them: each registers its section here at
+# start-up (AppConfig.ready), and the document and the change service are composed from them.
 SettingsValidator = Callable[[Tenant, Any], Any]
 _settings_validators: dict[str, SettingsValidator] = {}
 
 
+@dataclass(frozen=True)
+class SettingsSection:
+    """One app's part of the settings document.
+
+    `reader(tenant)` returns `{key: value}` for its keys (the defaults when nothing is stored,
+    without writing). `writer(tenant=, changes=, actor=, ip_address=, audit=)` validates and
+    stores a change of some of its keys, raising InvalidInput `validation_error` with per-key
+    details on a refusal; with `audit=False` it leaves the general entry to the caller.
+    """
+
+    keys: tuple[str, ...]
+    reader: Callable[[Tenant], dict[str, Any]]
+    writer: Callable[..., Any]
+
+
+_settings_sections: dict[tuple[str, ...], SettingsSection] = {}
+
+
+def tenant_settings_register_section(
+    *, keys: tuple[str, ...], reader: Callable[[Tenant], dict[str, Any]],
+    writer: Callable[..., Any],
+) -> None:
+    """Register an app's settings section (idempotent: keyed by its keys)."""
+    _settings_sections[tuple(keys)] = SettingsSection(tuple(keys), reader, writer)
+
+
+def tenant_settings_sections() -> list[SettingsSection]:
+    return list(_settings_sections.values())
+
+
 def tenant_settings_register_validator(key: str, validator: SettingsValidator) -> None:
+    """A value check the API's serializer runs on `key` (so its refusal has the serializer's
+    shape); the owning app's writer runs the same check for every other caller."""
     _settings_validators[key] = validator
 
 
 def tenant_settings_validators() -> dict[str, SettingsValidator]:
     return dict(_settings_validators)
-
-
-@transaction.atomic
-def tenant_settings_update(*, tenant: Tenant, changes: dict[str, Any]) -> dict[str, Any]:
-    """Merge already-validated changes into the tenant's settings (one level deep)."""
-    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
-    merged = copy.deepcopy(default_tenant_settings())
-    merged.update(copy.deepcopy(tenant.settings or {}))
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    tenant.settings = merged
-    tenant.save(update_fields=["settings"])
-    return merged
 
 
 def tenant_settings_change(
@@ -103,33 +122,40 @@ def tenant_settings_change(
     """Validate, store and audit a settings change: the one write path of the API's PATCH and
     the dashboard's forms, so both apply the same rules and leave the same audit trail.
 
-    `changes` has its types checked already (serializer or form); the rules of the sections
-    other apps own (the A/B split's versions and sum) run here through their registered
-    validators. A refusal is InvalidInput `validation_error` with the per-section reasons, the
-    same answer the API gives for a mistyped field. Returns the stored document.
+    `changes` has its types checked already (serializer or form); each section's owning app
+    validates its own keys in its writer (the A/B split's versions and sum, a configured base
+    model). A refusal is InvalidInput `validation_error` with the per-section reasons, the same
+    answer the API gives for a mistyped field, and nothing is stored (one transaction, the
+    tenant row locked so concurrent changes apply one after the other). Returns the document.
     """
-    from rest_framework.exceptions import ValidationError as FieldErrors
-
     from tenants.errors import InvalidInput
+    from tenants.selectors import tenant_settings_document
 
-    validated = dict(changes)
-    errors: dict[str, Any] = {}
-    for key, validator in tenant_settings_validators().items():
-        if key in validated:
-            try:
-                validated[key] = validator(tenant, validated[key])
-            except FieldErrors as exc:
-                errors[key] = exc.detail
+    sections = tenant_settings_sections()
+    owned = {key for section in sections for key in section.keys}
+    errors: dict[str, Any] = {key: ["Unknown setting."] for key in sorted(set(changes) - owned)}
     if errors:
         raise InvalidInput("validation_error", "The request has invalid fields.", details=errors)
-    updated = tenant_settings_update(tenant=tenant, changes=validated)
-    tenant.settings = updated
-    details: dict[str, Any] = {"changed": sorted(validated)}
-    if via:
-        details["via"] = via
-    audit_log_record(action="settings.updated", actor=actor, ip_address=ip_address,
-                     tenant=tenant, details=details)
-    return updated
+    with transaction.atomic():
+        Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+        for section in sections:
+            part = {key: changes[key] for key in section.keys if key in changes}
+            if not part:
+                continue
+            try:
+                section.writer(tenant=tenant, changes=part, actor=actor, ip_address=ip_address,
+                               audit=False)
+            except InvalidInput as exc:
+                errors.update(exc.details or {})
+        if errors:
+            raise InvalidInput("validation_error", "The request has invalid fields.",
+                               details=errors)
+        details: dict[str, Any] = {"changed": sorted(changes)}
+        if via:
+            details["via"] = via
+        audit_log_record(action="settings.updated", actor=actor, ip_address=ip_address,
+                         tenant=tenant, details=details)
+    return tenant_settings_document(tenant=tenant)
 
 
 def audit_log_record(

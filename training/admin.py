@@ -5,7 +5,14 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from tenants.errors import DomainError
-from training.models import TrainingEvent, TrainingJob, TrainingMetric, Webhook, WebhookDelivery
+from training.models import (
+    TrainingEvent,
+    TrainingJob,
+    TrainingMetric,
+    TrainingSettings,
+    Webhook,
+    WebhookDelivery,
+)
 from training.services import InvalidTransition, training_job_cancel, training_job_retry
 
 
@@ -112,3 +119,20 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
                     "created_at"]
     list_filter = ["status", "event"]
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+
+@admin.register(TrainingSettings)
+class TrainingSettingsAdmin(admin.ModelAdmin):
+    """Read-only: a change goes through `training_settings_update` (validated and audited), via
+    the API's or the dashboard's settings."""
+
+    list_display = ["tenant", "auto_training_enabled", "auto_training_method",
+                    "compute_backend", "base_model"]
+    readonly_fields = ["tenant", "auto_training_enabled", "auto_training_method",
+                       "auto_training_min_new_feedback", "compute_backend", "base_model"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -16,3 +16,21 @@ class TrainingConfig(AppConfig):
 
         post_save.connect(feedback_saved_auto_train, sender=Feedback,
                           dispatch_uid="training.auto_train_on_feedback")
+
+        # The training keys of the tenant settings document live in training.TrainingSettings;
+        # the tenants app composes the document from the sections the apps register.
+        from tenants.services import (
+            tenant_settings_register_section,
+            tenant_settings_register_validator,
+        )
+        from training.selectors import training_settings_section
+        from training.services.settings import (
+            TRAINING_SETTING_KEYS,
+            base_model_setting_validate,
+            training_settings_update,
+        )
+
+        tenant_settings_register_section(keys=TRAINING_SETTING_KEYS,
+                                         reader=training_settings_section,
+                                         writer=training_settings_update)
+        tenant_settings_register_validator("base_model", base_model_setting_validate)

@@ -176,3 +176,39 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         verbose_name_plural = "webhook deliveries"
+
+
+class TrainingSettings(models.Model):
+    """A tenant's training settings (one row per tenant, made on its first change): automatic
+    training, the compute backend and the base model its jobs train on.
+
+    No row means the defaults (read by `training.selectors.training_settings_get` without writing
+    one); `training.services.training_settings_update` is the only writer.
+    """
+
+    METHOD_CHOICES = [("sft", "SFT"), ("dpo", "DPO")]
+    BACKEND_CHOICES = [("local", "Local"), ("slurm", "Slurm")]
+
+    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE,
+                                  related_name="training_settings")
+    auto_training_enabled = models.BooleanField(default=False, db_index=True)
+    auto_training_method = models.CharField(max_length=3, choices=METHOD_CHOICES, default="sft")
+    auto_training_min_new_feedback = models.PositiveIntegerField(default=50)
+    compute_backend = models.CharField(
+        max_length=10, choices=BACKEND_CHOICES, blank=True, default="",
+        help_text="Blank: the platform's TRAINING_BACKEND.")
+    base_model = models.CharField(
+        max_length=100, blank=True, default="",
+        help_text="A name from settings.BASE_MODELS; blank: settings.DEFAULT_BASE_MODEL.")
+
+    class Meta:
+        verbose_name_plural = "training settings"
+
+    def __str__(self) -> str:
+        return f"training settings of tenant {self.tenant_id}"
+
+    @property
+    def auto_training(self) -> dict:
+        """The `auto_training` section of the settings document."""
+        return {"enabled": self.auto_training_enabled, "method": self.auto_training_method,
+                "min_new_feedback": self.auto_training_min_new_feedback}

@@ -13,7 +13,7 @@ from django.db.models.functions import TruncMonth
 from django.shortcuts import get_object_or_404
 
 from training import pricing
-from training.models import TrainingEvent, TrainingJob, TrainingMetric
+from training.models import TrainingEvent, TrainingJob, TrainingMetric, TrainingSettings
 
 
 def training_job_list(*, tenant):
@@ -278,3 +278,27 @@ def training_gpu_hours_by_tenant_month(*, since) -> list[dict]:
         .annotate(hours=Sum("gpu_hours"))
         .order_by("month", "tenant__slug")
     )
+
+
+# --- the tenant's training settings ---------------------------------------------------------
+
+
+def training_settings_get(*, tenant) -> TrainingSettings:
+    """The tenant's training settings; an unsaved row with the defaults when it has none (a read
+    never writes: the row is made by `training_settings_update` on the first change)."""
+    found = TrainingSettings.objects.filter(tenant=tenant).first()
+    return found if found is not None else TrainingSettings(tenant=tenant)
+
+
+def training_settings_section(tenant) -> dict:
+    """The training keys of the tenant settings document (registered with tenants at start-up)."""
+    row = training_settings_get(tenant=tenant)
+    return {"auto_training": row.auto_training,
+            "compute_backend": row.compute_backend or None,
+            "base_model": row.base_model or None}
+
+
+def tenant_ids_with_auto_training() -> list[int]:
+    """The tenants that turned automatic training on (the periodic check's list)."""
+    return list(TrainingSettings.objects.filter(auto_training_enabled=True)
+                .order_by("tenant_id").values_list("tenant_id", flat=True))

@@ -1,7 +1,8 @@
 """Writes for adapters, one module per concern; this package keeps the names callers import.
 
 * `versions`: storing a trained adapter as `v<N>`, activating, archiving, the plan's limit.
-* `ab`: the A/B split's validator, promoting its winner, auditing its changes.
+* `ab`: promoting the A/B winner.
+* `settings`: the tenant's adapter settings (A/B split, auto-promotion): validate, store, audit.
 * `storage`: where a version's files live, writing them, reading them back sha256-verified.
 * `integrity`: sha256 digests, the safetensors header, the trainer's manifest.
 
@@ -32,6 +33,7 @@ from adapters.services.integrity import (
     sha256_of_file,
     verify_result_dir,
 )
+from adapters.services.settings import adapter_settings_update
 from adapters.services.storage import (
     adapter_export_zip,
     adapter_files_read_verified,
@@ -64,6 +66,7 @@ __all__ = [
     "adapter_ab_test_promote",
     "adapter_export_zip",
     "adapter_files_read_verified",
+    "adapter_settings_update",
     "adapter_storage_prefix",
     "adapter_version_activate",
     "adapter_version_archive",

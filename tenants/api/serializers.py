@@ -74,7 +74,11 @@ class AutoTrainingSerializer(serializers.Serializer):
 
 
 class TenantSettingsSerializer(serializers.Serializer):
-    """The tenant settings document. Unknown keys are refused, not silently dropped."""
+    """The tenant settings document. Unknown keys are refused, not silently dropped.
+
+    The types are checked here; each section is stored by the app that owns it (adapters: the
+    A/B split and auto-promotion; training: automatic training, compute backend, base model),
+    whose registered validators run in `validate`."""
 
     lora_ab_test = AbTestSerializer(required=False)
     auto_training = AutoTrainingSerializer(required=False)
@@ -82,6 +86,10 @@ class TenantSettingsSerializer(serializers.Serializer):
     compute_backend = serializers.ChoiceField(
         choices=["local", "slurm"], required=False, allow_null=True
     )
+    # A name from the operator's BASE_MODELS (null: the platform's default); the training app's
+    # registered validator checks the name and lists the choices.
+    base_model = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                       max_length=100)
 
     def to_internal_value(self, data):
         unknown = unknown_field_errors(data, self.fields, "Unknown setting.")

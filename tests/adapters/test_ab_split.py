@@ -4,8 +4,10 @@ import uuid
 
 import pytest
 
+from adapters.selectors import ab_test_settings
 from adapters.services import ab_route
-from tenants.models import AuditLogEntry, Tenant
+from tenants.models import AuditLogEntry
+from tenants.selectors import tenant_settings_document
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +48,7 @@ def test_it_refuses_bad_splits_and_keeps_the_stored_settings(owner, three_versio
                                                               field, fragment):
     assert _patch_ab(owner, {"enabled": True, "versions": {"v1": 0.5, "v2": 0.5}}).status_code \
         == 200
-    before = Tenant.objects.get(pk=owner.tenant.pk).settings
+    before = tenant_settings_document(tenant=owner.tenant)
 
     response = _patch_ab(owner, value)
 
@@ -55,7 +57,7 @@ def test_it_refuses_bad_splits_and_keeps_the_stored_settings(owner, three_versio
     assert error["code"] == "validation_error"
     messages = " ".join(error["details"]["lora_ab_test"][field])
     assert fragment in messages
-    assert Tenant.objects.get(pk=owner.tenant.pk).settings == before
+    assert tenant_settings_document(tenant=owner.tenant) == before
 
 
 def test_it_refuses_another_tenants_version(owner, outsider, make_version):
@@ -67,7 +69,7 @@ def test_it_refuses_another_tenants_version(owner, outsider, make_version):
 
     assert response.status_code == 400
     assert "does not exist" in response.json()["error"]["details"]["lora_ab_test"]["v2"][0]
-    assert Tenant.objects.get(pk=owner.tenant.pk).settings["lora_ab_test"]["enabled"] is False
+    assert ab_test_settings(owner.tenant)["enabled"] is False
 
 
 def test_it_refuses_an_archived_version(owner, three_versions):

@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from adapters.models import AdapterVersion
+from adapters.selectors import ab_test_settings
 from tenants.models import Tenant
 
 # live_server needs real commits; serialized_rollback brings back the plans (a data migration)
@@ -81,7 +82,7 @@ def test_the_seed_ab_testing_call_works_as_written(live_server, seed_tenant):
     assert response.status_code == 200
     assert response.json()["lora_ab_test"] == {"enabled": True,
                                                "versions": {"v2": 0.3, "v3": 0.7}}
-    stored = Tenant.objects.get(slug="my_tenant").settings["lora_ab_test"]
+    stored = ab_test_settings(Tenant.objects.get(slug="my_tenant"))
     assert stored == {"enabled": True, "versions": {"v2": 0.3, "v3": 0.7}}
     listed = requests.get(f"{BASE}/v1/tenants/my_tenant/lora",
                           headers={"Authorization": f"Bearer {KEY}"}).json()

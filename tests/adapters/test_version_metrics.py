@@ -4,8 +4,9 @@ comparison, and promotion of the winner (by call and automatically)."""
 import pytest
 
 from adapters.models import AdapterVersion
+from adapters.selectors import ab_test_settings
 from feedback.services import conversation_log_turns, feedback_submit
-from tenants.models import AuditLogEntry, Tenant
+from tenants.models import AuditLogEntry
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +116,7 @@ def test_the_ab_comparison_finds_a_significant_winner_and_promotes_it(owner, two
     assert promoted.json()["promoted"]["version"] == "v2"
     assert promoted.json()["lora_ab_test"] == {"enabled": False, "versions": {}}
     assert AdapterVersion.objects.get(tenant=owner.tenant, is_active=True).version == "v2"
-    assert Tenant.objects.get(pk=owner.tenant.pk).settings["lora_ab_test"]["enabled"] is False
+    assert ab_test_settings(owner.tenant)["enabled"] is False
     entry = AuditLogEntry.objects.get(tenant=owner.tenant, action="adapter.ab_test_promoted")
     assert entry.target == "v2" and entry.actor.startswith("key:")
 
@@ -165,6 +166,6 @@ def test_auto_promotion_after_the_feedback_that_reaches_significance(
 
     assert response.status_code == 201
     assert AdapterVersion.objects.get(tenant=owner.tenant, is_active=True).version == "v2"
-    assert Tenant.objects.get(pk=owner.tenant.pk).settings["lora_ab_test"]["enabled"] is False
+    assert ab_test_settings(owner.tenant)["enabled"] is False
     entry = AuditLogEntry.objects.get(tenant=owner.tenant, action="adapter.ab_test_promoted")
     assert entry.actor == "system" and entry.details["reason"] == "auto_promote_ab_winner"

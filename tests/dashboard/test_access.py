@@ -4,6 +4,7 @@ alike), viewers read but cannot act (403 and nothing changes), only staff open /
 import pytest
 from django.urls import reverse
 
+from adapters.selectors import ab_test_settings
 from tests.dashboard.factories import adapter_version, finished_job
 
 pytestmark = pytest.mark.django_db
@@ -119,8 +120,7 @@ def test_it_lets_a_viewer_read_but_not_activate_or_cancel(client_for, viewer_a, 
     assert AdapterVersion.objects.get(tenant=tenant_a, is_active=True).number == 1
     job = TrainingJob.objects.get(pk=job.pk)
     assert job.status == "running" and job.cancel_requested is False
-    tenant_a.refresh_from_db()
-    assert tenant_a.settings["lora_ab_test"]["enabled"] is False
+    assert ab_test_settings(tenant_a)["enabled"] is False
 
 
 def test_it_refuses_a_viewer_every_write(client_for, viewer_a, tenant_a):

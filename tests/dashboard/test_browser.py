@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.selectors import ab_test_settings
+from adapters.services import adapter_settings_update
 from tests.dashboard.factories import adapter_version, finished_job
 
 # Transactional: the live server thread must see the rows; serialized_rollback keeps the plans
@@ -109,17 +111,15 @@ def test_it_refuses_an_invalid_ab_split_and_saves_a_valid_one(live_server, page,
     assert errors.is_visible()
     assert "sum to 1" in errors.inner_text()
     screenshot(page, "05-ab-refused")
-    tenant_a.refresh_from_db()
-    assert tenant_a.settings["lora_ab_test"] == {"enabled": False, "versions": {}}
+    assert ab_test_settings(tenant_a) == {"enabled": False, "versions": {}}
     # what the user typed is still there to correct
     assert page.get_by_label("v2", exact=True).input_value() == "0.6"
 
     page.get_by_label("v1 (active)").fill("0.4")
     page.get_by_role("button", name="Save split").click()
     assert page.get_by_text("A/B split saved.").is_visible()
-    tenant_a.refresh_from_db()
-    assert tenant_a.settings["lora_ab_test"] == {"enabled": True,
-                                                 "versions": {"v1": 0.4, "v2": 0.6}}
+    assert ab_test_settings(tenant_a) == {"enabled": True,
+                                          "versions": {"v1": 0.4, "v2": 0.6}}
     page.goto(f"{live_server.url}/t/acme/")
     page.wait_for_selector("#ab-chart .slice")
     assert page.locator("#ab-chart .slice").count() == 2
@@ -177,9 +177,8 @@ def test_it_overlays_loss_curves_on_the_staff_dashboard_and_the_admin_job_page(
     finished_job(tenant_b, status="failed", steps=2, failure_reason="bad data: empty snapshot")
     v1 = adapter_version(tenant_b, 1, active=True)
     adapter_version(tenant_b, 2, parent=v1)
-    tenant_b.settings = {**tenant_b.settings,
-                         "lora_ab_test": {"enabled": True, "versions": {"v1": 0.3, "v2": 0.7}}}
-    tenant_b.save()
+    adapter_settings_update(tenant=tenant_b, changes={
+        "lora_ab_test": {"enabled": True, "versions": {"v1": 0.3, "v2": 0.7}}})
     staff = make_user("operator", is_staff=True)
     staff.is_superuser = True
     staff.save()

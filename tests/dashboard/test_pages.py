@@ -4,7 +4,9 @@ what they show, and what their forms change, through the apps' real services."""
 import pytest
 from django.urls import reverse
 
+from adapters.selectors import ab_test_settings
 from tests.dashboard.factories import adapter_version, finished_job
+from training.selectors import training_settings_get
 
 pytestmark = pytest.mark.django_db
 
@@ -132,13 +134,11 @@ def test_it_turns_automatic_training_on_and_off(client_for, admin_a, tenant_a):
     url = reverse("dashboard:settings", args=["acme"])
     response = c.post(url, {"enabled": "on", "method": "dpo", "min_new_feedback": "25"})
     assert response.status_code == 302
-    tenant_a.refresh_from_db()
-    assert tenant_a.settings["auto_training"] == {"enabled": True, "method": "dpo",
-                                                  "min_new_feedback": 25}
+    assert training_settings_get(tenant=tenant_a).auto_training == {
+        "enabled": True, "method": "dpo", "min_new_feedback": 25}
     assert b'id="auto-state">on<' in c.get(url).content
     c.post(url, {"method": "dpo", "min_new_feedback": "25"})
-    tenant_a.refresh_from_db()
-    assert tenant_a.settings["auto_training"]["enabled"] is False
+    assert training_settings_get(tenant=tenant_a).auto_training_enabled is False
 
 
 def test_it_refuses_an_ab_split_naming_a_missing_version(client_for, admin_a, tenant_a):
@@ -148,8 +148,7 @@ def test_it_refuses_an_ab_split_naming_a_missing_version(client_for, admin_a, te
                                          "weight_v7": "0.5"})
     assert response.status_code == 400
     assert "v7 does not exist" in response.content.decode()
-    tenant_a.refresh_from_db()
-    assert tenant_a.settings["lora_ab_test"]["enabled"] is False
+    assert ab_test_settings(tenant_a)["enabled"] is False
 
 
 def test_it_asks_before_activating_a_version_with_a_worse_eval_loss(client_for, admin_a,

@@ -67,10 +67,10 @@ def test_the_api_trains_on_the_cluster_via_the_worker_and_the_poller(make_tenant
                                                                      product_paths):
     from adapters.models import AdapterVersion
     from training.models import TrainingJob, TrainingMetric
+    from training.services.settings import training_settings_update
 
     ctx = make_tenant("shop", plan="pro")
-    ctx.tenant.settings = {**(ctx.tenant.settings or {}), "compute_backend": "slurm"}
-    ctx.tenant.save(update_fields=["settings"])
+    training_settings_update(tenant=ctx.tenant, changes={"compute_backend": "slurm"})
     _add_corrections(ctx, 56)
     created = _post(ctx, "train/lora", {"lora_r": 8, "lora_alpha": 16, "epochs": 12,
                                         "learning_rate": 3e-3, "batch_size": 8,

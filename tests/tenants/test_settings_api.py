@@ -10,6 +10,7 @@ def test_it_reads_the_default_settings(owner):
         "auto_training": {"enabled": False, "method": "sft", "min_new_feedback": 50},
         "auto_promote_ab_winner": False,
         "compute_backend": None,
+        "base_model": None,
     }
 
 

@@ -12,9 +12,9 @@ from training.models import TrainingJob
 
 def test_automatic_training_queues_a_job_once_enough_new_feedback_arrived(
         owner, django_capture_on_commit_callbacks, rq_connection):
-    from tenants.services import tenant_settings_update
+    from training.services.settings import training_settings_update
 
-    tenant_settings_update(tenant=owner.tenant, changes={
+    training_settings_update(tenant=owner.tenant, changes={
         "auto_training": {"enabled": True, "method": "sft", "min_new_feedback": 50}})
     with django_capture_on_commit_callbacks(execute=True):
         add_corrections(owner, corrections(49))
@@ -35,13 +35,13 @@ def test_automatic_training_queues_a_job_once_enough_new_feedback_arrived(
 
 def test_automatic_training_respects_the_quota_and_the_switch(
         make_tenant, django_capture_on_commit_callbacks):
-    from tenants.services import tenant_settings_update
+    from training.services.settings import training_settings_update
 
     off = make_tenant("off")
     with django_capture_on_commit_callbacks(execute=True):
         add_corrections(off, corrections(50))
     free = make_tenant("free-auto", plan="free")
-    tenant_settings_update(tenant=free.tenant, changes={
+    training_settings_update(tenant=free.tenant, changes={
         "auto_training": {"enabled": True, "min_new_feedback": 1}})
     with django_capture_on_commit_callbacks(execute=True):
         add_corrections(free, corrections(50))
@@ -54,11 +54,11 @@ def test_the_reconcile_command_reports_and_starts_due_automatic_jobs(owner, rq_c
     from django.core.management import call_command
 
     from feedback.models import Feedback
-    from tenants.services import tenant_settings_update
+    from training.services.settings import training_settings_update
 
     add_corrections(owner, corrections(50))
     assert not TrainingJob.objects.exists()  # the switch was off while the feedback arrived
-    tenant_settings_update(tenant=owner.tenant, changes={
+    training_settings_update(tenant=owner.tenant, changes={
         "auto_training": {"enabled": True, "min_new_feedback": 10}})
     assert Feedback.objects.filter(tenant=owner.tenant).count() == 50
     out = StringIO()

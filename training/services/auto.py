@@ -11,7 +11,8 @@ from django.db import IntegrityError, transaction
 from tenants.errors import DomainError
 from tenants.models import Tenant
 from training import pricing
-from training.models import TrainingJob
+from training.models import TrainingJob, TrainingSettings
+from training.selectors import tenant_ids_with_auto_training, training_settings_get
 from training.services.create import training_job_create
 from training.services.params import JobRequest
 
@@ -27,11 +28,11 @@ def training_auto_check(*, tenant_id: int) -> TrainingJob | None:
     from feedback.models import Feedback
 
     tenant = Tenant.objects.select_related("plan").get(pk=tenant_id)
-    auto = (tenant.settings or {}).get("auto_training") or {}
-    if not auto.get("enabled") or not tenant.plan.allows_training:
+    auto = training_settings_get(tenant=tenant)
+    if not auto.auto_training_enabled or not tenant.plan.allows_training:
         return None
-    method = auto.get("method") if auto.get("method") in ("sft", "dpo") else "sft"
-    min_new = int(auto.get("min_new_feedback") or 50)
+    method = auto.auto_training_method if auto.auto_training_method in ("sft", "dpo") else "sft"
+    min_new = int(auto.auto_training_min_new_feedback or 50)
     last = TrainingJob.objects.filter(tenant=tenant).order_by("-created_at").first()
     if last is not None and not last.is_terminal:
         return None  # one at a time
@@ -49,13 +50,11 @@ def training_auto_check(*, tenant_id: int) -> TrainingJob | None:
 
     if not feedback_stats(tenant=tenant).get("ready_for_training"):
         return None
-    params = {k: v for k, v in (auto.get("params") or {}).items()}
-    params.setdefault("min_feedback_count" if method == "sft" else "min_preference_pairs", 1)
+    params = {"min_feedback_count" if method == "sft" else "min_preference_pairs": 1}
     try:
         job, _ = training_job_create(
             tenant=tenant,
-            request=JobRequest(method=method, params=params, preset=auto.get("preset") or "",
-                               triggered_by="auto"),
+            request=JobRequest(method=method, params=params, triggered_by="auto"),
             actor="system:auto_training",
         )
     except DomainError as exc:
@@ -70,7 +69,7 @@ def training_auto_check_all() -> list[str]:
     """The periodic side of automatic training (`reconcile_training_jobs --loop`): checks every
     tenant that turned it on, so feedback loaded around the services (bulk imports) counts too."""
     started = []
-    for tenant in Tenant.objects.filter(settings__auto_training__enabled=True):
+    for tenant in Tenant.objects.filter(pk__in=tenant_ids_with_auto_training()):
         try:
             job = training_auto_check(tenant_id=tenant.pk)
         except Exception:  # noqa: BLE001 - one tenant must not stop the others
@@ -86,12 +85,8 @@ def feedback_saved_auto_train(sender, instance, created=False, raw=False, **kwar
     if raw or not created:
         return
     tenant_id = instance.tenant_id
-    try:
-        auto = (Tenant.objects.values_list("settings", flat=True).get(pk=tenant_id) or {}) \
-            .get("auto_training") or {}
-    except Tenant.DoesNotExist:  # pragma: no cover
-        return
-    if not auto.get("enabled"):
+    if not TrainingSettings.objects.filter(tenant_id=tenant_id,
+                                           auto_training_enabled=True).exists():
         return
 
     def check():

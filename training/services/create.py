@@ -14,6 +14,7 @@ from tenants.models import Tenant
 from tenants.services import audit_log_record
 from training import compiler, pricing
 from training.models import TrainingEvent, TrainingJob
+from training.selectors import training_settings_get
 from training.services.cluster import slurm_allocation_check
 from training.services.params import (
     JobRequest,
@@ -28,7 +29,7 @@ from training.services.transitions import webhooks_on_commit
 
 def tenant_backend(tenant: Tenant) -> str:
     """The compute backend a new job of the tenant runs on (its setting, else the platform's)."""
-    chosen = (tenant.settings or {}).get("compute_backend")
+    chosen = training_settings_get(tenant=tenant).compute_backend
     return chosen if chosen in ("local", "slurm") else settings.TRAINING_BACKEND
 
 
@@ -117,7 +118,8 @@ def training_job_create(*, tenant: Tenant, request: JobRequest, actor: str = "sy
     _plan_check(tenant)
     method = request.method
     params = training_params_resolve(method=method, given=request.params, preset=request.preset)
-    spec = base_model_spec(request.base_model)
+    # The request's base, else the tenant's `base_model` setting, else the platform's default.
+    spec = base_model_spec(request.base_model or training_settings_get(tenant=tenant).base_model)
     base_label = base_model_label(spec)
     parent = parent_version_resolve(tenant=tenant, label=request.continue_from,
                                     base_label=base_label)

@@ -50,21 +50,26 @@ def training_params_resolve(*, method: str, given: dict[str, Any], preset: str =
 
 
 def base_model_spec(name: str | None) -> dict[str, Any]:
-    """Which base model a job trains on. Only models the operator configured can be named:
-    a tenant never passes a path to the worker."""
-    configured: dict[str, dict] = dict(getattr(settings, "TRAINING_BASE_MODELS", {}) or {})
-    default_name = settings.BASE_MODEL_HF_ID or Path(settings.BASE_MODEL_PATH).name
+    """Which base model a job trains on: a name from settings.BASE_MODELS (name -> local folder),
+    or none for settings.DEFAULT_BASE_MODEL. Only models the operator configured can be named:
+    a tenant never passes a path to the worker. The default follows BASE_MODEL_PATH, or
+    BASE_MODEL_HF_ID (+ BASE_MODEL_REVISION) when that is set; its old label (the hub id or the
+    folder's name) and "default" still name it."""
+    configured: dict[str, str] = dict(getattr(settings, "BASE_MODELS", {}) or {})
+    default_name = getattr(settings, "DEFAULT_BASE_MODEL", None) or "default"
     default = ({"hf_id": settings.BASE_MODEL_HF_ID, "revision": settings.BASE_MODEL_REVISION}
                if settings.BASE_MODEL_HF_ID else {"path": str(settings.BASE_MODEL_PATH)})
-    configured.setdefault(default_name, default)
-    if not name or name in ("default", default_name):
+    default_aliases = {"default", default_name,
+                       settings.BASE_MODEL_HF_ID or Path(settings.BASE_MODEL_PATH).name}
+    if not name or name in default_aliases:
         return {"name": default_name, **default}
     if name not in configured:
+        choices = sorted({*configured, default_name})
         raise InvalidInput(
             "unknown_base_model", f"Base model {name!r} is not offered on this platform.",
-            details={"base_model": [f"Choose one of: {', '.join(sorted(configured))}."]},
+            details={"base_model": [f"Choose one of: {', '.join(choices)}."]},
         )
-    return {"name": name, **configured[name]}
+    return {"name": name, "path": str(configured[name])}
 
 
 def base_model_label(spec: dict) -> str:
