@@ -30,6 +30,8 @@ class Plan(models.Model):
 
 
 def default_tenant_settings() -> dict:
+    """The old `Tenant.settings` blob's default. The settings now live in the apps that own them
+    (training.TrainingSettings, adapters.AdapterSettings); kept because migration 0001 names it."""
     return {
         "lora_ab_test": {"enabled": False, "versions": {}},
         "auto_training": {"enabled": False, "method": "sft", "min_new_feedback": 50},
@@ -39,12 +41,14 @@ def default_tenant_settings() -> dict:
 
 
 class Tenant(models.Model):
-    """A customer. Everything a tenant owns hangs off this row and is scoped by it."""
+    """A customer. Everything a tenant owns hangs off this row and is scoped by it.
+
+    Its settings live with the apps that use them (training.TrainingSettings,
+    adapters.AdapterSettings), composed into one document by `tenants.selectors`."""
 
     slug = models.SlugField(max_length=63, unique=True)
     name = models.CharField(max_length=200)
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
-    settings = models.JSONField(default=default_tenant_settings)
     webhook_secret = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
