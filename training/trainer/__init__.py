@@ -10,6 +10,8 @@ Public entry points:
     training.trainer.tiny_model: build_tiny_base(out_dir, seed=0) -> Path
     training.trainer.modeling: load_model_and_tokenizer(path, adapter_dir=None),
         generate_reply(model, tokenizer, messages, max_new_tokens=64, temperature=0.0) -> str
+    training.trainer.chat: chat_template_problem(path_or_tokenizer) -> str | None (why a base
+        cannot train on chats), assistant_turn(tokenizer, history, answer) -> Turn (the loss mask)
     training.trainer.manifest: verify_adapter_dir(path, manifest) -> None, AdapterVerificationError
     training.trainer.events: read_events(path), read_events_from(source, offset=0),
         last_terminal_event(events), EventWriter
