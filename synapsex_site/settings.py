@@ -244,6 +244,9 @@ if DEFAULT_BASE_MODEL not in BASE_MODELS:
 # The default base's folder; BASE_MODEL_PATH set in the environment replaces the default entry's.
 BASE_MODEL_PATH = env_str("BASE_MODEL_PATH") or BASE_MODELS[DEFAULT_BASE_MODEL]
 BASE_MODELS[DEFAULT_BASE_MODEL] = BASE_MODEL_PATH
+# Which defaults a base's jobs get for what a request leaves out (name -> recipe of
+# training.services.recipes): small bases need other defaults than the seed's (README).
+BASE_MODEL_RECIPES = env_mapping("BASE_MODEL_RECIPES", {"smollm2-135m-instruct": "small_base"})
 BASE_MODEL_HF_ID = env_str("BASE_MODEL_HF_ID")
 BASE_MODEL_REVISION = env_str("BASE_MODEL_REVISION")
 TRAINING_WORK_DIR = Path(env_str("TRAINING_WORK_DIR", str(VAR_DIR / "jobs")))

@@ -82,6 +82,8 @@ def training_job_document(job: TrainingJob, *, summary: bool = False) -> dict:
         "params": params,
         "preset": job.preset or None,
         "base_model": (job.params.get("base_model_spec") or {}).get("name") or job.base_model,
+        # Which defaults filled what the request left out: the base's recipe, or the seed's.
+        "defaults": (job.params.get("base_model_spec") or {}).get("recipe") or "seed",
         "continue_from": job.parent_version.version if job.parent_version_id else None,
         "backend": job.backend,
         "attempt": job.attempt,

@@ -24,6 +24,7 @@ from training.services.params import (
     training_params_resolve,
 )
 from training.services.queue import training_job_enqueue
+from training.services.recipes import RECIPE_NOTES, base_model_trainable_check, base_recipe
 from training.services.transitions import webhooks_on_commit
 
 
@@ -100,6 +101,8 @@ def _estimate(*, tenant: Tenant, request: JobRequest, params: dict, spec: dict, 
         "params": params,
         "preset": request.preset or None,
         "base_model": spec["name"],
+        "defaults": spec.get("recipe") or "seed",
+        "notes": [RECIPE_NOTES[spec["recipe"]]] if spec.get("recipe") else [],
         "continue_from": parent.version if parent else None,
         "backend": backend,
     }
@@ -117,9 +120,14 @@ def training_job_create(*, tenant: Tenant, request: JobRequest, actor: str = "sy
     """
     _plan_check(tenant)
     method = request.method
-    params = training_params_resolve(method=method, given=request.params, preset=request.preset)
     # The request's base, else the tenant's `base_model` setting, else the platform's default.
     spec = base_model_spec(request.base_model or training_settings_get(tenant=tenant).base_model)
+    base_model_trainable_check(spec=spec)
+    recipe = base_recipe(base_name=spec["name"])
+    if recipe:
+        spec["recipe"] = recipe
+    params = training_params_resolve(method=method, given=request.params, preset=request.preset,
+                                     recipe=recipe)
     base_label = base_model_label(spec)
     parent = parent_version_resolve(tenant=tenant, label=request.continue_from,
                                     base_label=base_label)

@@ -11,6 +11,7 @@ from django.conf import settings
 
 from tenants.errors import InvalidInput
 from tenants.models import Tenant
+from training.services.recipes import recipe_defaults
 from training.signals import training_parent_version_resolve
 
 
@@ -27,8 +28,10 @@ class JobRequest:
     triggered_by: str = "api"
 
 
-def training_params_resolve(*, method: str, given: dict[str, Any], preset: str = "") -> dict:
-    """Final hyperparameters: method defaults < preset < what the request states explicitly."""
+def training_params_resolve(*, method: str, given: dict[str, Any], preset: str = "",
+                            recipe: str | None = None) -> dict:
+    """Final hyperparameters: method defaults < the base's recipe (training.services.recipes) <
+    preset < what the request states explicitly."""
     from training.trainer.config import DPO_DEFAULTS, LORA_DEFAULTS, PRESETS, SFT_DEFAULTS
 
     params: dict[str, Any] = {
@@ -43,6 +46,7 @@ def training_params_resolve(*, method: str, given: dict[str, Any], preset: str =
         params["min_feedback_count"] = 50
     else:
         params["min_preference_pairs"] = 100
+    params.update(recipe_defaults(recipe=recipe, method=method))
     if preset:
         params.update(PRESETS[preset])
     params.update({k: v for k, v in given.items() if v is not None})
