@@ -20,8 +20,9 @@ Held-out split: examples are ordered by the sha256 of their content and the firs
 EVAL_FRACTION of them (at least 1 when there are >= MIN_EXAMPLES_FOR_EVAL) go to eval. The split
 is therefore deterministic and does not depend on row order.
 
-DPO prompts: the trainer's seam takes a single-turn prompt string, so a pair's prompt is the last
-user message before the answer (earlier turns are not part of DPO pairs).
+DPO prompts: a pair's `prompt` is the last user message before the answer; when the conversation
+had earlier turns, the record also carries them as `messages` (the history, ending with that user
+message), and the trainer renders that history through the model's chat template as the prompt.
 """
 
 from __future__ import annotations
@@ -201,11 +202,12 @@ def _collect_feedback(c: _Collector, fb: Feedback, *, history: dict[int, list[Me
                "weight": 1.0}, sources, fb.created_at, newest_wins=True)
         if text != target.content.strip():
             c.add(c.dpo, "p:" + prompt_key,
-                  {"prompt": users[-1].content, "chosen": text, "rejected": target.content},
+                  _pair(prompt_turns, users[-1].content, text, target.content),
                   sources, fb.created_at, newest_wins=True)
     elif fb.type in (Feedback.THUMBS_UP, Feedback.THUMBS_DOWN):
         side = "up" if fb.type == Feedback.THUMBS_UP else "down"
-        c.thumbs.setdefault(prompt_key, {"up": [], "down": [], "prompt": users[-1].content})
+        c.thumbs.setdefault(prompt_key, {"up": [], "down": [], "prompt": users[-1].content,
+                                         "history": prompt_turns})
         c.thumbs[prompt_key][side].append((target, fb, sources))
     elif fb.type == Feedback.RATING:
         if fb.rating is None or fb.rating < RATING_MIN_FOR_EXAMPLE:
@@ -217,6 +219,14 @@ def _collect_feedback(c: _Collector, fb: Feedback, *, history: dict[int, list[Me
         c.add(c.sft, "r:" + _sha(prompt_turns + [target.content]),
               {"messages": prompt_turns + [{"role": "assistant", "content": target.content}],
                "weight": round(fb.rating / 5, 3)}, sources, fb.created_at)
+
+
+def _pair(history: list[dict], prompt: str, chosen: str, rejected: str) -> dict:
+    """A DPO record; multi-turn histories travel as `messages` (the trainer's DPO shape)."""
+    record = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    if len(history) > 1:
+        record["messages"] = history
+    return record
 
 
 def _collect_thumb_pairs(c: _Collector) -> None:
@@ -231,8 +241,8 @@ def _collect_thumb_pairs(c: _Collector) -> None:
                 if pairs >= MAX_PAIRS_PER_PROMPT:
                     c.skip("pair_limit")
                     continue
-                record = {"prompt": group["prompt"], "chosen": up_msg.content,
-                          "rejected": down_msg.content}
+                record = _pair(group["history"], group["prompt"], up_msg.content,
+                               down_msg.content)
                 c.add(c.dpo, "t:" + _sha(record), record, up_sources | down_sources,
                       max(up_fb.created_at, down_fb.created_at))
                 pairs += 1

@@ -55,3 +55,22 @@ def test_the_held_out_split_is_deterministic_by_hash(owner):
     second = training_data_compile(tenant=owner.tenant, method="sft")
     assert len(first.eval) == 2 and len(first.train) == 23  # round(25 * 10%) = 2
     assert [r["id"] for r in first.eval] == [r["id"] for r in second.eval]
+
+
+def test_dpo_pairs_of_a_multi_turn_conversation_carry_its_history(owner):
+    """A correction deep in a conversation: the pair's prompt is the whole history (the trainer
+    renders it with the model's template), not only the last user message."""
+    from training.compiler import training_data_compile
+
+    turns = [("user", "I take drug A."), ("assistant", "Noted."),
+             ("user", "What dose should I take?"), ("assistant", "250mg")]
+    ids = log_conversation(owner, "multi", turns)
+    give_feedback(owner, "multi", ids[3], "correction", correction="Take 500mg of drug A.")
+    add_corrections(owner, [("Single question?", "No.", "Yes.")])
+
+    dpo = training_data_compile(tenant=owner.tenant, method="dpo")
+    records = {r["prompt"]: r for r in dpo.train + dpo.eval}
+    multi = records["What dose should I take?"]
+    assert multi["chosen"] == "Take 500mg of drug A." and multi["rejected"] == "250mg"
+    assert multi["messages"] == [{"role": r, "content": c} for r, c in turns[:3]]
+    assert "messages" not in records["Single question?"]
