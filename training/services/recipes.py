@@ -18,12 +18,13 @@ from django.conf import settings
 
 from tenants.errors import InvalidInput
 
-# Measured on SmolLM2-135M-Instruct, 60 corrections of 30 invented facts (README table): the
-# lowest rate x epochs that made the corrections stick (30/30 trained, 23/30 never-trained
-# paraphrases in the plain-TRL measurement); batch 8, no warmup to speak of, no weight decay.
+# Measured on SmolLM2-135M-Instruct, 60 corrections of 30 invented facts, plain TRL with
+# completion-only loss (README, "Defaults on a real base"): lr 1e-3 on all linear layers learned
+# 29/30 trained and 29/30 never-trained paraphrases after 5 epochs as after 8, and kept more of
+# what the base knew at 5 (6/9) than at 8 (5/9); lr 3e-4 x 6 learned 4/30. Batch 8, no decay.
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "small_base": {
-        "sft": {"learning_rate": 1e-3, "epochs": 8, "batch_size": 8, "warmup_ratio": 0.05,
+        "sft": {"learning_rate": 1e-3, "epochs": 5, "batch_size": 8, "warmup_ratio": 0.05,
                 "weight_decay": 0.0, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
                 "target_modules": "all-linear"},
     },

