@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from tenants.api.serializers import StrictSerializer
 from training.models import Webhook
 from training.parameters import METHODS, PARAMETERS, PARAMETERS_BY_NAME, TARGET_MODULES_HELP
 
@@ -31,17 +32,6 @@ def parameter_field(name: str) -> serializers.Field:
     if parameter.help_text:
         options["help_text"] = parameter.help_text
     return SCHEMA_FIELD_CLASSES[parameter.kind](**options)
-
-
-class StrictSerializer(serializers.Serializer):
-    """Refuses unknown fields: a typo ("learning_rte") must not silently train with a default."""
-
-    def validate(self, attrs):
-        unknown = sorted(set(self.initial_data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError(
-                {name: ["Unknown field."] for name in unknown})
-        return attrs
 
 
 class _TrainBase(StrictSerializer):
