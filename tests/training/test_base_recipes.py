@@ -7,13 +7,12 @@ whose tokenizer has no chat template is refused when the job is created, not in 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 
 import pytest
 
 from training.models import TrainingJob
-from training.services.recipes import RECIPE_MIN_STEPS, RECIPES
+from training.services.recipes import RECIPES
 
 pytestmark = pytest.mark.django_db
 
@@ -36,12 +35,7 @@ def _dry(ctx, **body):
 
 def test_a_small_base_gets_its_recipe_for_what_the_request_leaves_out(ready, recipe_bases):
     small = _dry(ready, base_model="small")
-    expected = dict(RECIPES["small_base"]["sft"])
-    # A small snapshot gets more epochs, so that it still makes the recipe's optimizer steps.
-    steps_per_epoch = math.ceil(small["training_samples"] / expected["batch_size"])
-    expected["epochs"] = max(expected["epochs"],
-                             math.ceil(RECIPE_MIN_STEPS["small_base"] / steps_per_epoch))
-    assert small["training_samples"] == 11 and expected["epochs"] == 20
+    expected = RECIPES["small_base"]["sft"]
     assert small["defaults"] == "small_base" and small["notes"]
     assert {k: small["params"][k] for k in expected} == expected
 
@@ -49,7 +43,7 @@ def test_a_small_base_gets_its_recipe_for_what_the_request_leaves_out(ready, rec
     assert stated["params"]["learning_rate"] == 2e-4 and stated["params"]["epochs"] == 3
     assert stated["params"]["batch_size"] == expected["batch_size"]
     preset = _dry(ready, base_model="small", preset="small_corrections")
-    assert preset["params"]["epochs"] == 2  # the preset's epochs stand as stated
+    assert preset["params"]["epochs"] == 2  # a preset's values win over the recipe's
 
     seeded = _dry(ready)
     assert seeded["defaults"] == "seed" and seeded["notes"] == []

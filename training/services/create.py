@@ -24,12 +24,7 @@ from training.services.params import (
     training_params_resolve,
 )
 from training.services.queue import training_job_enqueue
-from training.services.recipes import (
-    RECIPE_NOTES,
-    base_model_trainable_check,
-    base_recipe,
-    recipe_epochs_fit,
-)
+from training.services.recipes import RECIPE_NOTES, base_model_trainable_check, base_recipe
 from training.services.transitions import webhooks_on_commit
 
 
@@ -137,8 +132,6 @@ def training_job_create(*, tenant: Tenant, request: JobRequest, actor: str = "sy
     parent = parent_version_resolve(tenant=tenant, label=request.continue_from,
                                     base_label=base_label)
     compiled = compiler.training_data_compile(tenant=tenant, method=method)
-    params = recipe_epochs_fit(recipe=recipe, method=method, params=params, given=request.params,
-                               preset=request.preset, train_rows=len(compiled.train))
     _readiness_check(method, params, compiled)
     backend = tenant_backend(tenant)
     if backend == "slurm":

@@ -10,7 +10,6 @@ job's answer says which defaults applied.
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,6 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                 "target_modules": "all-linear"},
     },
 }
-# What made the corrections stick was the number of updates, not the epochs as such: 60 rows at
-# batch 8 for 5 epochs are 40 optimizer steps, while 22 rows for 5 epochs (15 steps) taught
-# 10/24 (tests/training/test_e2e_real_base.py, first run). So a recipe's epochs grow for a small
-# snapshot until the job makes at least this many steps (never past RECIPE_MAX_EPOCHS).
-RECIPE_MIN_STEPS = {"small_base": 40}
-RECIPE_MAX_EPOCHS = 30
-
 RECIPE_NOTES = {
     "small_base": (
         "Defaults for small bases applied: the seed's defaults (lr 2e-4, 3 epochs) are meant "
@@ -57,20 +49,6 @@ def recipe_defaults(*, recipe: str | None, method: str) -> dict[str, Any]:
     if not recipe:
         return {}
     return dict(RECIPES[recipe].get(method, {}))
-
-
-def recipe_epochs_fit(*, recipe: str | None, method: str, params: dict[str, Any],
-                      given: dict[str, Any], preset: str, train_rows: int) -> dict[str, Any]:
-    """`params` with the recipe's epochs raised so that a small snapshot still gets the recipe's
-    number of optimizer steps. Only when the recipe chose the epochs: a request or a preset that
-    states them is left alone."""
-    min_steps = RECIPE_MIN_STEPS.get(recipe or "")
-    if (not min_steps or "epochs" not in recipe_defaults(recipe=recipe, method=method)
-            or given.get("epochs") is not None or preset or train_rows <= 0):
-        return params
-    steps_per_epoch = math.ceil(train_rows / max(1, int(params["batch_size"])))
-    needed = math.ceil(min_steps / steps_per_epoch)
-    return {**params, "epochs": min(RECIPE_MAX_EPOCHS, max(int(params["epochs"]), needed))}
 
 
 def base_model_trainable_check(*, spec: dict[str, Any]) -> None:
