@@ -370,3 +370,6 @@ TRAINING_POLL_SECONDS = env_float("TRAINING_POLL_SECONDS", 1.0)
 # Webhook delivery retries, seconds between attempts.
 WEBHOOK_RETRY_INTERVALS = [int(s) for s in env_list("WEBHOOK_RETRY_INTERVALS",
                                                     ["10", "60", "300", "1800"])]
+# Webhooks go only to public addresses (checked at registration and at each delivery, after DNS
+# resolution); hosts listed here (names or IP literals) may resolve to loopback or private ones.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tenants.errors import Conflict, InvalidInput
+from training import webhook_addresses
 from training.models import TrainingJob, Webhook, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,15 @@ def webhook_url_validate(url: str) -> str:
         raise InvalidInput("validation_error", "The request has invalid fields.",
                            details={"url": ["Only absolute http:// or https:// URLs are "
                                             "accepted."]})
+    try:
+        webhook_addresses.check_at_registration(url)
+    except webhook_addresses.AddressRefused as exc:
+        raise InvalidInput(
+            "webhook_address_forbidden",
+            "Webhooks may only be sent to public internet addresses.",
+            details={"url": [f"{exc.host} is or resolves to {exc.address}, a loopback, "
+                             "private, link-local, multicast or reserved address. An operator "
+                             "can allow a host with WEBHOOK_ALLOWED_HOSTS."]}) from exc
     return url
 
 
@@ -127,8 +137,14 @@ def _enqueue(delivery_id: int) -> None:
 
 
 def webhook_deliver(*, delivery_id: int) -> int:
-    """Send one delivery (one attempt). Raises on failure so RQ retries it with backoff."""
-    import requests
+    """Send one delivery (one attempt). Raises on failure so RQ retries it with backoff.
+
+    The host is resolved and checked again here and the connection is pinned to the checked
+    address (`webhook_addresses.pinned_post`); an address webhooks may not reach fails the
+    delivery at once, without retries. Redirects are not followed (a 3xx is a failed attempt)."""
+    import socket
+
+    import urllib3
 
     delivery = WebhookDelivery.objects.select_related("tenant").get(pk=delivery_id)
     if delivery.status == WebhookDelivery.DELIVERED:
@@ -145,27 +161,34 @@ def webhook_deliver(*, delivery_id: int) -> int:
                                                   timestamp=timestamp, body=body),
     }
     delivery.attempts += 1
-    error, code = "", None
+    error, code, refused = "", None, False
     try:
-        response = requests.post(delivery.url, data=body, headers=headers,
-                                 timeout=TIMEOUT_SECONDS, allow_redirects=False)
-        code = response.status_code
-        if not 200 <= code < 300:
+        response = webhook_addresses.pinned_post(delivery.url, body=body, headers=headers,
+                                                 timeout=TIMEOUT_SECONDS)
+        code = response.status
+        if 300 <= code < 400:
+            error = (f"receiver answered {code} (redirect to {response.location[:200]!r}); "
+                     "redirects are not followed")
+        elif not 200 <= code < 300:
             error = f"receiver answered {code}"
-    except requests.RequestException as exc:
+    except webhook_addresses.AddressRefused as exc:
+        error, refused = f"refused: {exc}", True
+    except (urllib3.exceptions.HTTPError, OSError, socket.gaierror) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     delivery.response_status = code
     delivery.last_error = error
     if not error:
         delivery.status = WebhookDelivery.DELIVERED
         delivery.delivered_at = timezone.now()
+    elif refused:
+        delivery.status = WebhookDelivery.FAILED
     else:
         intervals = list(getattr(settings, "WEBHOOK_RETRY_INTERVALS", DEFAULT_RETRY_INTERVALS))
         if delivery.attempts > len(intervals):
             delivery.status = WebhookDelivery.FAILED
     delivery.save(update_fields=["attempts", "response_status", "last_error", "status",
                                  "delivered_at"])
-    if error:
+    if error and not refused:
         raise WebhookDeliveryError(f"delivery {delivery.id} to {delivery.url}: {error}")
     return code
 

@@ -1,7 +1,9 @@
 """End to end on a real RQ worker: 60 corrections through the API -> POST /train/lora -> the job
 passes queued -> preparing -> running -> completed -> an adapter version exists -> generation
 with it answers the corrected prompts with the corrections. Webhook receivers on loopback get
-each transition once, signed; a failing receiver is retried and never affects the job.
+each transition once, signed; a failing receiver is retried and never affects the job. (Loopback
+receivers are refused as SSRF unless allow-listed: the test sets WEBHOOK_ALLOWED_HOSTS to
+127.0.0.1, as an operator would for an internal receiver.)
 
 One trained job is reused for every assertion (training is the expensive part)."""
 
@@ -80,7 +82,8 @@ def _verify(secret: str, call: dict) -> bool:
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_connection,
-                                                             training_paths, base_model):
+                                                             training_paths, base_model,
+                                                             settings):
     from django.core.files.storage import default_storage
 
     from adapters.models import AdapterVersion
@@ -88,6 +91,7 @@ def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_co
     from training.trainer.modeling import generate_reply, load_model_and_tokenizer
 
     ctx = make_tenant("shop", plan="pro")
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]  # the loopback receivers below
     good, flaky = Receiver(), Receiver(fail_first=1)
     try:
         for receiver in (good, flaky):

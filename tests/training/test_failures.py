@@ -1,5 +1,7 @@
 """A job whose trainer fails says why in one line, keeps the log tail, ends `failed` (never
-stuck), and the webhook receivers hear about it."""
+stuck), and the webhook receivers hear about it. (The unreachable receiver is on loopback, which
+webhooks refuse unless allow-listed: the test sets WEBHOOK_ALLOWED_HOSTS so that the delivery is
+really attempted.)"""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ def test_a_trainer_failure_fails_the_job_with_a_one_line_reason(make_tenant, rq_
     from training.models import TrainingJob, Webhook, WebhookDelivery
 
     ctx = make_tenant("broken")
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     Webhook.objects.create(tenant=ctx.tenant, url="http://127.0.0.1:9/unreachable")
     add_corrections(ctx, [(f"Q{i}?", "No.", f"A{i}.") for i in range(12)])
     # The operator's base model folder is missing: the trainer refuses its job.json at once.
@@ -38,3 +41,4 @@ def test_a_trainer_failure_fails_the_job_with_a_one_line_reason(make_tenant, rq_
     # The unreachable receiver was tried and logged; the job did not care.
     failed = WebhookDelivery.objects.get(job_id=job_id, event="training.job.failed")
     assert failed.status == "failed" and failed.attempts == 1 and failed.last_error
+    assert not failed.last_error.startswith("refused")  # a connection was really attempted

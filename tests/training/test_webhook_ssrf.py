@@ -1,0 +1,176 @@
+"""Webhooks cannot be aimed at the platform's own network (SSRF).
+
+Registration refuses URLs whose host is, or really resolves to (the system resolver, no mocks),
+a loopback, private, link-local, multicast, reserved or unspecified address; delivery resolves
+and checks again and connects only to the checked address; redirects are never followed. An
+operator's `WEBHOOK_ALLOWED_HOSTS` lets a listed host through. Receivers here are real HTTP
+servers on 127.0.0.1, reachable only because the tests that expect delivery allow-list them.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from tests.security.helpers import assert_envelope
+
+REFUSED_URLS = [
+    "http://localhost/hook",                      # a name, resolved to 127.0.0.1
+    "http://LOCALHOST:8000/hook",
+    "http://127.0.0.1/hook",
+    "http://127.1/hook",                          # resolves to 127.0.0.1
+    "http://2130706433/hook",                     # decimal 127.0.0.1, resolves to it
+    "http://[::1]/hook",
+    "http://[::ffff:127.0.0.1]/hook",             # IPv4-mapped loopback
+    "http://169.254.169.254/latest/meta-data/",   # cloud metadata, link-local
+    "http://[fe80::1]/hook",
+    "http://10.0.0.1/hook",
+    "https://192.168.1.10/hook",
+    "http://172.16.5.4/hook",
+    "http://100.64.0.1/hook",                     # carrier-grade NAT
+    "http://[fd00::1]/hook",                      # unique local
+    "http://0.0.0.0/hook",
+    "http://224.0.0.1/hook",                      # multicast
+    "http://240.0.0.1/hook",                      # reserved
+]
+
+
+class Receiver:
+    """A loopback HTTP server recording calls; `redirect_to` makes it answer 307 there."""
+
+    def __init__(self, redirect_to: str = ""):
+        self.calls: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.calls.append({"headers": dict(self.headers), "body": body,
+                                    "path": self.path})
+                if redirect_to:
+                    self.send_response(307)
+                    self.send_header("Location", redirect_to)
+                else:
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def _delivery(tenant, url: str):
+    from training.models import Webhook, WebhookDelivery
+
+    # Written directly: a row registered earlier (say while the host was allowed, or while the
+    # name resolved elsewhere). Delivery must check again whatever registration said.
+    hook = Webhook.objects.create(tenant=tenant, url=url)
+    return WebhookDelivery.objects.create(webhook=hook, tenant=tenant, event="training.job.queued",
+                                          url=url, payload={"event": "training.job.queued"})
+
+
+def test_address_classes():
+    from training.webhook_addresses import address_is_public
+
+    for address in ("127.0.0.1", "::1", "10.1.2.3", "172.31.0.1", "192.168.0.1",
+                    "169.254.169.254", "fe80::1", "fd12::1", "100.64.0.1", "0.0.0.0", "::",
+                    "224.0.0.251", "ff02::1", "240.0.0.1", "255.255.255.255",
+                    "::ffff:10.0.0.1", "2002:7f00:1::1", "192.0.2.1", "198.18.0.1"):
+        assert not address_is_public(address), address
+    for address in ("93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"):
+        assert address_is_public(address), address
+
+
+@pytest.mark.django_db
+def test_registration_refuses_non_public_addresses(owner):
+    from training.models import Webhook
+
+    for url in REFUSED_URLS:
+        response = owner.client.post(owner.url("webhooks"), {"url": url}, format="json")
+        error = assert_envelope(response, 400, "webhook_address_forbidden")
+        assert "WEBHOOK_ALLOWED_HOSTS" in error["details"]["url"][0], url
+    assert not Webhook.objects.filter(tenant=owner.tenant).exists()
+    # A public address and a name that does not resolve here (checked again at delivery) pass.
+    for url in ("https://93.184.216.34/hook", "https://hooks.example.invalid/hook"):
+        response = owner.client.post(owner.url("webhooks"), {"url": url}, format="json")
+        assert response.status_code == 201, (url, response.content)
+
+
+@pytest.mark.django_db
+def test_the_operator_allow_list_lets_a_listed_host_register(owner, settings):
+    settings.WEBHOOK_ALLOWED_HOSTS = ["Localhost", "[::1]"]
+    for url in ("http://localhost:8000/hook", "http://[::1]:9000/hook"):
+        response = owner.client.post(owner.url("webhooks"), {"url": url}, format="json")
+        assert response.status_code == 201, (url, response.content)
+    # Only the listed names: the same loopback address under another spelling is still refused.
+    for url in ("http://127.0.0.1:8000/hook", "http://127.1/hook"):
+        response = owner.client.post(owner.url("webhooks"), {"url": url}, format="json")
+        assert_envelope(response, 400, "webhook_address_forbidden")
+
+
+@pytest.mark.django_db
+def test_delivery_checks_again_and_never_connects_to_a_refused_address(owner, receiver,
+                                                                       settings):
+    from training.webhooks import webhook_deliver
+
+    settings.WEBHOOK_ALLOWED_HOSTS = []
+    for url in (f"http://127.0.0.1:{receiver.port}/hook",
+                f"http://localhost:{receiver.port}/hook"):
+        delivery = _delivery(owner.tenant, url)
+        webhook_deliver(delivery_id=delivery.id)  # no exception: a refusal is not retried
+        delivery.refresh_from_db()
+        assert delivery.status == "failed" and delivery.attempts == 1
+        assert delivery.last_error.startswith("refused: ") and "127.0.0.1" in delivery.last_error
+        assert delivery.response_status is None
+    assert receiver.calls == []
+
+
+@pytest.mark.django_db
+def test_an_allowed_name_is_delivered_to_its_resolved_address(owner, receiver, settings):
+    from training.webhooks import webhook_deliver
+
+    settings.WEBHOOK_ALLOWED_HOSTS = ["localhost"]
+    delivery = _delivery(owner.tenant, f"http://localhost:{receiver.port}/hook?x=1")
+    assert webhook_deliver(delivery_id=delivery.id) == 200
+    delivery.refresh_from_db()
+    assert delivery.status == "delivered" and delivery.last_error == ""
+    [call] = receiver.calls
+    # Connected to the checked address, the request still names the host the tenant gave.
+    assert call["headers"]["Host"] == f"localhost:{receiver.port}"
+    assert call["path"] == "/hook?x=1"
+    assert call["headers"]["X-SynapseX-Signature"].startswith("sha256=")
+
+
+@pytest.mark.django_db
+def test_redirects_are_not_followed(owner, receiver, settings):
+    from training.webhooks import WebhookDeliveryError, webhook_deliver
+
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    settings.WEBHOOK_RETRY_INTERVALS = []
+    redirector = Receiver(redirect_to=f"http://127.0.0.1:{receiver.port}/stolen")
+    try:
+        delivery = _delivery(owner.tenant, f"http://127.0.0.1:{redirector.port}/hook")
+        with pytest.raises(WebhookDeliveryError):
+            webhook_deliver(delivery_id=delivery.id)
+    finally:
+        redirector.close()
+    delivery.refresh_from_db()
+    assert len(redirector.calls) == 1 and receiver.calls == []
+    assert delivery.status == "failed" and delivery.response_status == 307
+    assert "redirects are not followed" in delivery.last_error
