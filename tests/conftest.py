@@ -27,6 +27,21 @@ def isolated_cache(settings):
     }
 
 
+@pytest.fixture
+def media_root(settings, tmp_path) -> Path:
+    """The one storage fixture: this test's MEDIA_ROOT and default storage (file-system backend)
+    in its own empty folder, never var/media. The folders' conftests build on it."""
+    root = tmp_path / "media"
+    root.mkdir(exist_ok=True)
+    settings.MEDIA_ROOT = str(root)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                    "OPTIONS": {"location": str(root)}},
+    }
+    return root
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A live Redis for RQ: REDIS_URL when set (it must answer), else an embedded server."""

@@ -20,17 +20,9 @@ def base_model(settings, tiny_base_path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def media_storage(settings, tmp_path) -> Path:
-    """Each test stores adapters in its own folder (the default storage, file-system backend)."""
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = str(root)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(root)}},
-    }
-    return root
+def media_storage(media_root) -> Path:
+    """Each test stores adapters in its own folder (tests/conftest.py's `media_root`)."""
+    return media_root
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +49,7 @@ def adapter_cache_dir(settings, tmp_path, adapter_local_cache) -> Path:
 @pytest.fixture(scope="session")
 def untrained_result_dirs(tmp_path_factory, tiny_base_path):
     """Three real PEFT adapters (random LoRA, safetensors) with manifests, built once."""
-    from tests.adapters.helpers import make_untrained_result_dir
+    from tests.factories import make_untrained_result_dir
 
     root = tmp_path_factory.mktemp("results")
     return [make_untrained_result_dir(tiny_base_path, root / f"r{i}", seed=i, eval_loss=0.5)
@@ -66,11 +58,13 @@ def untrained_result_dirs(tmp_path_factory, tiny_base_path):
 
 @pytest.fixture
 def make_job(db, tiny_base_path):
+    """A completed job on the tiny base (tests.factories.job), as a version's origin."""
+    from tests.factories import job
     from training.models import TrainingJob
 
     def _make(tenant, *, training_samples: int = 42, parent=None, method: str = "sft"):
-        return TrainingJob.objects.create(
-            tenant=tenant, method=method, status=TrainingJob.COMPLETED,
+        return job(
+            tenant, method=method, status=TrainingJob.COMPLETED,
             base_model=str(tiny_base_path), training_samples=training_samples,
             parent_version=parent,
             snapshot_manifest={"train_records": training_samples, "eval_records": 5,
@@ -84,7 +78,7 @@ def make_job(db, tiny_base_path):
 def make_version(make_job, untrained_result_dirs, tmp_path):
     """Create a version through the real success signal from a copied result folder."""
 
-    from tests.adapters.helpers import write_manifest
+    from tests.factories import write_manifest
     from training.signals import training_job_succeeded
 
     counter = {"n": 0}

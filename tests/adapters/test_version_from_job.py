@@ -9,7 +9,7 @@ from django.core.files.storage import default_storage
 from adapters.models import AdapterVersion
 from adapters.services import AdapterIntegrityError, adapter_version_create_from_job
 from tenants.models import AuditLogEntry
-from tests.adapters.helpers import sha256_file
+from tests.factories import sha256_file
 from training.signals import training_job_succeeded
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from adapters.selectors import ab_test_settings
-from tests.dashboard.factories import adapter_version, finished_job
+from tests.factories import adapter_version, finished_job
 
 pytestmark = pytest.mark.django_db
 

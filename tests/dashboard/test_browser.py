@@ -10,7 +10,7 @@ import pytest
 
 from adapters.selectors import ab_test_settings
 from adapters.services import adapter_settings_update
-from tests.dashboard.factories import adapter_version, finished_job
+from tests.factories import adapter_version, finished_job
 
 # Transactional: the live server thread must see the rows; serialized_rollback keeps the plans
 # of the data migration across the flushes.

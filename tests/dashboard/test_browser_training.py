@@ -27,7 +27,7 @@ RECORD_PROGRESS = """() => {
 
 
 @pytest.fixture
-def training_env(settings, tmp_path, tiny_base_path, rq_connection):
+def training_env(settings, tmp_path, tiny_base_path, rq_connection, media_root):
     from tests.dashboard.conftest import sqlite_in_memory
 
     if sqlite_in_memory():
@@ -40,12 +40,6 @@ def training_env(settings, tmp_path, tiny_base_path, rq_connection):
     settings.TRAINING_POLL_SECONDS = 0.2
     # the page polls faster than its 1.5 s default, so a quick run still shows steps between
     settings.DASHBOARD_JOB_POLL_MS = 250
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(tmp_path / "media")}},
-    }
     return rq_connection
 
 

@@ -5,6 +5,7 @@ import pytest
 from feedback.models import Conversation, Feedback, Message
 from feedback.selectors import feedback_prompt_turns, feedback_stats, feedback_usable_for_training
 from feedback.services import conversation_log_turns, feedback_counters_rebuild
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -185,9 +186,8 @@ def test_stats_cost_two_queries_whatever_the_volume(owner, django_assert_max_num
     assert document["excluded"]["unlinked"] == 2000
     # A write through the API after a bulk load adds to exact numbers.
     post_feedback(owner, type="thumbs_down")
-    Feedback.objects.create(tenant=owner.tenant, conversation_external_id="c",
-                            message_external_id="late", type="correction", correction="x",
-                            excluded_reason="unlinked")
+    factories.feedback(owner.tenant, message_external_id="late", correction="x",
+                       excluded_reason="unlinked")
     document = stats(owner)
     assert (document["thumbs_up"], document["thumbs_down"], document["corrections"]) == (
         2000, 1, 1)

@@ -159,14 +159,10 @@ def private_redis(tmp_path):
 
 
 @pytest.fixture
-def work_paths(settings, tmp_path, tiny_base_path) -> dict:
-    """Storage, job folders and the tiny base model of this test."""
-    media = tmp_path / "media"
-    media.mkdir()
-    settings.MEDIA_ROOT = str(media)
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(media)}}}
+def work_paths(settings, tmp_path, tiny_base_path, media_root) -> dict:
+    """Storage (tests/conftest.py's `media_root`), job folders and the tiny base model of this
+    test."""
+    media = media_root
     settings.TRAINING_WORK_DIR = tmp_path / "jobs"
     settings.BASE_MODEL_PATH = str(tiny_base_path)
     settings.BASE_MODEL_HF_ID = ""

@@ -6,16 +6,11 @@ from tests.security.helpers import seed_tenant
 
 
 @pytest.fixture(autouse=True)
-def isolated_storage(settings, tmp_path):
-    """Adapter files and snapshots of these tests go to a temporary folder, never var/media."""
-    media = tmp_path / "media"
-    media.mkdir()
-    settings.MEDIA_ROOT = str(media)
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(media)}}}
+def isolated_storage(media_root, settings, tmp_path):
+    """Adapter files and snapshots of these tests go to a temporary folder (tests/conftest.py's
+    `media_root`), job folders too, never var/."""
     settings.TRAINING_WORK_DIR = tmp_path / "jobs"
-    return media
+    return media_root
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ responses."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import struct
 from dataclasses import dataclass, field
 
 from rest_framework.test import APIClient
+
+from tests import factories
+from tests.conftest import api_client
 
 
 @dataclass
@@ -20,13 +20,6 @@ class KeyCtx:
     tenant: object
     secret: str
     client: APIClient
-
-
-def api_client(secret: str | None = None) -> APIClient:
-    client = APIClient()
-    if secret:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
 
 
 @dataclass
@@ -56,37 +49,12 @@ class Seeded:
         return f"v{self.version_number}"
 
 
-def safetensors_bytes(values: int = 1) -> bytes:
-    """A minimal valid safetensors file: one float32 tensor `w` of `values` zeros."""
-    header = json.dumps({"w": {"dtype": "F32", "shape": [values],
-                               "data_offsets": [0, 4 * values]}}).encode()
-    header += b" " * (-len(header) % 8)
-    return struct.pack("<Q", len(header)) + header + b"\0" * (4 * values)
-
-
-def store_adapter_files(prefix: str, marker: str) -> dict[str, str]:
-    """Write an adapter's three files under `prefix` in the default storage; {name: sha256}."""
-    from django.core.files.base import ContentFile
-    from django.core.files.storage import default_storage
-
-    contents = {
-        "adapter_model.safetensors": safetensors_bytes(),
-        "adapter_config.json": json.dumps({"r": 4, "peft_type": "LORA"}).encode(),
-        "manifest.json": json.dumps({"format": "synapsex-adapter-manifest/1",
-                                     "note": f"adapter of {marker}"}).encode(),
-    }
-    for name, data in contents.items():
-        default_storage.save(f"{prefix}/{name}", ContentFile(data))
-    return {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-
-
 def seed_tenant(make_tenant, slug: str, marker: str, *, job_hex: str, version_number: int,
                 username: str) -> Seeded:
     """Create a tenant and fill it with marker-bearing data through the API where it is cheap
     (so the real write paths are used) and through the ORM for jobs and adapter versions."""
     from django.contrib.auth import get_user_model
 
-    from adapters.models import AdapterVersion
     from tenants.models import ApiKey, Membership
     from tenants.services import api_key_create, api_key_revoke
     from training.models import TrainingEvent, TrainingJob, TrainingMetric, Webhook
@@ -123,23 +91,23 @@ def seed_tenant(make_tenant, slug: str, marker: str, *, job_hex: str, version_nu
             {"role": "assistant", "content": f"Record answer {marker}"}]}]}, format="json")
     assert response.status_code == 201, response.content
 
-    job = TrainingJob.objects.create(
-        id=f"train_{job_hex}", tenant=tenant, method="sft", status=TrainingJob.RUNNING,
-        base_model="tiny-base", params={"epochs": 1, "batch_size": 4}, total_epochs=1,
+    job = factories.job(
+        tenant, id=f"train_{job_hex}", status=TrainingJob.RUNNING,
+        params={"epochs": 1, "batch_size": 4}, total_epochs=1,
         metrics={"loss": 1.5}, failure_reason="")
     TrainingMetric.objects.create(job=job, step=1, loss=1.5)
     TrainingEvent.objects.create(job=job, type="status", to_status="running",
                                  message=f"running {marker}")
-    finished = TrainingJob.objects.create(
-        id=f"train_{job_hex[:6]}ffffff", tenant=tenant, method="sft",
-        status=TrainingJob.COMPLETED, base_model="tiny-base", params={}, total_epochs=1)
+    finished = factories.job(
+        tenant, id=f"train_{job_hex[:6]}ffffff", status=TrainingJob.COMPLETED, params={},
+        total_epochs=1)
     for number, job_row in ((version_number - 1, None), (version_number, finished)):
         prefix = f"tenants/{slug}/adapters/v{number}"
-        files = store_adapter_files(prefix, marker)
-        AdapterVersion.objects.create(
-            tenant=tenant, number=number, job=job_row, method="sft", base_model="tiny-base",
-            training_samples=7, sha256=files["adapter_model.safetensors"], files=files,
-            storage_prefix=prefix, is_active=job_row is not None)
+        files = factories.store_adapter_files(prefix, marker)
+        factories.adapter_version(
+            tenant, number, job=job_row, active=job_row is not None, eval_loss=None,
+            activated_at=None, training_samples=7, sha256=files["adapter_model.safetensors"],
+            files=files, storage_prefix=prefix)
     hook = Webhook.objects.create(tenant=tenant, url=f"https://{marker.lower()}.example/hook")
     spare, _ = api_key_create(tenant=tenant, name=f"spare-{marker}")
     _, ro_secret = api_key_create(tenant=tenant, access=ApiKey.READ_ONLY,

@@ -17,7 +17,9 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.security.helpers import assert_envelope, safetensors_bytes, seed_tenant
+from tests import factories
+from tests.factories import safetensors_bytes
+from tests.security.helpers import assert_envelope, seed_tenant
 
 pytestmark = pytest.mark.django_db
 
@@ -42,10 +44,7 @@ def _result_dir(root: Path, extra: dict[str, bytes] | None = None,
 
 
 def _job(tenant, job_id: str):
-    from training.models import TrainingJob
-
-    return TrainingJob.objects.create(id=job_id, tenant=tenant, method="sft",
-                                      status=TrainingJob.RUNNING, base_model="tiny-base")
+    return factories.job(tenant, id=job_id, status="running")
 
 
 def _stored_names(media: Path) -> list[str]:

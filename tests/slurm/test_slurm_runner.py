@@ -20,15 +20,7 @@ pytestmark = pytest.mark.slurm
 
 
 @pytest.fixture
-def product_paths(slurm_settings, tiny_base_path, tmp_path):
-    media = tmp_path / "media"
-    media.mkdir()
-    slurm_settings.MEDIA_ROOT = str(media)
-    slurm_settings.STORAGES = {
-        **slurm_settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(media)}},
-    }
+def product_paths(slurm_settings, tiny_base_path, media_root):
     slurm_settings.BASE_MODEL_PATH = str(tiny_base_path)
     slurm_settings.BASE_MODEL_HF_ID = ""
     return slurm_settings

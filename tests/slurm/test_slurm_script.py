@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import factories
 from training.backends import base
 from training.backends.slurm import parse_elapsed, slurm_state_to_backend
 from training.backends.slurm_script import (
@@ -155,20 +156,19 @@ def test_the_allocation_limit_refuses_new_cluster_jobs_with_the_envelope(db, set
                                                                           make_tenant):
     from tenants.api.errors import api_exception_handler
     from tenants.errors import Conflict
-    from training.models import TrainingJob
 
     tenant = make_tenant("acme").tenant
     settings.SLURM_ACCOUNT = "project_465000123"
     settings.SLURM_ALLOCATION_GPU_HOURS = 10.0
     settings.SLURM_ALLOCATION_PERIOD_START = ""
-    TrainingJob.objects.create(tenant=tenant, method="sft", backend="slurm", gpu_hours=6.0)
-    TrainingJob.objects.create(tenant=tenant, method="sft", backend="local", gpu_hours=50.0)
+    factories.job(tenant, backend="slurm", gpu_hours=6.0)
+    factories.job(tenant, backend="local", gpu_hours=50.0)
     slurm_allocation_check()  # 6 of 10 used: allowed
     with pytest.raises(Conflict) as too_big:
         slurm_allocation_check(estimated_gpu_hours=5.0)
     assert too_big.value.code == "cluster_allocation_exhausted"
 
-    TrainingJob.objects.create(tenant=tenant, method="sft", backend="slurm", gpu_hours=4.0)
+    factories.job(tenant, backend="slurm", gpu_hours=4.0)
     with pytest.raises(Conflict) as spent:
         slurm_allocation_check()
     response = api_exception_handler(spent.value, {})
@@ -186,14 +186,11 @@ def test_the_allocation_limit_refuses_new_cluster_jobs_with_the_envelope(db, set
 
 
 def test_gpu_hours_are_summed_per_tenant_per_month(db, make_tenant):
-    from training.models import TrainingJob
-
     acme, globex = make_tenant("acme").tenant, make_tenant("globex").tenant
 
     def job(tenant, month, hours, backend="slurm"):
-        TrainingJob.objects.create(
-            tenant=tenant, method="sft", backend=backend, gpu_hours=hours,
-            created_at=datetime(2026, month, 15, tzinfo=UTC))
+        factories.job(tenant, backend=backend, gpu_hours=hours,
+                      created_at=datetime(2026, month, 15, tzinfo=UTC))
 
     job(acme, 10, 1.5)
     job(acme, 10, 2.0)

@@ -29,19 +29,12 @@ if django_settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 
 
 @pytest.fixture(autouse=True)
-def training_paths(settings, tmp_path) -> dict:
-    """Storage and job folders of this test (nothing shared with other runs). The base model is
-    a folder that does not exist unless the test asks for `base_model` (the API does not load
-    it; token estimates fall back to characters / 4)."""
-    media = tmp_path / "media"
-    media.mkdir()
+def training_paths(settings, tmp_path, media_root) -> dict:
+    """Storage (tests/conftest.py's `media_root`) and job folders of this test (nothing shared
+    with other runs). The base model is a folder that does not exist unless the test asks for
+    `base_model` (the API does not load it; token estimates fall back to characters / 4)."""
+    media = media_root
     work = tmp_path / "jobs"
-    settings.MEDIA_ROOT = str(media)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(media)}},
-    }
     settings.TRAINING_WORK_DIR = work
     settings.BASE_MODEL_PATH = str(tmp_path / "no-base-model")
     settings.BASE_MODEL_HF_ID = ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests import factories
 from tests.training.conftest import LORA_SMALL
 from training.models import TrainingJob
 
@@ -67,11 +68,8 @@ def test_a_job_trains_on_the_tenants_base_unless_the_request_names_one(ready, tw
 
 
 def test_continuing_a_version_trained_on_another_base_is_refused(ready, two_bases):
-    from adapters.models import AdapterVersion
-
     main, other = two_bases
-    AdapterVersion.objects.create(tenant=ready.tenant, number=1, method="sft",
-                                  base_model=str(main), storage_prefix="p")
+    factories.adapter_version(ready.tenant, 1, base_model=str(main), storage_prefix="p")
     ok = ready.client.post(ready.url("train/lora"),
                            {**LORA_SMALL, "dry_run": True, "continue_from": "v1"},
                            format="json")

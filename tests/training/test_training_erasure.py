@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests import factories
 from tests.training.conftest import (
     LORA_SMALL,
     add_corrections,
@@ -11,7 +12,6 @@ from training.models import TrainingJob
 
 
 def test_erasure_removes_a_users_data_from_future_training_and_flags_versions(owner):
-    from adapters.models import AdapterVersion
     from tenants.models import AuditLogEntry
 
     add_corrections(owner, corrections(12), prefix="a", user_id="user_789")
@@ -20,12 +20,11 @@ def test_erasure_removes_a_users_data_from_future_training_and_flags_versions(ow
                                format="json").json()["job_id"]
     job = TrainingJob.objects.get(pk=job_id)
     used = job.snapshot_manifest
-    v1 = AdapterVersion.objects.create(tenant=owner.tenant, number=1, method="sft",
-                                       base_model="x", data_manifest=used, storage_prefix="p")
-    v2 = AdapterVersion.objects.create(tenant=owner.tenant, number=2, method="sft",
-                                       base_model="x", data_manifest={"feedback_ids": [],
-                                                                      "message_ids": []},
-                                       storage_prefix="q")
+    v1 = factories.adapter_version(owner.tenant, 1, base_model="x", data_manifest=used,
+                                   storage_prefix="p")
+    v2 = factories.adapter_version(owner.tenant, 2, base_model="x",
+                                   data_manifest={"feedback_ids": [], "message_ids": []},
+                                   storage_prefix="q")
     response = owner.client.post(owner.url("erasure"), {"user_id": "user_789"}, format="json")
     assert response.status_code == 200
     body = response.json()
