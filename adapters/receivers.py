@@ -42,8 +42,10 @@ def training_parent_version(sender, tenant, label, base_label, **kwargs):
 
 
 @receiver(training_user_data_erasing, dispatch_uid="adapters.user_data_erasing")
-def training_user_data_erased(sender, tenant, feedback_ids, message_ids, **kwargs):
+def training_user_data_erased(sender, tenant, feedback_ids, message_ids,
+                              dataset_record_ids=frozenset(), **kwargs):
     from adapters.training_hooks import adapter_versions_mark_erased_data
 
     return adapter_versions_mark_erased_data(tenant=tenant, feedback_ids=feedback_ids,
-                                             message_ids=message_ids)
+                                             message_ids=message_ids,
+                                             dataset_record_ids=dataset_record_ids)

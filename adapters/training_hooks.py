@@ -36,16 +36,20 @@ def adapter_version_for_training(*, tenant, label: str, base_label: str) -> Adap
     return version
 
 
-def adapter_versions_mark_erased_data(*, tenant, feedback_ids: set, message_ids: set) -> list[str]:
-    """Mark every version whose data manifest used an erased feedback or message row with
-    `needs_retraining`; returns the labels of the versions concerned (marked now or before).
-    Runs inside the erasure's transaction; the rows are locked while they are marked."""
+def adapter_versions_mark_erased_data(*, tenant, feedback_ids: set, message_ids: set,
+                                      dataset_record_ids: set = frozenset()) -> list[str]:
+    """Mark every version whose data manifest used an erased (or withdrawn) feedback, message or
+    dataset record row with `needs_retraining`; returns the labels of the versions concerned
+    (marked now or before). Runs inside the erasure's transaction; the rows are locked while
+    they are marked."""
     marked = []
     for version in AdapterVersion.objects.filter(tenant=tenant).select_for_update():
         manifest = version.data_manifest or {}
         used_feedback = set(manifest.get("feedback_ids") or [])
         used_messages = set(manifest.get("message_ids") or [])
-        if used_feedback & feedback_ids or used_messages & message_ids:
+        used_records = set(manifest.get("dataset_record_ids") or [])
+        if used_feedback & feedback_ids or used_messages & message_ids \
+                or used_records & set(dataset_record_ids):
             if not version.needs_retraining:
                 version.needs_retraining = True
                 version.save(update_fields=["needs_retraining"])

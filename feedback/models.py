@@ -94,7 +94,17 @@ class Feedback(models.Model):
                                        help_text="Why this row never reaches training, if so")
     pii_hold = models.BooleanField(
         default=False, help_text="The correction was mostly PII: kept, never trained on")
+    review_status = models.CharField(
+        max_length=10, blank=True, default="",
+        choices=[("", "not reviewed"), ("approved", "approved"), ("rejected", "rejected")],
+        help_text="A correction's review: with the tenant's review_corrections on only approved "
+                  "ones train; a rejected one never trains")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    REVIEW_APPROVED = "approved"
+    REVIEW_REJECTED = "rejected"
 
     # Why a row is held back from training (`excluded_reason`); "" means usable.
     EXCLUDED_REPORT = "report"
@@ -154,6 +164,9 @@ class DatasetRecord(models.Model):
     content_hash = models.CharField(max_length=64)
     data = models.JSONField()
     pii_redactions = models.JSONField(default=dict, blank=True)
+    user_id = models.CharField(max_length=200, blank=True, db_index=True,
+                               help_text="The end user the record came from, if the upload said "
+                                         "(erasure and per-user caps find it by this)")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -186,3 +199,27 @@ class FeedbackCounters(models.Model):
 
     def __str__(self) -> str:
         return f"counters of {self.tenant_id}"
+
+
+class FeedbackSettings(models.Model):
+    """A tenant's feedback settings (one row per tenant, made on its first change): whether
+    corrections wait for an admin's approval before they can train, and how many examples one
+    end user may contribute to one training job.
+
+    No row means the defaults (read by `feedback.selectors.feedback_settings_get` without writing
+    one); `feedback.services.feedback_settings_update` is the only writer.
+    """
+
+    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE,
+                                  related_name="feedback_settings")
+    review_corrections = models.BooleanField(default=False)
+    max_examples_per_user = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many feedback rows of one end user "
+                                         "(user_id) in one job; empty: no cap")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "feedback settings"
+
+    def __str__(self) -> str:
+        return f"feedback settings of tenant {self.tenant_id}"

@@ -7,7 +7,7 @@ holds, superseded answers, datasets without training consent), so the compiler n
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from feedback.models import (
     Conversation,
@@ -15,6 +15,7 @@ from feedback.models import (
     DatasetRecord,
     Feedback,
     FeedbackCounters,
+    FeedbackSettings,
     Message,
 )
 from feedback.pii import PII_KINDS
@@ -107,12 +108,42 @@ def feedback_usable_for_training(*, tenant: Tenant) -> QuerySet[Feedback]:
     messages never logged (no prompt known), corrections that were mostly PII (held), and
     anything superseded by the same user's newer feedback. `correction` is PII-redacted.
     Use `feedback_prompt_turns(message=row.message)` for the prompt an example answers.
+    Corrections under review: a rejected one never trains; with the tenant's
+    `review_corrections` on, only approved ones do.
     """
-    return (Feedback.objects
+    rows = (Feedback.objects
             .filter(tenant=tenant, is_latest=True, excluded_reason="",
                     type__in=TRAINABLE_TYPES, message__isnull=False, message__role="assistant")
-            .select_related("message", "conversation", "message__served_by_version")
+            .exclude(type=Feedback.CORRECTION, review_status=Feedback.REVIEW_REJECTED))
+    if feedback_settings_get(tenant=tenant).review_corrections:
+        rows = rows.exclude(Q(type=Feedback.CORRECTION)
+                            & ~Q(review_status=Feedback.REVIEW_APPROVED))
+    return (rows.select_related("message", "conversation", "message__served_by_version")
             .order_by("created_at", "id"))
+
+
+def feedback_settings_get(*, tenant: Tenant) -> FeedbackSettings:
+    """The tenant's feedback settings; the defaults (unsaved) when it never changed them."""
+    return (FeedbackSettings.objects.filter(tenant=tenant).first()
+            or FeedbackSettings(tenant=tenant))
+
+
+def feedback_settings_section(tenant: Tenant) -> dict:
+    """The feedback keys of the tenant settings document (registered with tenants)."""
+    row = feedback_settings_get(tenant=tenant)
+    return {"review_corrections": row.review_corrections,
+            "max_examples_per_user": row.max_examples_per_user}
+
+
+def correction_review_queue(*, tenant: Tenant, status: str = "pending") -> QuerySet[Feedback]:
+    """Corrections waiting for review (`pending`: each user's latest, not yet reviewed), or the
+    `approved` / `rejected` ones, oldest first, with the message they correct."""
+    rows = Feedback.objects.filter(tenant=tenant, type=Feedback.CORRECTION)
+    if status == "pending":
+        rows = rows.filter(is_latest=True, review_status="")
+    else:
+        rows = rows.filter(review_status=status)
+    return rows.select_related("message").order_by("created_at", "id")
 
 
 def feedback_prompt_turns(*, message: Message) -> list[dict]:
@@ -158,6 +189,11 @@ def dataset_get(*, tenant: Tenant, dataset_id: int) -> Dataset:
     if dataset is None:
         raise NotFound("not_found", f"No dataset {dataset_id}.")
     return dataset
+
+
+def dataset_records(*, dataset: Dataset):
+    """A dataset's stored records in upload order, read in chunks (exports stream them)."""
+    return DatasetRecord.objects.filter(dataset=dataset).order_by("id").iterator(chunk_size=500)
 
 
 def dataset_records_for_training(*, tenant: Tenant, type: str | None = None

@@ -129,8 +129,17 @@ def conversation_record_normalize(record: dict) -> dict:
 
 
 def preference_record_normalize(record: dict) -> dict:
-    return {"prompt": record["prompt"], "chosen": record["chosen"],
+    """prompt, chosen, rejected; and `messages`, the multi-turn input ending with the prompt's
+    user turn, when the record brings a well-formed one (OpenAI preference lines do)."""
+    data = {"prompt": record["prompt"], "chosen": record["chosen"],
             "rejected": record["rejected"]}
+    history = record.get("messages")
+    if isinstance(history, list) and len(history) > 1 and all(
+            isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
+            for m in history) and history[-1]["role"] == "user" \
+            and history[-1]["content"] == record["prompt"]:
+        data["messages"] = [{"role": m["role"], "content": m["content"]} for m in history]
+    return data
 
 
 def record_content_hash(data: dict) -> str:

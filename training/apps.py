@@ -17,6 +17,13 @@ class TrainingConfig(AppConfig):
         post_save.connect(feedback_saved_auto_train, sender=Feedback,
                           dispatch_uid="training.auto_train_on_feedback")
 
+        # Dataset deletes and revoked consent (feedback app) reach past snapshots and versions.
+        from feedback.signals import feedback_data_withdrawing
+        from training.erasure import feedback_data_withdrawing_received
+
+        feedback_data_withdrawing.connect(feedback_data_withdrawing_received,
+                                          dispatch_uid="training.data_withdrawing")
+
         # The training keys of the tenant settings document live in training.TrainingSettings;
         # the tenants app composes the document from the sections the apps register.
         from tenants.services import (

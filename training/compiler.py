@@ -71,6 +71,9 @@ class CompiledData:
     message_ids: list[int]
     dataset_record_ids: list[int]
     excluded: dict[str, int]
+    # Per file ("train", "eval"), per line: the rows the example came from ("feedback:12", ...).
+    # Written as the snapshot's sources.json so erasure can rewrite it (training.snapshot_scrub).
+    record_sources: dict[str, list[list[str]]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -150,6 +153,7 @@ def training_data_compile(*, tenant, method: str) -> CompiledData:
         _usable_feedback(tenant).exclude(message=None).select_related("message")
         .order_by("created_at", "id")
     )
+    feedback = _per_user_capped(collected, feedback, tenant)
     reported_ids = set(
         Feedback.objects.filter(tenant=tenant, type=Feedback.REPORT, is_latest=True)
         .exclude(message=None).values_list("message_id", flat=True)
@@ -168,6 +172,27 @@ def training_data_compile(*, tenant, method: str) -> CompiledData:
     _collect_thumb_pairs(collected)
     _collect_dataset_records(collected, tenant)
     return _compiled(collected, method)
+
+
+def _per_user_capped(c: _Collector, feedback: list[Feedback], tenant) -> list[Feedback]:
+    """At most the tenant's `max_examples_per_user` rows of one end user (`user_id`; rows
+    without one are not capped), the user's newest kept: one user cannot steer the model."""
+    from feedback.selectors import feedback_settings_get
+
+    cap = feedback_settings_get(tenant=tenant).max_examples_per_user
+    if not cap:
+        return feedback
+    seen: dict[str, int] = {}
+    kept = []
+    for fb in reversed(feedback):  # newest first
+        if fb.user_id:
+            seen[fb.user_id] = seen.get(fb.user_id, 0) + 1
+            if seen[fb.user_id] > cap:
+                c.skip("per_user_cap")
+                continue
+        kept.append(fb)
+    kept.reverse()
+    return kept
 
 
 def _collect_feedback(c: _Collector, fb: Feedback, *, history: dict[int, list[Message]],
@@ -267,6 +292,8 @@ def _collect_dataset_records(c: _Collector, tenant) -> None:
                     record["chosen"] == record["rejected"]:
                 c.skip("dataset_record_invalid")
                 continue
+            if isinstance(data.get("messages"), list) and len(data["messages"]) > 1:
+                record["messages"] = data["messages"]  # a multi-turn input (OpenAI's format)
             c.add(c.dpo, "t:" + _sha(record), record, source, rec.created_at)
 
 
@@ -284,6 +311,7 @@ def _compiled(c: _Collector, method: str) -> CompiledData:
     train_set.sort(key=lambda r: r["id"])
 
     used = set().union(*(ex.sources for ex in examples)) if examples else set()
+    sources_of = {id(ex.record): sorted(ex.sources) for ex in examples}
     return CompiledData(
         method=method,
         train=train_set,
@@ -295,6 +323,8 @@ def _compiled(c: _Collector, method: str) -> CompiledData:
         message_ids=_ids(used, "message"),
         dataset_record_ids=_ids(used, "dataset_record"),
         excluded=c.excluded,
+        record_sources={"train": [sources_of[id(r)] for r in train_set],
+                        "eval": [sources_of[id(r)] for r in eval_set]},
     )
 
 
@@ -385,6 +415,10 @@ def snapshot_write(*, tenant, job_id: str, compiled: CompiledData) -> tuple[str,
         "dataset_record_ids": compiled.dataset_record_ids,
     }
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    # Not a trainer input (so not in the manifest's files): which rows made each line, for
+    # erasure's rewrite of this snapshot (training.snapshot_scrub).
+    files["sources.json"] = json.dumps({
+        f"{part}.jsonl": lines for part, lines in compiled.record_sources.items()}).encode()
     for name, data in files.items():
         path = f"{prefix}/{name}"
         if default_storage.exists(path):

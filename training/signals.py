@@ -14,8 +14,9 @@ sends one of these and the adapters app's receivers (adapters/receivers.py) answ
   model). A receiver returns the stored version to start from, or raises a domain error
   (unknown version, archived, another base model). No answer means no such version.
 * `training_user_data_erasing` is sent inside the erasure's transaction, before the rows go, with
-  `tenant`, `feedback_ids` and `message_ids` (sets). A receiver marks what learned from them
-  and returns the labels it marked (e.g. adapter versions needing retraining).
+  `tenant`, `feedback_ids`, `message_ids` and `dataset_record_ids` (sets). A receiver marks
+  what learned from them and returns the labels it marked (e.g. adapter versions needing
+  retraining). Dataset deletes and revoked consent send it too (`training.erasure`).
 """
 
 from django.dispatch import Signal

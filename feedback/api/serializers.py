@@ -5,7 +5,7 @@ from rest_framework import serializers
 from feedback.models import Conversation, Dataset, Feedback, Message
 from feedback.validation import MAX_CONTENT_CHARS
 from tenants.api.fields import JsonMaxBytes, StrictCharField
-from tenants.api.serializers import FlatErrorsMixin
+from tenants.api.serializers import FlatErrorsMixin, StrictSerializer, unknown_field_errors
 
 MAX_ID_CHARS = 200
 MAX_CORRECTION_CHARS = 20_000
@@ -155,3 +155,54 @@ class DatasetRecordSerializer(serializers.Serializer):
 class UploadFileSerializer(FlatErrorsMixin, serializers.Serializer):
     file = serializers.FileField()
     skip_invalid = serializers.BooleanField(required=False, default=False)
+
+
+class DataUseChangeSerializer(serializers.Serializer):
+    allow_rag = serializers.BooleanField(required=False)
+    allow_private_training = serializers.BooleanField(required=False)
+
+    def to_internal_value(self, data):
+        unknown = unknown_field_errors(data, self.fields, "Unknown field.")
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return super().to_internal_value(data)
+
+
+class DatasetChangeSerializer(FlatErrorsMixin, StrictSerializer):
+    """PATCH /datasets/{id}: `data_use` (either key; `allow_private_training: false` revokes
+    training consent) and/or `name`."""
+
+    name = StrictCharField(max_length=200, required=False)
+    data_use = DataUseChangeSerializer(required=False)
+
+
+class RecordIdsSerializer(FlatErrorsMixin, StrictSerializer):
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False,
+                                max_length=1000)
+
+
+class CorrectionReviewSerializer(FlatErrorsMixin, StrictSerializer):
+    """POST /feedback/review (bulk: `ids`, action approve or reject) or
+    /feedback/review/{id} (one: action approve, reject or edit with `correction`)."""
+
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False,
+                                allow_empty=False, max_length=1000)
+    action = serializers.ChoiceField(choices=["approve", "reject", "edit"])
+    correction = StrictCharField(max_length=MAX_CORRECTION_CHARS, required=False)
+
+
+class PendingCorrectionSerializer(serializers.ModelSerializer):
+    """A correction in the review queue, with the answer it corrects."""
+
+    conversation_id = serializers.CharField(source="conversation_external_id")
+    message_id = serializers.CharField(source="message_external_id")
+    original_answer = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Feedback
+        fields = ["id", "conversation_id", "message_id", "user_id", "correction",
+                  "original_answer", "review_status", "reviewed_at", "reviewed_by",
+                  "pii_redactions", "created_at"]
+
+    def get_original_answer(self, obj) -> str | None:
+        return obj.message.content if obj.message_id else None

@@ -10,20 +10,33 @@ from feedback import selectors, services
 from feedback.api.serializers import (
     ConversationLogSerializer,
     ConversationSerializer,
+    CorrectionReviewSerializer,
+    DatasetChangeSerializer,
     DatasetRecordSerializer,
     DatasetRegisterSerializer,
     DatasetSerializer,
     FeedbackCreateSerializer,
     FeedbackSerializer,
     MessageSerializer,
+    PendingCorrectionSerializer,
+    RecordIdsSerializer,
     UploadFileSerializer,
+)
+from feedback.openai_format import (
+    EXPORT_FORMATS,
+    OPENAI_CHAT,
+    OPENAI_PREFERENCE,
+    openai_chat_line,
+    openai_preference_line,
 )
 from feedback.validation import jsonl_lines
 from tenants.api.base import TenantAPIView
 from tenants.api.pagination import StandardPagination, paginated_schema, wrapped_list_schema
 from tenants.api.serializers import flatten_errors
+from tenants.api.streaming import JsonlDownloadMixin, jsonl_streaming_response
 from tenants.errors import InvalidInput, TooLarge, UnsupportedMedia
 from tenants.idempotency import idempotent_response
+from tenants.services import audit_actor_from_request
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
@@ -213,13 +226,41 @@ class DatasetListView(TenantAPIView):
 
 
 class DatasetDetailView(TenantAPIView):
-    """A dataset with its record count, duplicates, PII redaction counts and the report of its
-    last upload (accepted or refused)."""
+    """GET: a dataset with its record count, duplicates, PII redaction counts and the report of
+    its last upload (accepted or refused). PATCH: change its `data_use` consent or name;
+    `allow_private_training: false` takes its records out of every later job and out of past
+    jobs' snapshots, and flags the versions trained on them. DELETE: the dataset and all its
+    records go, with the same consequences; the answer lists what was removed and flagged."""
 
     @extend_schema(responses=DatasetSerializer)
     def get(self, request, tenant, dataset_id: int):
         dataset = selectors.dataset_get(tenant=self.tenant, dataset_id=dataset_id)
         return Response(DatasetSerializer(dataset).data)
+
+    @extend_schema(request=DatasetChangeSerializer, responses=DatasetSerializer)
+    def patch(self, request, tenant, dataset_id: int):
+        dataset = selectors.dataset_get(tenant=self.tenant, dataset_id=dataset_id)
+        serializer = DatasetChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        data_use = data.get("data_use") or {}
+        actor, ip = audit_actor_from_request(request)
+        dataset, withdrawn = services.dataset_data_use_change(
+            tenant=self.tenant, dataset=dataset, name=data.get("name"),
+            allow_rag=data_use.get("allow_rag"),
+            allow_private_training=data_use.get("allow_private_training"),
+            actor=actor, ip_address=ip)
+        body = DatasetSerializer(dataset).data
+        body["consent_revoked"] = bool(withdrawn)
+        body.update(withdrawn)
+        return Response(body)
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    def delete(self, request, tenant, dataset_id: int):
+        dataset = selectors.dataset_get(tenant=self.tenant, dataset_id=dataset_id)
+        actor, ip = audit_actor_from_request(request)
+        return Response(services.dataset_delete(tenant=self.tenant, dataset=dataset,
+                                                actor=actor, ip_address=ip))
 
 
 class DatasetRecordsView(TenantAPIView):
@@ -231,6 +272,109 @@ class DatasetRecordsView(TenantAPIView):
         paginator = StandardPagination()
         page = paginator.paginate_queryset(dataset.records.order_by("id"), request, view=self)
         return paginator.get_paginated_response(DatasetRecordSerializer(page, many=True).data)
+
+
+class DatasetRecordDetailView(TenantAPIView):
+    """DELETE one record of a dataset (past snapshots lose it, versions trained on it are
+    flagged); the answer lists what was removed and flagged."""
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    def delete(self, request, tenant, dataset_id: int, record_id: int):
+        dataset = selectors.dataset_get(tenant=self.tenant, dataset_id=dataset_id)
+        actor, ip = audit_actor_from_request(request)
+        return Response(services.dataset_records_delete(
+            tenant=self.tenant, dataset=dataset, record_ids=[record_id], actor=actor,
+            ip_address=ip))
+
+
+class DatasetRecordsDeleteView(TenantAPIView):
+    """POST `{"ids": [...]}`: delete several records of a dataset at once (all or nothing: an
+    id the dataset does not have is a 404 and nothing is deleted)."""
+
+    @extend_schema(request=RecordIdsSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, tenant, dataset_id: int):
+        dataset = selectors.dataset_get(tenant=self.tenant, dataset_id=dataset_id)
+        serializer = RecordIdsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        actor, ip = audit_actor_from_request(request)
+        return Response(services.dataset_records_delete(
+            tenant=self.tenant, dataset=dataset, record_ids=serializer.validated_data["ids"],
+            actor=actor, ip_address=ip))
+
+
+class DatasetExportView(JsonlDownloadMixin, TenantAPIView):
+    """GET `?format=openai-chat` (conversations datasets) or `openai-preference` (preferences
+    datasets; the default follows the dataset's type): the stored records as OpenAI's
+    fine-tuning JSONL, streamed."""
+
+    @extend_schema(parameters=[OpenApiParameter("format", OpenApiTypes.STR, required=False,
+                                                enum=list(EXPORT_FORMATS))],
+                   responses={(200, "application/jsonl"): OpenApiTypes.STR})
+    def get(self, request, tenant, dataset_id: int):
+        dataset = selectors.dataset_get(tenant=self.tenant, dataset_id=dataset_id)
+        native = OPENAI_CHAT if dataset.type == "conversations" else OPENAI_PREFERENCE
+        wanted = request.query_params.get("format") or native
+        if wanted != native:
+            raise InvalidInput("validation_error", "The request has invalid fields.",
+                               details={"format": [f"Dataset {dataset.pk} holds {dataset.type}: "
+                                                   f"export it as {native}."]})
+        to_line = openai_chat_line if native == OPENAI_CHAT else openai_preference_line
+        records = selectors.dataset_records(dataset=dataset)
+        return jsonl_streaming_response((to_line(r.data) for r in records),
+                                        filename=f"dataset-{dataset.pk}-{native}.jsonl")
+
+
+class _CorrectionReviewMixin:
+    def _review(self, request, ids, data):
+        actor, ip = audit_actor_from_request(request)
+        rows = services.correction_review(tenant=self.tenant, feedback_ids=ids,
+                                          action=data["action"],
+                                          correction=data.get("correction"), actor=actor,
+                                          ip_address=ip)
+        return Response({"reviewed": len(rows), "action": data["action"],
+                         "corrections": PendingCorrectionSerializer(rows, many=True).data})
+
+
+class CorrectionReviewListView(_CorrectionReviewMixin, TenantAPIView):
+    """GET: the corrections review queue (`status` pending, the default, or approved /
+    rejected), each with the answer it corrects. POST `{"ids": [...], "action": "approve" |
+    "reject"}`: review many at once. With the tenant setting `review_corrections` on, only
+    approved corrections train; a rejected one never trains."""
+
+    @extend_schema(parameters=[OpenApiParameter("status", OpenApiTypes.STR, required=False,
+                                                enum=["pending", "approved", "rejected"])],
+                   responses=paginated_schema(PendingCorrectionSerializer))
+    def get(self, request, tenant):
+        status_filter = request.query_params.get("status") or "pending"
+        if status_filter not in ("pending", "approved", "rejected"):
+            raise InvalidInput("validation_error", "The request has invalid fields.",
+                               details={"status": ["Must be pending, approved or rejected."]})
+        rows = selectors.correction_review_queue(tenant=self.tenant, status=status_filter)
+        paginator = StandardPagination()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(
+            PendingCorrectionSerializer(page, many=True).data)
+
+    @extend_schema(request=CorrectionReviewSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, tenant):
+        serializer = CorrectionReviewSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if "ids" not in data:
+            raise InvalidInput("validation_error", "The request has invalid fields.",
+                               details={"ids": ["This field is required."]})
+        return self._review(request, data["ids"], data)
+
+
+class CorrectionReviewDetailView(_CorrectionReviewMixin, TenantAPIView):
+    """POST `{"action": "approve" | "reject" | "edit", "correction": "..." (edit)}` on one
+    correction; edit replaces its text (PII-redacted) and approves it."""
+
+    @extend_schema(request=CorrectionReviewSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, tenant, feedback_id: int):
+        serializer = CorrectionReviewSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._review(request, [feedback_id], serializer.validated_data)
 
 
 def _upload_response(dataset, report: dict) -> Response:

@@ -4,6 +4,8 @@
 * `conversations`: logging conversations (served here or elsewhere), linking waiting feedback.
 * `submit`: storing feedback on a message, superseding a user's earlier feedback.
 * `datasets`: the DataHub's datasets and record uploads.
+* `dataset_changes`: deleting datasets and records, changing their consent (data use).
+* `review`: the tenant's feedback settings and the corrections review queue.
 
 Three rules hold for every write here:
 1. Text that can reach training (message content, corrections, dataset records) is PII-redacted
@@ -25,6 +27,12 @@ from feedback.services.counters import (
     feedback_counters_rebuild,
     feedback_counters_stale,
 )
+from feedback.services.dataset_changes import (
+    dataset_data_use_change,
+    dataset_delete,
+    dataset_records_delete,
+    feedback_data_withdraw,
+)
 from feedback.services.datasets import (
     MAX_LISTED_PROBLEMS,
     UPLOAD_BATCH_SIZE,
@@ -35,9 +43,21 @@ from feedback.services.datasets import (
     upload_items_from_jsonl,
     upload_items_from_list,
 )
+from feedback.services.review import (
+    FEEDBACK_SETTING_KEYS,
+    correction_review,
+    feedback_settings_update,
+)
 from feedback.services.submit import FEEDBACK_FAMILIES, FeedbackSubmitResult, feedback_submit
 
 __all__ = [
+    "FEEDBACK_SETTING_KEYS",
+    "correction_review",
+    "dataset_data_use_change",
+    "dataset_delete",
+    "dataset_records_delete",
+    "feedback_data_withdraw",
+    "feedback_settings_update",
     "FEEDBACK_FAMILIES",
     "MAX_LISTED_PROBLEMS",
     "UPLOAD_BATCH_SIZE",

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from feedback.models import Dataset, DatasetRecord
+from feedback.openai_format import is_openai_preference, openai_preference_to_record
 from feedback.pii import pii_counts_add, pii_redact_value
 from feedback.validation import VALIDATORS, record_content_hash
 from tenants.errors import Conflict, InvalidInput
@@ -136,15 +137,15 @@ class _Upload:
     invalid_records: list[dict] = field(default_factory=list)
     duplicate_records: list[dict] = field(default_factory=list)
     pii_total: dict[str, int] = field(default_factory=dict)
-    batch: list[tuple[dict, str, dict, dict]] = field(default_factory=list)
+    batch: list[tuple[dict, str, dict, dict, str]] = field(default_factory=list)
 
     def flush(self) -> None:
         """Store the batch's records whose content hash is new to the dataset."""
-        hashes = [h for _, h, _, _ in self.batch]
+        hashes = [h for _, h, _, _, _ in self.batch]
         seen = set(DatasetRecord.objects.filter(dataset=self.dataset, content_hash__in=hashes)
                    .values_list("content_hash", flat=True))
         rows = []
-        for locator, content_hash, data, pii in self.batch:
+        for locator, content_hash, data, pii, user_id in self.batch:
             if content_hash in seen:
                 self.duplicates += 1
                 if len(self.duplicate_records) < MAX_LISTED_PROBLEMS:
@@ -152,26 +153,45 @@ class _Upload:
                 continue
             seen.add(content_hash)
             rows.append(DatasetRecord(tenant=self.tenant, dataset=self.dataset,
-                                      content_hash=content_hash, data=data, pii_redactions=pii))
+                                      content_hash=content_hash, data=data, pii_redactions=pii,
+                                      user_id=user_id))
             self.pii_total = pii_counts_add(self.pii_total, pii)
         DatasetRecord.objects.bulk_create(rows, batch_size=UPLOAD_BATCH_SIZE)
         self.stored += len(rows)
         self.batch.clear()
 
 
-def _upload_item_check(item: UploadItem, dataset_type: str) -> tuple[list, dict, dict]:
-    """(errors as [(field, message)], redacted record, PII counts) of one incoming record."""
+def _record_user_id(value: Any) -> tuple[str, list]:
+    """The optional `user_id` of an incoming record (whose data it is: erasure and per-user caps
+    find the record by it); not part of the stored record's content."""
+    user_id = value.get("user_id", "") if isinstance(value, dict) else ""
+    if user_id in ("", None):
+        return "", []
+    if not isinstance(user_id, str) or len(user_id) > 200 or "\x00" in user_id:
+        return "", [("user_id", "Must be a string of at most 200 characters.")]
+    return user_id, []
+
+
+def _upload_item_check(item: UploadItem, dataset_type: str) -> tuple[list, dict, dict, str]:
+    """(errors as [(field, message)], redacted record, PII counts, user id) of one incoming
+    record. OpenAI preference lines are converted first (`feedback.openai_format`)."""
     if item.parse_error:
-        return [("", item.parse_error)], {}, {}
+        return [("", item.parse_error)], {}, {}, ""
+    value = item.value
+    user_id, errors = _record_user_id(value)
+    if dataset_type == Dataset.PREFERENCES and is_openai_preference(value):
+        value, conversion_errors = openai_preference_to_record(value)
+        if conversion_errors:
+            return errors + conversion_errors, {}, {}, ""
     check, normalize = VALIDATORS[dataset_type]
-    errors = check(item.value)
+    errors += check(value)
     if errors:
-        return errors, {}, {}
-    data, pii = pii_redact_value(normalize(item.value))
+        return errors, {}, {}, ""
+    data, pii = pii_redact_value(normalize(value))
     if dataset_type == Dataset.PREFERENCES and data["chosen"] == data["rejected"]:
         return [("rejected", "'chosen' and 'rejected' are identical once personal "
-                             "data is redacted.")], {}, {}
-    return [], data, pii
+                             "data is redacted.")], {}, {}, ""
+    return [], data, pii, user_id
 
 
 def _dataset_upload_locked(tenant, dataset, items, *, skip_invalid, source, filename) -> dict:
@@ -179,7 +199,7 @@ def _dataset_upload_locked(tenant, dataset, items, *, skip_invalid, source, file
     upload = _Upload(tenant=tenant, dataset=locked)
     for item in items:
         upload.received += 1
-        errors, data, pii = _upload_item_check(item, locked.type)
+        errors, data, pii, user_id = _upload_item_check(item, locked.type)
         if errors:
             upload.invalid += 1
             if len(upload.invalid_records) < MAX_LISTED_PROBLEMS:
@@ -189,7 +209,7 @@ def _dataset_upload_locked(tenant, dataset, items, *, skip_invalid, source, file
             continue
         if upload.invalid and not skip_invalid:
             continue  # the upload will be refused; keep validating to list every bad record
-        upload.batch.append((item.locator, record_content_hash(data), data, pii))
+        upload.batch.append((item.locator, record_content_hash(data), data, pii, user_id))
         if len(upload.batch) >= UPLOAD_BATCH_SIZE:
             upload.flush()
 

@@ -77,7 +77,8 @@ class TenantSettingsSerializer(serializers.Serializer):
     """The tenant settings document. Unknown keys are refused, not silently dropped.
 
     The types are checked here; each section is stored by the app that owns it (adapters: the
-    A/B split and auto-promotion; training: automatic training, compute backend, base model),
+    A/B split and auto-promotion; training: automatic training, compute backend, base model;
+    feedback: the corrections review queue and the per-user cap),
     whose registered validators run in `validate`."""
 
     lora_ab_test = AbTestSerializer(required=False)
@@ -90,6 +91,10 @@ class TenantSettingsSerializer(serializers.Serializer):
     # registered validator checks the name and lists the choices.
     base_model = serializers.CharField(required=False, allow_null=True, allow_blank=True,
                                        max_length=100)
+    # feedback: corrections wait for an admin's approval; at most N rows of one end user a job.
+    review_corrections = serializers.BooleanField(required=False)
+    max_examples_per_user = serializers.IntegerField(required=False, allow_null=True,
+                                                     min_value=1, max_value=1_000_000)
 
     def to_internal_value(self, data):
         unknown = unknown_field_errors(data, self.fields, "Unknown setting.")

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from training.api import views
+from training.api.export import TrainingDataExportView
 
 _T = "tenants/<slug:tenant>/"
 
@@ -20,4 +21,5 @@ urlpatterns = [
     path(_T + "webhooks/<int:webhook_id>", views.WebhookDetailView.as_view(),
          name="webhook-detail"),
     path(_T + "erasure", views.ErasureView.as_view(), name="erasure"),
+    path(_T + "export", TrainingDataExportView.as_view(), name="training-data-export"),
 ]
