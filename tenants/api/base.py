@@ -15,6 +15,14 @@ class TenantScopedMixin:
     tenant_url_kwarg = "tenant"
     tenant: Tenant
 
+    def check_permissions(self, request):
+        # Another tenant's key learns nothing here, not even that its key is read-only: the
+        # tenant check comes before the permission checks (a missing key still gets its 401).
+        key = request.auth
+        if isinstance(key, ApiKey) and key.tenant.slug != self.kwargs.get(self.tenant_url_kwarg):
+            raise NotFound("Tenant not found.")
+        super().check_permissions(request)
+
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)  # authentication + permissions + throttling
         key = request.auth

@@ -7,12 +7,14 @@ whose URL parameters the fillers below cannot fill FAILS the suite (add a filler
 API, for every allowed method of every tenant endpoint:
 - owner's read-write key: success or a 4xx validation answer, never 401/403/404/405/5xx;
 - owner's read-only key: reads as the owner, writes 403 `read_only_key`;
-- another tenant's valid key: 404 `not_found`, for every method;
-- another tenant on its own URL but with this tenant's object ids: 404 (the object lookup is
-  scoped too, not only the slug);
+- another tenant's valid key, read-write or read-only: 404 `not_found`, for every method;
+- another tenant on its own URL but with this tenant's object ids: 404 and nothing else (the
+  object lookup is scoped too, not only the slug); writes carry a body the endpoint accepts
+  (`urlmatrix.VALID_BODIES`), so a refusal of the body's shape cannot pass for isolation;
 - a revoked key, no key: 401 in the envelope.
 Dashboards: another tenant's member 403/404, anonymous redirected to the login page, staff pages
-403 for non-staff. And in every response: none of the other tenant's marker strings.
+403 for non-staff. And in every response: none of the other tenant's marker strings, compared
+case-insensitively (some are stored lowercased, e.g. in webhook URLs).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from tests.security.urlmatrix import (
     API_ENDPOINTS,
     DASHBOARD_ENDPOINTS,
     FILLERS,
+    NO_BODY_WRITES,
     OBJECT_PARAMS,
     OWNER_VALIDATION,
     STAFF_ENDPOINTS,
+    VALID_BODIES,
     normalised_route,
 )
 
@@ -51,19 +55,54 @@ def test_it_finds_every_tenant_endpoint_and_can_fill_its_parameters():
         assert expected in routes
 
 
-def _call(client, method: str, url: str):
+def _call(client, method: str, url: str, body=None):
     if method in ("post", "put", "patch"):
+        if body is not None:
+            fmt, data = body
+            return getattr(client, method)(url, data, format=fmt)
         return getattr(client, method)(url, {}, format="json")
     return getattr(client, method)(url)
 
 
+def _valid_body(endpoint, method: str, seeded: Seeded):
+    """(format, data) of a body this write accepts, or None for a write that takes none."""
+    key = (normalised_route(endpoint.route), method)
+    if key in VALID_BODIES:
+        fmt, build = VALID_BODIES[key]
+        return fmt, build(seeded)
+    return None
+
+
+def test_every_object_write_has_a_valid_body_or_takes_none():
+    """A crossed write must be refusable only for its object: each POST/PUT/PATCH with an
+    object in its URL needs a valid body in VALID_BODIES (or is known to take none)."""
+    missing = [(normalised_route(e.route), m) for e in API_ENDPOINTS for m in e.methods
+               if m in ("post", "put", "patch") and any(p in OBJECT_PARAMS for p in e.params)
+               and (normalised_route(e.route), m) not in VALID_BODIES
+               and (normalised_route(e.route), m) not in NO_BODY_WRITES]
+    assert not missing, f"add a valid body to urlmatrix.VALID_BODIES for: {missing}"
+
+
+def _content(response) -> bytes:
+    """The body, streamed ones (JSONL exports) included; read once and kept on the response."""
+    if getattr(response, "streaming", False):
+        if not hasattr(response, "_matrix_body"):
+            response._matrix_body = b"".join(response.streaming_content)
+        return response._matrix_body
+    return response.content
+
+
+def _has_marker(content: bytes, marker: str) -> bool:
+    return marker.lower().encode() in content.lower()
+
+
 def _assert_no_foreign_markers(response, foreign: Seeded, what: str) -> None:
-    content = response.content
+    content = _content(response)
     for marker in markers_of(foreign):
-        assert marker.encode() not in content, f"{what}: {marker} of {foreign.slug} leaked"
+        assert not _has_marker(content, marker), f"{what}: {marker} of {foreign.slug} leaked"
     # The other tenant's version numbers, as the API spells them.
-    version_label = f'"{foreign.version}"'.encode()
-    assert version_label not in content, f"{what}: {foreign.version} of {foreign.slug} leaked"
+    assert not _has_marker(content, f'"{foreign.version}"'), \
+        f"{what}: {foreign.version} of {foreign.slug} leaked"
 
 
 def _run_api_matrix(owner: Seeded, other: Seeded) -> dict:
@@ -78,7 +117,10 @@ def _run_api_matrix(owner: Seeded, other: Seeded) -> dict:
     for endpoint, method in reads + writes:
         url = endpoint.url(owner)
         what = f"{method.upper()} {url}"
-        assert_envelope(_call(other.ctx.client, method, url), 404, "not_found"), what
+        body = _valid_body(endpoint, method, owner)
+        assert_envelope(_call(other.ctx.client, method, url, body), 404, "not_found"), what
+        assert_envelope(_call(other.read_only.client, method, url, body), 404,
+                        "not_found"), f"other's read-only key: {what}"
         assert_envelope(_call(anon, method, url), 401), what
         error = assert_envelope(_call(revoked, method, url), 401)
         assert error["code"] == "invalid_api_key", (what, error)
@@ -86,18 +128,17 @@ def _run_api_matrix(owner: Seeded, other: Seeded) -> dict:
         if object_params:
             # The other tenant's own URL carrying this tenant's object ids.
             crossed = endpoint.url(other, {p: FILLERS[p](owner) for p in object_params})
-            response = _call(other.ctx.client, method, crossed)
-            # 404, or a refusal of the request's shape that never looked at the object (a 409
-            # would tell the state of another tenant's object: not allowed).
-            assert response.status_code in (404, 400, 413, 415, 422), (
-                f"{method.upper()} {crossed}", response.status_code, response.content)
-            assert_envelope(response, response.status_code)
+            response = _call(other.ctx.client, method, crossed,
+                             _valid_body(endpoint, method, other))
+            # With a body the endpoint accepts, only the object can be refused: 404, nothing
+            # else (a 409 would tell the state of another tenant's object, a 400 proves nothing).
+            assert_envelope(response, 404), f"{method.upper()} {crossed}"
             # An error may echo the id the caller sent; anything beyond that would be a leak.
-            content = response.content
+            content = _content(response)
             for p in object_params:
                 content = content.replace(str(FILLERS[p](owner)).encode(), b"")
             for marker in markers_of(owner):
-                assert marker.encode() not in content, (crossed, marker, response.content)
+                assert not _has_marker(content, marker), (crossed, marker, _content(response))
 
     # 2. The read-only key: reads as the owner, every write refused before it runs.
     for endpoint, method in writes:
@@ -107,20 +148,30 @@ def _run_api_matrix(owner: Seeded, other: Seeded) -> dict:
         url = endpoint.url(owner)
         response = owner.read_only.client.get(url)
         assert response.status_code < 400 or response.status_code in OWNER_VALIDATION, \
-            (url, response.status_code, response.content[:300])
+            (url, response.status_code, _content(response)[:300])
         _assert_no_foreign_markers(response, other, f"read-only GET {url}")
 
-    # 3. The owner: reads, then writes (empty bodies: validation answers are fine).
+    # 3. The owner: reads, then writes, removals last (the valid bodies above, else empty bodies:
+    # validation answers are fine there). A valid body must pass validation (a state refusal,
+    # 409, is fine), which keeps them honest; the preferences upload meets the seeded dataset
+    # of conversations and is refused for that.
+    # (a record before its dataset: deeper routes first)
+    writes.sort(key=lambda em: (em[1] == "delete", "delete" in em[0].route,
+                                -em[0].route.count("/")))
     for endpoint, method in reads + writes:
         url = endpoint.url(owner)
-        response = _call(owner.ctx.client, method, url)
+        body = _valid_body(endpoint, method, owner)
+        response = _call(owner.ctx.client, method, url, body)
         status = response.status_code
         assert status < 400 or status in OWNER_VALIDATION, \
-            (f"owner {method.upper()} {url}", status, response.content[:300])
+            (f"owner {method.upper()} {url}", status, _content(response)[:300])
         if status >= 400:
-            assert_envelope(response, status)
+            error = assert_envelope(response, status)
+            if body is not None and status != 409:
+                assert (status, error["code"]) == (400, "dataset_type_mismatch") and \
+                    endpoint.route.endswith("upload/preferences"), (url, error)
         _assert_no_foreign_markers(response, other, f"owner {method.upper()} {url}")
-        if any(m.encode() in response.content for m in markers_of(owner)):
+        if any(_has_marker(_content(response), m) for m in markers_of(owner)):
             seen_own_markers += 1
     return {"reads": len(reads), "writes": len(writes), "own_marker_responses": seen_own_markers}
 
@@ -173,7 +224,7 @@ def test_it_isolates_every_dashboard_page_and_data_url(two_tenants):
             assert response.status_code < 500 and response.status_code not in (401, 403, 404), \
                 (f"member {method} {url}", response.status_code)
             _assert_no_foreign_markers(response, other, f"member {method} {url}")
-            if any(m.encode() in response.content for m in markers_of(owner)):
+            if any(_has_marker(_content(response), m) for m in markers_of(owner)):
                 seen_own += 1
     assert seen_own >= 6, seen_own
 
