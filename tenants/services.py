@@ -107,7 +107,8 @@ def tenant_settings_sections() -> list[SettingsSection]:
 
 def tenant_settings_register_validator(key: str, validator: SettingsValidator) -> None:
     """A value check the API's serializer runs on `key` (so its refusal has the serializer's
-    shape); the owning app's writer runs the same check for every other caller."""
+    shape); the owning app's writer runs the same check for every other caller. The check
+    returns the value to store or raises `tenants.settings_sections.SettingInvalid`."""
     _settings_validators[key] = validator
 
 
@@ -130,12 +131,13 @@ def tenant_settings_change(
     """
     from tenants.errors import InvalidInput
     from tenants.selectors import tenant_settings_document
+    from tenants.settings_sections import settings_section_validate
 
     sections = tenant_settings_sections()
-    owned = {key for section in sections for key in section.keys}
-    errors: dict[str, Any] = {key: ["Unknown setting."] for key in sorted(set(changes) - owned)}
-    if errors:
-        raise InvalidInput("validation_error", "The request has invalid fields.", details=errors)
+    # keys no section owns are refused here; each section's writer checks its own values
+    settings_section_validate(tenant=tenant, changes=changes,
+                              checks={key: None for section in sections for key in section.keys})
+    errors: dict[str, Any] = {}
     with transaction.atomic():
         Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
         for section in sections:

@@ -12,17 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from rest_framework import serializers
 
 from adapters.models import AdapterSettings, AdapterVersion, parse_version_label
 from adapters.services.versions import SYSTEM_ACTOR
-from tenants.errors import InvalidInput
 from tenants.models import Tenant
 from tenants.services import audit_log_record
+from tenants.settings_sections import SettingInvalid, settings_section_validate
 
 ADAPTER_SETTING_KEYS = ("lora_ab_test", "auto_promote_ab_winner")
 AB_WEIGHT_TOLERANCE = 1e-6
-
 
 
 def _ab_arms_normalise(tenant: Tenant, versions: dict,
@@ -67,14 +65,15 @@ def lora_ab_test_validate(tenant: Tenant, value: dict) -> dict:
     """Settings validator for `lora_ab_test` (registered with the tenants app at start-up).
 
     The split names versions of this tenant that are not archived; weights are positive and sum
-    to 1; an enabled test needs at least two versions. Returns the normalised value.
+    to 1; an enabled test needs at least two versions. Returns the normalised value; a refusal
+    is SettingInvalid with the problems by version label (or `versions`).
     """
     if not isinstance(value, dict):
-        raise serializers.ValidationError("Must be an object {enabled, versions}.")
+        raise SettingInvalid("Must be an object {enabled, versions}.")
     enabled = bool(value.get("enabled"))
     versions = value.get("versions") or {}
     if not isinstance(versions, dict):
-        raise serializers.ValidationError({"versions": ["Must be a map version -> weight."]})
+        raise SettingInvalid({"versions": ["Must be a map version -> weight."]})
     errors: dict[str, list[str]] = {}
     normalised = _ab_arms_normalise(tenant, versions, errors)
     if enabled and len(normalised) < 2:
@@ -86,26 +85,19 @@ def lora_ab_test_validate(tenant: Tenant, value: dict) -> dict:
             errors.setdefault("versions", []).append(
                 f"Weights must sum to 1 (they sum to {total:g}).")
     if errors:
-        raise serializers.ValidationError(errors)
+        raise SettingInvalid(errors)
     ordered = dict(sorted(normalised.items(), key=lambda kv: parse_version_label(kv[0]) or 0))
     return {"enabled": enabled, "versions": ordered}
 
 
-def _validated(tenant: Tenant, changes: dict[str, Any]) -> dict[str, Any]:
-    errors: dict[str, Any] = {key: ["Unknown setting."]
-                              for key in sorted(set(changes) - set(ADAPTER_SETTING_KEYS))}
-    validated = dict(changes)
-    if "lora_ab_test" in changes:
-        try:
-            validated["lora_ab_test"] = lora_ab_test_validate(tenant, changes["lora_ab_test"])
-        except serializers.ValidationError as exc:
-            errors["lora_ab_test"] = exc.detail
-    if "auto_promote_ab_winner" in changes and not isinstance(
-            changes["auto_promote_ab_winner"], bool):
-        errors["auto_promote_ab_winner"] = ["Must be a valid boolean."]
-    if errors:
-        raise InvalidInput("validation_error", "The request has invalid fields.", details=errors)
-    return validated
+def _boolean_check(tenant: Tenant, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SettingInvalid("Must be a valid boolean.")
+    return value
+
+
+ADAPTER_SETTING_CHECKS = {"lora_ab_test": lora_ab_test_validate,
+                          "auto_promote_ab_winner": _boolean_check}
 
 
 def adapter_settings_update(
@@ -120,7 +112,8 @@ def adapter_settings_update(
     `adapter.ab_test_changed`; with `audit` (the default) the change is also recorded as
     `settings.updated` (`tenant_settings_change` passes False and records the whole change).
     """
-    validated = _validated(tenant, changes)
+    validated = settings_section_validate(tenant=tenant, changes=changes,
+                                          checks=ADAPTER_SETTING_CHECKS)
     with transaction.atomic():
         row, _ = AdapterSettings.objects.select_for_update().get_or_create(tenant=tenant)
         before = row.lora_ab_test

@@ -104,6 +104,7 @@ class TenantSettingsSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         from tenants.services import tenant_settings_validators
+        from tenants.settings_sections import SettingInvalid
 
         tenant = self.context["tenant"]
         errors = {}
@@ -111,7 +112,7 @@ class TenantSettingsSerializer(serializers.Serializer):
             if key in attrs:
                 try:
                     attrs[key] = validator(tenant, attrs[key])
-                except serializers.ValidationError as exc:
+                except SettingInvalid as exc:
                     errors[key] = exc.detail
         if errors:
             raise serializers.ValidationError(errors)

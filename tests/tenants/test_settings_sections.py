@@ -65,3 +65,44 @@ def test_a_change_refused_in_one_section_stores_nothing_in_the_others(owner):
     with pytest.raises(InvalidInput) as refused:
         tenant_settings_change(tenant=owner.tenant, actor="system", changes={"colour": "red"})
     assert refused.value.details == {"colour": ["Unknown setting."]}
+
+
+def test_every_section_collects_all_its_refusals_by_key_as_one_domain_error(owner):
+    """Both apps' services check their keys with tenants.settings_sections: an unknown key and
+    each bad value are reported together (per key; an object's problems by field or version
+    label), as InvalidInput, never a framework error."""
+    from tenants.settings_sections import SettingInvalid, settings_section_validate
+
+    with pytest.raises(InvalidInput) as training:
+        training_settings_update(tenant=owner.tenant, changes={
+            "compute_backend": "gpu-farm", "base_model": "nope", "colour": "red",
+            "auto_training": {"method": "rlhf"}})
+    assert training.value.code == "validation_error"
+    details = training.value.details
+    assert set(details) == {"compute_backend", "base_model", "colour", "auto_training"}
+    assert details["colour"] == ["Unknown setting."]
+    assert details["compute_backend"] == ['"gpu-farm" is not a valid choice.']
+    assert details["base_model"][0].startswith("Unknown base model 'nope'.")
+    assert details["auto_training"] == ['method: "rlhf" is not a valid choice.']
+
+    with pytest.raises(InvalidInput) as adapters:
+        adapter_settings_update(tenant=owner.tenant, changes={
+            "auto_promote_ab_winner": "yes",
+            "lora_ab_test": {"enabled": True, "versions": {"v9": 1.0, "latest": 0.5}}})
+    details = adapters.value.details
+    assert details["auto_promote_ab_winner"] == ["Must be a valid boolean."]
+    assert details["lora_ab_test"] == {
+        "latest": ["Not a version label; use the form 'v3'."],
+        "v9": ["Version v9 does not exist for this tenant."],
+        "versions": ["An enabled A/B test needs at least 2 versions."]}
+    assert training_settings_get(tenant=owner.tenant).pk is None
+    assert adapter_settings_get(tenant=owner.tenant).pk is None
+
+    def positive(tenant, value):
+        if value <= 0:
+            raise SettingInvalid("Must be positive.")
+        return value * 2
+
+    assert settings_section_validate(tenant=owner.tenant, changes={"n": 2, "free": "x"},
+                                     checks={"n": positive, "free": None}) == {"n": 4,
+                                                                               "free": "x"}

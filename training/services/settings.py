@@ -10,9 +10,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from tenants.errors import InvalidInput
 from tenants.models import Tenant
 from tenants.services import audit_log_record
+from tenants.settings_sections import SettingInvalid, settings_section_validate
 from training.models import TrainingSettings
 
 TRAINING_SETTING_KEYS = ("auto_training", "compute_backend", "base_model")
@@ -29,22 +29,20 @@ def base_model_choices() -> list[str]:
 def base_model_setting_validate(tenant: Tenant, value: Any) -> str | None:
     """Settings validator for `base_model`: a configured name, or null/"" for the platform's
     default. Registered with the tenants app, so the API's refusal names the choices."""
-    from rest_framework import serializers
-
     if value in (None, ""):
         return None
     choices = base_model_choices()
     if not isinstance(value, str) or value not in choices:
-        raise serializers.ValidationError(
+        raise SettingInvalid(
             [f"Unknown base model {value!r}. Choose one of: {', '.join(choices)}."])
     return value
 
 
-def _auto_training_errors(value: Any) -> list[str]:
+def _auto_training_check(tenant: Tenant, value: Any) -> Any:
     """Today's serializer rules for the `auto_training` section, for callers other than it."""
     if not isinstance(value, dict):
-        return ["Invalid data. Expected a dictionary, but got str." if isinstance(value, str)
-                else "Invalid data."]
+        raise SettingInvalid(["Invalid data. Expected a dictionary, but got str."
+                              if isinstance(value, str) else "Invalid data."])
     problems = []
     unknown = sorted(set(value) - {"enabled", "method", "min_new_feedback"})
     problems += [f"{key}: Unknown field." for key in unknown]
@@ -57,29 +55,20 @@ def _auto_training_errors(value: Any) -> list[str]:
         number = value["min_new_feedback"]
         if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
             problems.append(f"min_new_feedback: Must be an integer from {low} to {high}.")
-    return problems
+    if problems:
+        raise SettingInvalid(problems)
+    return value
 
 
-def _validated(tenant: Tenant, changes: dict[str, Any]) -> dict[str, Any]:
-    from rest_framework import serializers
+def _compute_backend_check(tenant: Tenant, value: Any) -> Any:
+    if value not in (None, "", *COMPUTE_BACKENDS):
+        raise SettingInvalid(f"\"{value}\" is not a valid choice.")
+    return value
 
-    errors: dict[str, Any] = {}
-    for key in sorted(set(changes) - set(TRAINING_SETTING_KEYS)):
-        errors[key] = ["Unknown setting."]
-    if "auto_training" in changes and (problems := _auto_training_errors(changes["auto_training"])):
-        errors["auto_training"] = problems
-    if "compute_backend" in changes and changes["compute_backend"] not in (None, "",
-                                                                            *COMPUTE_BACKENDS):
-        errors["compute_backend"] = [f"\"{changes['compute_backend']}\" is not a valid choice."]
-    validated = dict(changes)
-    if "base_model" in changes:
-        try:
-            validated["base_model"] = base_model_setting_validate(tenant, changes["base_model"])
-        except serializers.ValidationError as exc:
-            errors["base_model"] = exc.detail
-    if errors:
-        raise InvalidInput("validation_error", "The request has invalid fields.", details=errors)
-    return validated
+
+TRAINING_SETTING_CHECKS = {"auto_training": _auto_training_check,
+                           "compute_backend": _compute_backend_check,
+                           "base_model": base_model_setting_validate}
 
 
 def training_settings_update(
@@ -94,7 +83,8 @@ def training_settings_update(
     with per-key reasons and stores nothing. With `audit` (the default) the change is recorded
     as `settings.updated`; `tenant_settings_change` passes False and records the whole change.
     """
-    validated = _validated(tenant, changes)
+    validated = settings_section_validate(tenant=tenant, changes=changes,
+                                          checks=TRAINING_SETTING_CHECKS)
     with transaction.atomic():
         row, _ = TrainingSettings.objects.select_for_update().get_or_create(tenant=tenant)
         auto = validated.get("auto_training") or {}
