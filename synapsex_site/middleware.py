@@ -32,7 +32,10 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
+
+from tenants.api.errors import DATABASE_UNAVAILABLE_MESSAGE, database_retry_after
 
 API_PREFIX = "/v1/"
 DEFAULT_JSON_MAX_DEPTH = 64
@@ -153,6 +156,32 @@ class RequestHardeningMiddleware:
             where = _json_nul_path(body)
             if where is not None:
                 return _error(request, 400, "null_character", NUL_MESSAGE, {where: [NUL_MESSAGE]})
+        return None
+
+
+def database_unavailable_response(request):
+    """503 with Retry-After: the envelope under /v1/, plain text elsewhere."""
+    response = _error(request, 503, "database_unavailable", DATABASE_UNAVAILABLE_MESSAGE,
+                      {"retry_after_seconds": database_retry_after()})
+    response["Retry-After"] = str(database_retry_after())
+    return response
+
+
+class DatabaseUnavailableMiddleware:
+    """A view (dashboard page, admin, plain API view) that hits a database that is down, or a
+    connection that was cut, answers 503 with `Retry-After` instead of a 500. DRF views get the
+    same answer from `tenants.api.errors.api_exception_handler` (DRF catches its views'
+    exceptions before a middleware could)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, OperationalError | InterfaceError):
+            return database_unavailable_response(request)
         return None
 
 

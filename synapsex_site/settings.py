@@ -76,6 +76,8 @@ MIDDLEWARE = [
     # Body size, JSON depth and NUL refusals before anything reads the body; extra headers.
     "synapsex_site.middleware.RequestHardeningMiddleware",
     "synapsex_site.middleware.SecurityHeadersMiddleware",
+    # A database that is down or a cut connection: 503 with Retry-After, not a 500.
+    "synapsex_site.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -373,3 +375,5 @@ WEBHOOK_RETRY_INTERVALS = [int(s) for s in env_list("WEBHOOK_RETRY_INTERVALS",
 # Webhooks go only to public addresses (checked at registration and at each delivery, after DNS
 # resolution); hosts listed here (names or IP literals) may resolve to loopback or private ones.
 WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
+# Seconds a client is told to wait (Retry-After) when the database is unavailable (503).
+DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 5, minimum=1)

@@ -4,6 +4,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -70,6 +71,16 @@ def envelope(code: str, message: str, details=None) -> dict:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+DATABASE_UNAVAILABLE_MESSAGE = "The database is unavailable or busy; retry shortly."
+
+
+def database_retry_after() -> int:
+    """Seconds a client is told to wait when the database is unavailable (503)."""
+    from django.conf import settings
+
+    return int(getattr(settings, "DATABASE_RETRY_AFTER_SECONDS", 5))
+
+
 def _first_code(detail) -> str | None:
     codes = detail if isinstance(detail, str) else None
     if codes:
@@ -91,6 +102,13 @@ def api_exception_handler(exc, context):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or the connection was cut: a retry later can succeed.
+        logger.warning("Database unavailable: %s", exc)
+        wait = database_retry_after()
+        return Response(envelope("database_unavailable", DATABASE_UNAVAILABLE_MESSAGE,
+                                 {"retry_after_seconds": wait}),
+                        status=503, headers={"Retry-After": str(wait)})
     elif isinstance(exc, RequestDataTooBig):
         return Response(
             envelope("payload_too_large", "The request body is larger than the server accepts."),
