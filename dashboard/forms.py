@@ -3,6 +3,7 @@ API accepts, readiness, quotas, A/B sums) are applied by the apps' services and 
 their refusals are shown back on these forms."""
 
 from django import forms
+from django.conf import settings
 
 from feedback.models import Dataset
 from tenants.models import ApiKey
@@ -91,3 +92,23 @@ class AutoTrainingForm(forms.Form):
     method = forms.ChoiceField(choices=METHOD_CHOICES)
     min_new_feedback = forms.IntegerField(min_value=1, max_value=1_000_000,
                                           label="New feedback needed to start a job")
+
+
+class BaseModelForm(forms.Form):
+    """The tenant's base model (training setting `base_model`): a name from the operator's
+    BASE_MODELS, or blank for the platform's default. The select offers the configured names;
+    the training app's settings service checks the value and names the choices on a refusal."""
+
+    base_model = forms.CharField(required=False, label="Base model",
+                                 help_text="New jobs train on this base; versions keep the "
+                                           "base they were trained on.")
+
+    def __init__(self, *args, **kwargs):
+        from training.services.settings import base_model_choices
+
+        super().__init__(*args, **kwargs)
+        default = getattr(settings, "DEFAULT_BASE_MODEL", "")
+        self.fields["base_model"].widget = forms.Select(choices=[
+            ("", f"Platform default ({default})"),
+            *[(name, name) for name in base_model_choices()],
+        ])

@@ -18,7 +18,6 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.generic import TemplateView
-from rest_framework.exceptions import ValidationError as DrfValidationError
 
 from adapters.models import AdapterVersion
 from adapters.selectors import (
@@ -33,6 +32,7 @@ from dashboard.forms import (
     METHOD_DEFAULTS,
     ApiKeyForm,
     AutoTrainingForm,
+    BaseModelForm,
     DatasetRegisterForm,
     DatasetUploadForm,
     TrainingJobForm,
@@ -43,8 +43,7 @@ from dashboard.permissions import (
     tenant_accesses_for_user,
 )
 from feedback.selectors import dataset_get, dataset_list
-from tenants.api.errors import ApiError
-from tenants.errors import DomainError, NotFound
+from tenants.errors import DomainError, InvalidInput, NotFound
 from tenants.models import Tenant
 from tenants.selectors import api_key_get, api_key_list, tenant_list, tenant_settings_document
 from tenants.services import (
@@ -67,45 +66,25 @@ from training.selectors import (
 )
 from training.trainer.config import PRESETS
 
-# What services refuse with: domain errors, and (until every app raises those) the API's ApiError
-# and DRF validation errors.
-REFUSALS = (DomainError, ApiError, DrfValidationError)
-
-
-def refusal_code(exc: Exception) -> str:
-    """The machine-readable code of a refusal ("" for a plain validation error)."""
-    if isinstance(exc, DomainError):
-        return exc.code
-    return getattr(exc, "error_code", "")
+# Services refuse with domain errors only (tenants.errors); the views show them on the page.
 
 
 def found_or_404(selector, **kwargs):
-    """A selector's object; its "not found" (domain error, or ApiError 404) as the page's 404."""
+    """A selector's object; its "not found" as the page's 404."""
     try:
         return selector(**kwargs)
     except NotFound as exc:
         raise Http404 from exc
-    except ApiError as exc:
-        if exc.status_code == 404:
-            raise Http404 from exc
-        raise
 
 
-def is_field_errors(exc: Exception) -> bool:
-    """A domain error that carries per-field reasons the way a serializer's refusal does."""
-    return isinstance(exc, DomainError) and exc.code == "validation_error"
+def is_field_errors(exc: DomainError) -> bool:
+    """A refusal that carries per-field reasons (`{field: [messages]}`) in its details."""
+    return exc.code == "validation_error"
 
 
-def error_lines(exc: Exception) -> list[str]:
-    """A service's refusal (domain error, ApiError or a ValidationError) as lines for a page."""
-    if is_field_errors(exc):
-        exc = DrfValidationError(exc.details)
-    coded = isinstance(exc, DomainError | ApiError)
-    if coded:
-        lines = [exc.message]
-        details = exc.details
-    else:
-        lines, details = [], getattr(exc, "detail", str(exc))
+def detail_lines(details) -> list[str]:
+    """Per-field reasons as "field: message" lines (nested objects as "field: inner: ...")."""
+    lines: list[str] = []
 
     def walk(prefix: str, value) -> None:
         if isinstance(value, dict):
@@ -117,13 +96,20 @@ def error_lines(exc: Exception) -> list[str]:
         elif value not in (None, ""):
             lines.append(f"{prefix}{value}")
 
-    if not coded or isinstance(details, dict | list):
-        if coded:
-            # Per-field reasons are worth showing; the numbers behind the message are not.
-            details = {k: v for k, v in details.items() if isinstance(v, list)} \
-                if isinstance(details, dict) else details
-        walk("", details)
-    return lines or ["The request was refused."]
+    walk("", details)
+    return lines
+
+
+def error_lines(exc: DomainError) -> list[str]:
+    """A service's refusal as lines for a page: the per-field reasons of a validation error;
+    otherwise the message and any per-field reasons (not the numbers behind the message)."""
+    details = exc.details
+    if is_field_errors(exc):
+        return detail_lines(details) or [exc.message or "The request was refused."]
+    if isinstance(details, dict):
+        details = {k: v for k, v in details.items() if isinstance(v, list)}
+    lines = [exc.message] if exc.message else []
+    return lines + detail_lines(details) or ["The request was refused."]
 
 
 def settings_document(tenant: Tenant) -> dict:
@@ -254,7 +240,7 @@ class DatasetListView(TenantPage):
                     allow_rag=form.cleaned_data["allow_rag"],
                     allow_private_training=form.cleaned_data["allow_private_training"],
                 )
-            except REFUSALS as exc:
+            except DomainError as exc:
                 for line in error_lines(exc):
                     form.add_error(None, line)
             else:
@@ -309,10 +295,10 @@ class DatasetDetailView(TenantPage):
                     skip_invalid=form.cleaned_data["skip_invalid"], source="jsonl",
                     filename=upload.name,
                 )
-            except REFUSALS as exc:
+            except DomainError as exc:
                 # A refused upload stores its report on the dataset; other refusals (empty
                 # file) go on the form.
-                if refusal_code(exc) != "invalid_records":
+                if exc.code != "invalid_records":
                     for line in error_lines(exc):
                         form.add_error(None, line)
             else:
@@ -374,7 +360,7 @@ class TrainingListView(TenantPage):
         try:
             job, estimate = training_start(request, tenant=self.tenant, form=form,
                                            dry_run=not confirmed)
-        except REFUSALS as exc:
+        except DomainError as exc:
             for line in error_lines(exc):
                 form.add_error(None, line)
             return self.render_to_response(self.get_context_data(form=form), status=400)
@@ -422,7 +408,7 @@ class JobCancelView(TenantMemberMixin, View):
         actor, ip = audit_actor_from_request(request)
         try:
             job = training_job_cancel(job=job, actor=actor, ip_address=ip)
-        except REFUSALS as exc:
+        except DomainError as exc:
             for line in error_lines(exc):
                 messages.error(request, line)
         else:
@@ -491,10 +477,10 @@ class AdapterActivateView(TenantPage):
         try:
             adapter_version_activate(version=self.version, force=request.POST.get("force") == "1",
                                      actor=actor, ip_address=ip, reason="dashboard")
-        except REFUSALS as exc:
+        except DomainError as exc:
             context = self.get_context_data()
             context["errors"] = error_lines(exc)
-            context["can_force"] = refusal_code(exc) == "eval_regression"
+            context["can_force"] = exc.code == "eval_regression"
             return self.render_to_response(context, status=409)
         messages.success(request, f"{self.version.version} is now the active version.")
         return redirect("dashboard:adapters", self.tenant.slug)
@@ -522,18 +508,18 @@ class AbTestUpdateView(TenantMemberMixin, View):
                 weights[label] = number
         try:
             if bad:
-                raise DrfValidationError({"versions": bad})
+                raise InvalidInput("validation_error", "The request has invalid fields.",
+                                   details={"versions": bad})
             settings_change(request, tenant=self.tenant, changes={
                 "lora_ab_test": {"enabled": enabled, "versions": weights}})
-        except REFUSALS as exc:
+        except DomainError as exc:
             view = AdapterListView()
             view.setup(request, slug=slug)
             view.access, view.tenant = self.access, self.tenant
             context = view.get_context_data(ab_weights=raw, ab_enabled=enabled)
-            detail = exc.details if is_field_errors(exc) else getattr(exc, "detail", None)
-            if isinstance(detail, dict) and "lora_ab_test" in detail:
-                exc = DrfValidationError(detail["lora_ab_test"])
-            context["ab_errors"] = error_lines(exc)
+            split = exc.details.get("lora_ab_test") if is_field_errors(exc) else None
+            context["ab_errors"] = (detail_lines(split) if split
+                                    else error_lines(exc)) or ["The request was refused."]
             response = view.render_to_response(context, status=400)
             return response
         messages.success(request, "A/B split saved." if enabled else "A/B split saved (off).")
@@ -608,16 +594,21 @@ class SettingsView(TenantPage):
         context = super().get_context_data(**kwargs)
         document = settings_document(self.tenant)
         context.setdefault("form", AutoTrainingForm(initial=document["auto_training"]))
+        context.setdefault("base_form", BaseModelForm(
+            initial={"base_model": document["base_model"] or ""}))
         context["document"] = document
+        context["default_base_model"] = getattr(django_settings, "DEFAULT_BASE_MODEL", "")
         return context
 
     def post(self, request, slug):
+        if request.POST.get("section") == "base_model":
+            return self.post_base_model(request)
         form = AutoTrainingForm(request.POST)
         if form.is_valid():
             try:
                 settings_change(request, tenant=self.tenant,
                                 changes={"auto_training": form.cleaned_data})
-            except REFUSALS as exc:
+            except DomainError as exc:
                 for line in error_lines(exc):
                     form.add_error(None, line)
             else:
@@ -625,6 +616,22 @@ class SettingsView(TenantPage):
                 messages.success(request, f"Automatic training is {state}.")
                 return redirect("dashboard:settings", self.tenant.slug)
         return self.render_to_response(self.get_context_data(form=form), status=400)
+
+    def post_base_model(self, request):
+        """Change the tenant's base model through the same settings service as the API."""
+        form = BaseModelForm(request.POST)
+        if form.is_valid():
+            name = form.cleaned_data["base_model"] or None
+            try:
+                settings_change(request, tenant=self.tenant, changes={"base_model": name})
+            except DomainError as exc:
+                for line in error_lines(exc):
+                    form.add_error(None, line)
+            else:
+                messages.success(request, f"New jobs train on {name}." if name else
+                                 "New jobs train on the platform's default base model.")
+                return redirect("dashboard:settings", self.tenant.slug)
+        return self.render_to_response(self.get_context_data(base_form=form), status=400)
 
 
 # --- Staff ---------------------------------------------------------------------------------

@@ -141,6 +141,57 @@ def test_it_turns_automatic_training_on_and_off(client_for, admin_a, tenant_a):
     assert training_settings_get(tenant=tenant_a).auto_training_enabled is False
 
 
+def test_it_shows_and_changes_the_tenants_base_model(client_for, admin_a, viewer_a, tenant_a,
+                                                    settings):
+    """The settings page offers the operator's BASE_MODELS; the choice goes through the same
+    settings service as the API (stored, audited, refused with the choices named)."""
+    from tenants.models import AuditLogEntry
+
+    settings.BASE_MODELS = {"main": "/models/main", "other": "/models/other"}
+    settings.DEFAULT_BASE_MODEL = "main"
+    c = client_for(admin_a)
+    url = reverse("dashboard:settings", args=["acme"])
+    page = c.get(url).content.decode()
+    assert "the platform default (main)" in page
+    assert '<option value="other">other</option>' in page
+
+    response = c.post(url, {"section": "base_model", "base_model": "other"})
+    assert response.status_code == 302
+    assert training_settings_get(tenant=tenant_a).base_model == "other"
+    assert 'id="base-model">other<' in c.get(url).content.decode()
+    entry = AuditLogEntry.objects.filter(action="settings.updated").latest("pk")
+    assert entry.details == {"changed": ["base_model"], "via": "dashboard"}
+
+    refused = c.post(url, {"section": "base_model", "base_model": "gpt-9"})
+    assert refused.status_code == 400
+    assert "Unknown base model &#x27;gpt-9&#x27;. Choose one of: main, other." in \
+        refused.content.decode()
+    assert training_settings_get(tenant=tenant_a).base_model == "other"
+
+    assert c.post(url, {"section": "base_model", "base_model": ""}).status_code == 302
+    assert training_settings_get(tenant=tenant_a).base_model == ""
+    # the automatic-training form beside it is unchanged by these posts
+    assert training_settings_get(tenant=tenant_a).auto_training_enabled is False
+
+    viewer = client_for(viewer_a)
+    assert "Save base model" not in viewer.get(url).content.decode()
+    assert viewer.post(url, {"section": "base_model", "base_model": "other"}).status_code == 403
+    assert training_settings_get(tenant=tenant_a).base_model == ""
+
+
+def test_it_shows_a_refused_ab_split_entry_as_the_field_error(client_for, admin_a, tenant_a):
+    """A weight that is not a number is refused before the service (as a domain error, like the
+    service's own refusals), and nothing is stored."""
+    adapter_version(tenant_a, 1, active=True)
+    adapter_version(tenant_a, 2)
+    response = client_for(admin_a).post(reverse("dashboard:ab_test", args=["acme"]),
+                                        {"enabled": "on", "weight_v1": "half",
+                                         "weight_v2": "0.5"})
+    assert response.status_code == 400
+    assert "versions: v1: “half” is not a number." in response.content.decode()
+    assert ab_test_settings(tenant_a)["enabled"] is False
+
+
 def test_it_refuses_an_ab_split_naming_a_missing_version(client_for, admin_a, tenant_a):
     adapter_version(tenant_a, 1, active=True)
     response = client_for(admin_a).post(reverse("dashboard:ab_test", args=["acme"]),
