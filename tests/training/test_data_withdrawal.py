@@ -187,7 +187,8 @@ def test_erasure_reaches_snapshots_dataset_records_and_conversation_logs(owner, 
     snapshot_verifies(job, tmp_path)
     assert not Conversation.objects.filter(tenant=owner.tenant,
                                            external_id__startswith="a").exists()
-    assert Conversation.objects.filter(tenant=owner.tenant, external_id__startswith="b").count() == 6
+    kept = Conversation.objects.filter(tenant=owner.tenant, external_id__startswith="b")
+    assert kept.count() == 6
     assert DatasetRecord.objects.filter(dataset_id=dataset_id).count() == 2
     dataset = owner.client.get(owner.url(f"datasets/{dataset_id}")).json()
     assert dataset["record_count"] == 2
