@@ -4,9 +4,14 @@ The API scopes by API key (`tenants.api.base`); the dashboards scope by Django s
 `tenants.Membership`. Every tenant page and every chart data endpoint goes through
 `TenantMemberMixin`, so the tenant check lives in one place:
 - not a member of the tenant (or the tenant does not exist) -> 404, no hint that it exists;
-- a viewer may read (GET) but every action (POST) needs the admin role -> 403.
-Staff users are operators: they see every tenant read-only unless they are also an admin member,
-and only they may open `/staff/`.
+- a viewer may read (GET) but every action (POST) needs the admin role -> 403; a membership
+  without a recognised role (blank, or a role since removed) reads like a viewer and acts like
+  nobody.
+Staff users are operators (SECURITY.md, "Staff on tenant pages"): a staff user who is not a
+member sees every tenant read-only, and every such request (page or chart data) leaves an
+`AuditLogEntry` `staff.tenant_view` on that tenant, so a tenant's log shows each time an operator
+looked; their writes are 403 (acting needs an admin membership, and then it is the member who
+acts, unaudited as a view). Only staff may open `/staff/`.
 """
 
 from dataclasses import dataclass
@@ -17,6 +22,7 @@ from django.http import Http404
 
 from tenants.models import Membership, Tenant
 from tenants.selectors import membership_get, membership_list_for_user, tenant_get_by_slug
+from tenants.services import audit_actor_from_request, audit_log_record
 
 
 @dataclass(frozen=True)
@@ -25,10 +31,12 @@ class TenantAccess:
 
     tenant: Tenant
     role: str
+    # A staff user reading a tenant they are not a member of: read-only, each request audited.
+    staff_view: bool = False
 
     @property
     def can_act(self) -> bool:
-        return self.role == Membership.ADMIN
+        return self.role == Membership.ADMIN and not self.staff_view
 
 
 def tenant_access_get(*, user, slug: str) -> TenantAccess:
@@ -45,7 +53,7 @@ def tenant_access_get(*, user, slug: str) -> TenantAccess:
     if user.is_staff:
         tenant = tenant_get_by_slug(slug=slug)
         if tenant is not None:
-            return TenantAccess(tenant=tenant, role=Membership.VIEWER)
+            return TenantAccess(tenant=tenant, role=Membership.VIEWER, staff_view=True)
     raise Http404
 
 
@@ -70,7 +78,14 @@ class TenantMemberMixin(LoginRequiredMixin):
         self.access = tenant_access_get(user=request.user, slug=kwargs["slug"])
         self.tenant = self.access.tenant
         if request.method.lower() in self.admin_methods and not self.access.can_act:
+            if self.access.staff_view:
+                raise PermissionDenied("Staff read tenants; acting needs an admin membership.")
             raise PermissionDenied("Viewers cannot change anything; ask a tenant admin.")
+        if self.access.staff_view:
+            actor, ip = audit_actor_from_request(request)
+            audit_log_record(action="staff.tenant_view", actor=actor, tenant=self.tenant,
+                             ip_address=ip, target=request.path[:200],
+                             details={"method": request.method})
         return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):

@@ -236,3 +236,85 @@ def test_it_isolates_every_dashboard_page_and_data_url(two_tenants):
         response = anon.get(url)
         assert response.status_code == 302 and response["Location"].startswith(login_url), url
         assert _login(staff).get(url).status_code == 200, url
+
+
+def _tenant_state(seeded: Seeded) -> dict:
+    """What a dashboard write could change in a tenant, row by row."""
+    from adapters.models import AdapterVersion
+    from feedback.models import Dataset, DatasetRecord
+    from tenants.models import ApiKey, AuditLogEntry
+    from training.models import TrainingJob
+
+    tenant = seeded.ctx.tenant
+    tenant.refresh_from_db()
+    return {
+        "tenant": {f.name: getattr(tenant, f.attname) for f in tenant._meta.concrete_fields},
+        "keys": list(ApiKey.objects.filter(tenant=tenant).order_by("id").values()),
+        "versions": list(AdapterVersion.objects.filter(tenant=tenant).order_by("id").values()),
+        "jobs": list(TrainingJob.objects.filter(tenant=tenant).order_by("id").values()),
+        "datasets": list(Dataset.objects.filter(tenant=tenant).order_by("id").values()),
+        "records": list(DatasetRecord.objects.filter(dataset__tenant=tenant).order_by("id")
+                        .values()),
+        "audit": list(AuditLogEntry.objects.filter(tenant=tenant).order_by("id").values()),
+    }
+
+
+def test_staff_members_without_a_role_and_users_without_membership_on_tenant_pages(two_tenants):
+    """The policy of SECURITY.md, "Staff on tenant pages", over every dashboard URL:
+    - a staff user who is not a member reads every page (never 403/404) and each request leaves
+      one `staff.tenant_view` audit entry on that tenant naming the user and the URL; every write
+      is 403 and changes nothing (no audit entry either: refused requests leave none);
+    - a member whose membership has no role reads like a viewer, every write is 403;
+    - a logged-in user with no membership gets 404 everywhere, reads and writes alike."""
+    from django.contrib.auth import get_user_model
+
+    from tenants.models import AuditLogEntry, Membership
+
+    acme, globex = two_tenants
+    users = get_user_model().objects
+    staff = _login(users.create_user("operator", password="x", is_staff=True))
+    no_role_user = users.create_user("norole", password="x")
+    Membership.objects.create(user=no_role_user, tenant=acme.ctx.tenant, role="")
+    no_role = _login(no_role_user)
+    nobody = _login(users.create_user("nobody", password="x"))
+    reads = [e for e in DASHBOARD_ENDPOINTS if "get" in e.methods]
+    writes = [(e, m) for e in DASHBOARD_ENDPOINTS for m in e.methods if m != "get"]
+    assert len(reads) >= 10 and len(writes) >= 5
+
+    views = AuditLogEntry.objects.filter(action="staff.tenant_view")
+    before_writes = _tenant_state(acme)
+    for endpoint, method in writes:
+        url = endpoint.url(acme)
+        for who, client in (("staff", staff), ("no role", no_role)):
+            response = _dashboard_call(client, method, url)
+            assert response.status_code == 403, (who, method, url, response.status_code)
+        response = _dashboard_call(nobody, method, url)
+        assert response.status_code == 404, ("nobody", method, url, response.status_code)
+    assert not views.exists(), list(views.values("target"))
+    assert _tenant_state(acme) == before_writes  # row contents, not counts
+
+    for seeded in (acme, globex):
+        for endpoint in reads:
+            url = endpoint.url(seeded)
+            before = views.filter(tenant=seeded.ctx.tenant).count()
+            response = staff.get(url)
+            assert response.status_code == 200, ("staff", url, response.status_code)
+            entries = views.filter(tenant=seeded.ctx.tenant)
+            assert entries.count() == before + 1, url
+            entry = entries.order_by("-id").first()
+            assert (entry.actor, entry.target, entry.details) == (
+                "user:operator", url, {"method": "GET"}), url
+            response = nobody.get(url)
+            assert response.status_code == 404, ("nobody", url, response.status_code)
+    for endpoint in reads:
+        url = endpoint.url(acme)
+        response = no_role.get(url)
+        assert response.status_code == 200, ("no role", url, response.status_code)
+        _assert_no_foreign_markers(response, globex, f"no role GET {url}")
+    assert not views.exclude(actor="user:operator").exists()  # members' reads are not audited
+    # A staff user who is also a member reads as the member: not a staff view, not audited.
+    Membership.objects.create(user=users.get(username="operator"), tenant=globex.ctx.tenant,
+                              role=Membership.ADMIN)
+    before = views.count()
+    assert staff.get(reads[0].url(globex)).status_code == 200
+    assert views.count() == before
