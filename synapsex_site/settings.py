@@ -377,3 +377,6 @@ WEBHOOK_RETRY_INTERVALS = [int(s) for s in env_list("WEBHOOK_RETRY_INTERVALS",
 WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
 # Seconds a client is told to wait (Retry-After) when the database is unavailable (503).
 DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 5, minimum=1)
+# A cluster job whose state cannot be learned (Slurm forgot it, the cluster does not answer)
+# for this long fails (`cluster_fault`, not counted against the tenant's quota).
+CLUSTER_UNKNOWN_GIVE_UP_SECONDS = env_int("CLUSTER_UNKNOWN_GIVE_UP_SECONDS", 3600, minimum=60)

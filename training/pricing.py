@@ -2,7 +2,8 @@
 
 - Quota: `Plan.monthly_job_quota` jobs per calendar month (UTC); None means unlimited, 0 means
   the plan does not train at all. Every job created this month counts except one cancelled
-  before it ever ran (the tenant got nothing from it).
+  before it ever ran and one failed by the platform (lost worker, runner error, cluster fault:
+  `training.failures.PLATFORM_FAULT_CATEGORIES`): the tenant got nothing from either.
 - Cost: SFT $0.10 per 1000 training samples, DPO $0.15 per 1000 preference pairs (the plan's
   prices); GPU time is included.
 - Duration: tokens to process (tokens per epoch x epochs) divided by the median throughput of
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from training.failures import PLATFORM_FAULT_CATEGORIES
 from training.models import TrainingJob
 
 STARTUP_SECONDS = 30.0
@@ -37,6 +39,8 @@ def jobs_counted_this_month(*, tenant) -> int:
     return (
         TrainingJob.objects.filter(tenant=tenant, created_at__gte=month_start())
         .exclude(Q(status=TrainingJob.CANCELLED) & Q(started_at__isnull=True))
+        .exclude(Q(status=TrainingJob.FAILED)
+                 & Q(failure_category__in=sorted(PLATFORM_FAULT_CATEGORIES)))
         .count()
     )
 

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from training.failures import CLUSTER_FAULT
 from training.models import TrainingEvent, TrainingJob
 from training.services.bundle import training_job_bundle_config_resume
 from training.services.cluster import training_job_submission_record
@@ -20,8 +21,9 @@ def training_job_resubmit(job: TrainingJob, backend, reason: str) -> TrainingJob
     reached or the submission is refused."""
     limit = int(getattr(settings, "TRAINING_MAX_RESUBMITS", 3))
     if job.attempt > limit:
-        return training_job_fail(job=job, reason=f"lost to the cluster {job.attempt} times "
-                                 f"({reason or 'preempted'}); giving up", category="crash")
+        return training_job_fail(job=job, reason=f"cluster fault: lost to the cluster "
+                                 f"{job.attempt} times ({reason or 'preempted'}); giving up",
+                                 category=CLUSTER_FAULT)
     if job.status == TrainingJob.PREPARING:
         job = training_job_to_running(job)
     with transaction.atomic():

@@ -32,6 +32,7 @@ from training.services.transitions import (
     training_job_to_running,
     training_job_transition,
 )
+from training.services.unknown import training_job_state_known, training_job_state_unknown
 from training.signals import training_job_succeeded
 from training.trainer.events import read_events_from
 
@@ -118,7 +119,8 @@ def training_job_advance(*, job_id: str) -> TrainingJob:
     job's status: queued: nothing; running: -> running; completed: fetch + verify + signal ->
     completed; failed / cancelled: -> failed (with reason and log tail) / cancelled; retry:
     resubmit with resume (attempt + 1, at most TRAINING_MAX_RESUBMITS times), status stays
-    running; unknown: nothing terminal, poll again later.
+    running; unknown: nothing terminal, poll again later, until the state has been unknown for
+    CLUSTER_UNKNOWN_GIVE_UP_SECONDS: then failed, `cluster_fault` (services/unknown.py).
     """
     job = TrainingJob.objects.select_related("tenant__plan").get(pk=job_id)
     if job.is_terminal or not job.external_id:
@@ -153,6 +155,9 @@ def _poll_store(job: TrainingJob, result: PollResult) -> tuple[TrainingJob, dict
 def _state_apply(job: TrainingJob, backend, result: PollResult, facts: dict) -> TrainingJob:
     """Map the backend's state to the job's status (see training_job_advance)."""
     state = result.state
+    if state == backend_states.UNKNOWN:
+        return training_job_state_unknown(job=job, backend=backend, reason=result.reason)
+    job = training_job_state_known(job)
     # Running means the first optimizer step was logged: data and model are loaded, and from
     # then on `metrics.loss` is a number (the seed formats it with :.4f).
     if job.status == TrainingJob.PREPARING and (facts["started"]

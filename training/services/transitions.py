@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from training.failures import CLUSTER_FAULT
 from training.models import TrainingEvent, TrainingJob
 
 _ORDER = {TrainingJob.QUEUED: 0, TrainingJob.PREPARING: 1, TrainingJob.RUNNING: 2}
@@ -17,7 +18,7 @@ RUNNER_ERROR = "runner_error"
 FAILURE_LABELS = {
     "bad_data": "bad data", "bad_config": "bad configuration", "out_of_memory": "out of memory",
     "nan_loss": "NaN loss", "crash": "trainer crash", LOST_WORKER: "lost worker",
-    RUNNER_ERROR: "runner error",
+    RUNNER_ERROR: "runner error", CLUSTER_FAULT: "cluster fault",
 }
 
 
