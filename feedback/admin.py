@@ -13,6 +13,7 @@ from feedback.models import (
     DatasetRecord,
     Feedback,
     FeedbackCounters,
+    FeedbackSettings,
     Message,
 )
 
@@ -20,8 +21,10 @@ from feedback.models import (
 @admin.register(Feedback)
 class FeedbackAdmin(admin.ModelAdmin):
     list_display = ["id", "tenant", "type", "conversation_external_id", "message_external_id",
-                    "user_id", "rating", "is_latest", "excluded_reason", "created_at"]
-    list_filter = ["tenant", "type", "is_latest", "excluded_reason", "pii_hold", "created_at"]
+                    "user_id", "rating", "is_latest", "excluded_reason", "review_status",
+                    "created_at"]
+    list_filter = ["tenant", "type", "is_latest", "excluded_reason", "pii_hold", "review_status",
+                   "created_at"]
     search_fields = ["conversation_external_id", "message_external_id", "user_id", "correction"]
     date_hierarchy = "created_at"
     list_select_related = ["tenant"]
@@ -83,9 +86,9 @@ class DatasetAdmin(admin.ModelAdmin):
 
 @admin.register(DatasetRecord)
 class DatasetRecordAdmin(admin.ModelAdmin):
-    list_display = ["id", "dataset", "tenant", "content_hash", "created_at"]
+    list_display = ["id", "dataset", "tenant", "content_hash", "user_id", "created_at"]
     list_filter = ["tenant", "dataset__type", "created_at"]
-    search_fields = ["content_hash", "dataset__name"]
+    search_fields = ["content_hash", "dataset__name", "user_id"]
     date_hierarchy = "created_at"
     raw_id_fields = ["dataset"]
 
@@ -94,6 +97,17 @@ class DatasetRecordAdmin(admin.ModelAdmin):
 class FeedbackCountersAdmin(admin.ModelAdmin):
     list_display = ["tenant", "updated_at"]
     readonly_fields = ["tenant", "counts", "updated_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(FeedbackSettings)
+class FeedbackSettingsAdmin(admin.ModelAdmin):
+    """Read here; changed by the tenant (PATCH .../settings or the dashboard), which audits it."""
+
+    list_display = ["tenant", "review_corrections", "max_examples_per_user", "updated_at"]
+    readonly_fields = ["tenant", "review_corrections", "max_examples_per_user", "updated_at"]
 
     def has_add_permission(self, request) -> bool:
         return False

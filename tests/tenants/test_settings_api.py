@@ -11,6 +11,8 @@ def test_it_reads_the_default_settings(owner):
         "auto_promote_ab_winner": False,
         "compute_backend": None,
         "base_model": None,
+        "review_corrections": False,
+        "max_examples_per_user": None,
     }
 
 
