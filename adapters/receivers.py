@@ -6,11 +6,14 @@
   aggregate queries on the tenant's A/B arms only, and only for tenants that turned it on.
 * Training's questions (training.signals): the version a job continues from and the versions an
   erasure marks; connected here with @receiver when this module is imported in ready().
+* A version made by a job whose snapshot lost rows (erasure, dataset delete, revoked consent)
+  while the job was already reading it is created `needs_retraining`: the rows reached it.
 """
 
 import logging
 
 from django.db import transaction
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from training.signals import training_parent_version_resolve, training_user_data_erasing
@@ -49,3 +52,18 @@ def training_user_data_erased(sender, tenant, feedback_ids, message_ids,
     return adapter_versions_mark_erased_data(tenant=tenant, feedback_ids=feedback_ids,
                                              message_ids=message_ids,
                                              dataset_record_ids=dataset_record_ids)
+
+
+# A job in these states had read its snapshot before the rewrite (training.snapshot_scrub).
+SNAPSHOT_ALREADY_READ = ("preparing", "running")
+
+
+@receiver(post_save, sender="adapters.AdapterVersion",
+          dispatch_uid="adapters.version_from_scrubbed_snapshot")
+def adapter_version_from_scrubbed_snapshot(sender, instance, created=False, raw=False, **kwargs):
+    if raw or not created or instance.needs_retraining:
+        return
+    scrubbed = (instance.data_manifest or {}).get("scrubbed") or []
+    if any(entry.get("job_status") in SNAPSHOT_ALREADY_READ for entry in scrubbed):
+        type(instance).objects.filter(pk=instance.pk).update(needs_retraining=True)
+        instance.needs_retraining = True

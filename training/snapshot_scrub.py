@@ -148,8 +148,11 @@ def _job_snapshot_scrub(job: TrainingJob, withdrawn: set, named_ids: set, texts:
                json.dumps({**source_map, **new_sources}).encode("utf-8"))
     manifest["files"] = files
     manifest["counts"] = counts
+    # The job's status then: a job already preparing or running has read the old files, so the
+    # version it makes learned from the rows (adapters flags it when it is created).
     manifest["scrubbed"] = [*(manifest.get("scrubbed") or []), {
-        "at": timezone.now().isoformat(), "reason": reason, "examples_removed": removed_total}]
+        "at": timezone.now().isoformat(), "reason": reason, "examples_removed": removed_total,
+        "job_status": job.status}]
     _write(f"{prefix}/manifest.json", (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     job.snapshot_manifest = manifest
     job.save(update_fields=["snapshot_manifest"])

@@ -209,3 +209,20 @@ def test_erasure_rewrites_a_snapshot_written_without_a_sources_map(owner):
     assert body["snapshots_rewritten"] == [{"job_id": job.id, "examples_removed": 6}]
     text = snapshot_text(job)
     assert "K3." not in text and "Box 100 has code K100." in text
+
+
+@pytest.mark.parametrize(("status", "flagged"), [("running", True), ("queued", False)])
+def test_a_version_made_after_its_snapshot_was_rewritten(owner, status, flagged):
+    """A job that was already reading its snapshot learned from the rows: its version is
+    created flagged. A job still queued reads the rewritten files: its version is not."""
+    add_corrections(owner, corrections(6))
+    dataset_id = register(owner, "late")
+    upload(owner, dataset_id, secret_records(3))
+    job = start_job(owner)
+    TrainingJob.objects.filter(pk=job.pk).update(status=status)
+    assert owner.client.delete(owner.url(f"datasets/{dataset_id}")).status_code == 200
+    job.refresh_from_db()
+    assert job.snapshot_manifest["scrubbed"][0]["job_status"] == status
+    version = version_from(owner.tenant, 1, job.snapshot_manifest)
+    version.refresh_from_db()
+    assert version.needs_retraining is flagged
