@@ -7,9 +7,11 @@ stuck, and every affected job says what happened.
 - The trainer child process killed with SIGKILL mid-run: the job fails with a clear reason and
   the log tail; the worker survives.
 - PostgreSQL backends terminated (`pg_terminate_backend` on this test's database only, never a
-  cluster restart) again and again during concurrent ingestion through gunicorn: clients retry
-  with their Idempotency-Key; every feedback ends stored exactly once; the server answers
-  normally as soon as the fault stops.
+  cluster restart) again and again during concurrent ingestion through gunicorn, until requests
+  have really been hit (503 `database_unavailable` with Retry-After, counted; the fault lasts
+  until enough were): clients retry with their Idempotency-Key; every feedback ends stored
+  exactly once with exactly the content sent; the server answers normally as soon as the fault
+  stops.
 (A worker killed with SIGKILL mid-training: tests/training/test_cancel_and_lost_worker.py.)
 """
 
@@ -205,7 +207,11 @@ def _ingest(index: int, base: str, ctx, count: int, outcome: Counter) -> list[di
             if response.status_code >= 500:
                 error = response.json()["error"]  # even a database outage answers the envelope
                 assert error["code"] and error["message"]
-                outcome["server_errors_during_fault"] += 1
+                if (response.status_code, error["code"]) == (503, "database_unavailable") \
+                        and response.headers.get("Retry-After"):
+                    outcome["database_unavailable"] += 1  # this request saw the fault
+                else:
+                    outcome[f"other_{response.status_code}_{error['code']}"] += 1
                 time.sleep(min(1.0, 0.05 * 2 ** attempt))
                 continue
             final = response
@@ -233,7 +239,11 @@ def test_ingestion_survives_terminated_database_connections(make_tenant, gunicor
         with ThreadPoolExecutor(max_workers=clients) as pool:
             futures = [pool.submit(_ingest, i, server.url, ctx, per_client, outcome)
                        for i in range(clients)]
-            time.sleep(4)
+            # The fault lasts until requests have seen it (at least 2 s, at most 90 s).
+            started = time.monotonic()
+            while time.monotonic() - started < 90 and not (
+                    time.monotonic() - started >= 2 and outcome["database_unavailable"] >= 5):
+                time.sleep(0.2)
             stop.set()  # the fault ends; requests still in flight finish normally
             results = [r for f in futures for r in f.result()]
     finally:
@@ -242,6 +252,9 @@ def test_ingestion_survives_terminated_database_connections(make_tenant, gunicor
     print(f"\n{kills['terminated']} backends terminated in {kills['rounds']} rounds; "
           f"{dict(outcome)}")
     assert kills["terminated"] > 0, "the fault never hit a connection"
+    # Requests really saw the fault, and each saw it as a 503 with Retry-After, never a 500.
+    assert outcome["database_unavailable"] >= 5, dict(outcome)
+    assert not [k for k in outcome if k.startswith("other_")], dict(outcome)
     assert all(r["status"] == 201 for r in results), Counter(r["status"] for r in results)
     rows = Feedback.objects.filter(tenant=ctx.tenant)
     per_message = Counter(rows.values_list("message_external_id", flat=True))
@@ -249,6 +262,12 @@ def test_ingestion_survives_terminated_database_connections(make_tenant, gunicor
     assert set(per_message.values()) == {1}, "a feedback was stored twice"
     stored = dict(rows.values_list("message_external_id", "id"))
     assert all(stored[r["message_id"]] == r["id"] for r in results)
+    # Nothing partially written: every row holds exactly what its request sent.
+    expected = {f"pg-m{i}-{n}": ("correction", f"pg-c{i}", f"Fixed {i}-{n}")
+                for i in range(clients) for n in range(per_client)}
+    written = {m: (t, c, text) for m, t, c, text in rows.values_list(
+        "message_external_id", "type", "conversation_external_id", "correction")}
+    assert written == expected
     # Recovered: a fresh request right after the fault is an ordinary 201.
     response = requests.post(f"{server.url}/v1/tenants/{ctx.tenant.slug}/feedback",
                              json={"conversation_id": "after", "message_id": "after-1",
