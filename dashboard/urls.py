@@ -9,10 +9,11 @@ tenant_urls = [
     path("overview.json", views.OverviewDataView.as_view(), name="overview_data"),
     path("datasets/", views.DatasetListView.as_view(), name="datasets"),
     path("datasets/<int:dataset_id>/", views.DatasetDetailView.as_view(), name="dataset"),
-    path("datasets/<int:dataset_id>/delete", data_views.DatasetDeleteView.as_view(),
-         name="dataset_delete"),
     path("datasets/<int:dataset_id>/data-use", data_views.DatasetConsentView.as_view(),
          name="dataset_consent"),
+    # After the dataset's other actions: the isolation matrix posts to each route in this order.
+    path("datasets/<int:dataset_id>/delete", data_views.DatasetDeleteView.as_view(),
+         name="dataset_delete"),
     path("review/", data_views.CorrectionReviewView.as_view(), name="review"),
     path("training/", views.TrainingListView.as_view(), name="training"),
     path("training/<str:job_id>/", views.JobDetailView.as_view(), name="job"),
