@@ -142,8 +142,6 @@ def webhook_deliver(*, delivery_id: int) -> int:
     The host is resolved and checked again here and the connection is pinned to the checked
     address (`webhook_addresses.pinned_post`); an address webhooks may not reach fails the
     delivery at once, without retries. Redirects are not followed (a 3xx is a failed attempt)."""
-    import socket
-
     import urllib3
 
     delivery = WebhookDelivery.objects.select_related("tenant").get(pk=delivery_id)
@@ -173,7 +171,7 @@ def webhook_deliver(*, delivery_id: int) -> int:
             error = f"receiver answered {code}"
     except webhook_addresses.AddressRefused as exc:
         error, refused = f"refused: {exc}", True
-    except (urllib3.exceptions.HTTPError, OSError, socket.gaierror) as exc:
+    except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:  # ValueError: bad IDNA
         error = f"{type(exc).__name__}: {exc}"[:500]
     delivery.response_status = code
     delivery.last_error = error

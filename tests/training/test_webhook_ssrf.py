@@ -174,3 +174,19 @@ def test_redirects_are_not_followed(owner, receiver, settings):
     assert len(redirector.calls) == 1 and receiver.calls == []
     assert delivery.status == "failed" and delivery.response_status == 307
     assert "redirects are not followed" in delivery.last_error
+
+
+@pytest.mark.django_db
+def test_a_name_that_does_not_resolve_fails_the_attempt_and_is_retried(owner, settings):
+    """Accepted at registration (DNS may not know it yet), a failed attempt at delivery that RQ
+    retries, never a crash of the delivery job."""
+    from training.webhooks import WebhookDeliveryError, webhook_deliver
+
+    settings.WEBHOOK_RETRY_INTERVALS = [1]
+    for url in ("https://hooks.example.invalid/hook", "https://xn--nxasmq6b.invalid/hook"):
+        delivery = _delivery(owner.tenant, url)
+        with pytest.raises(WebhookDeliveryError):
+            webhook_deliver(delivery_id=delivery.id)
+        delivery.refresh_from_db()
+        assert delivery.status == "pending" and delivery.attempts == 1
+        assert delivery.last_error.startswith("gaierror: "), delivery.last_error
