@@ -41,8 +41,13 @@ def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
 
 
 def webhook_url_validate(url: str) -> str:
-    parsed = urlparse(url or "")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
+    try:
+        parsed = urlparse(url or "")
+        port = parsed.port  # raises on a port that is not a number or out of range
+    except ValueError:
+        parsed, port = None, None
+    if (parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc
+            or not parsed.hostname or port == 0):
         raise InvalidInput("validation_error", "The request has invalid fields.",
                            details={"url": ["Only absolute http:// or https:// URLs are "
                                             "accepted."]})

@@ -190,3 +190,15 @@ def test_a_name_that_does_not_resolve_fails_the_attempt_and_is_retried(owner, se
         delivery.refresh_from_db()
         assert delivery.status == "pending" and delivery.attempts == 1
         assert delivery.last_error.startswith("gaierror: "), delivery.last_error
+
+
+@pytest.mark.django_db
+def test_malformed_hosts_and_ports_are_a_validation_error(owner):
+    from training.models import Webhook
+
+    for url in ("http://hooks.example.com:99999/x", "http://hooks.example.com:abc/x",
+                "http://[::1/x", "http://hooks.example.com:0/x"):
+        response = owner.client.post(owner.url("webhooks"), {"url": url}, format="json")
+        error = assert_envelope(response, 400, "validation_error")
+        assert "url" in error["details"], url
+    assert not Webhook.objects.exists()
