@@ -202,3 +202,65 @@ def test_malformed_hosts_and_ports_are_a_validation_error(owner):
         error = assert_envelope(response, 400, "validation_error")
         assert "url" in error["details"], url
     assert not Webhook.objects.exists()
+
+
+def _self_signed(tmp_path, name: str):
+    """A certificate for `name` and its key (the test's own CA: it signs itself)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.django_db
+def test_https_is_pinned_to_the_checked_address_and_still_verifies_the_host_name(
+        owner, settings, tmp_path, monkeypatch):
+    """The connection goes to the address the check resolved (127.0.0.1, allow-listed here),
+    while TLS sends the URL's host name as SNI and verifies the certificate against it. The
+    trust store is the one edge replaced: no public CA signs a certificate for a loopback test
+    server, so certifi's bundle is pointed at the test's self-signed certificate."""
+    import ssl
+
+    import certifi
+
+    from training.webhooks import WebhookDeliveryError, webhook_deliver
+
+    cert, key = _self_signed(tmp_path, "localhost")
+    monkeypatch.setattr(certifi, "where", lambda: str(cert))
+    receiver = Receiver()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    settings.WEBHOOK_ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+    settings.WEBHOOK_RETRY_INTERVALS = [1]
+    try:
+        delivery = _delivery(owner.tenant, f"https://localhost:{receiver.port}/hook")
+        assert webhook_deliver(delivery_id=delivery.id) == 200
+        assert [c["headers"]["Host"] for c in receiver.calls] == [f"localhost:{receiver.port}"]
+        # The same server under its IP: the certificate names localhost, so TLS refuses.
+        delivery = _delivery(owner.tenant, f"https://127.0.0.1:{receiver.port}/hook")
+        with pytest.raises(WebhookDeliveryError):
+            webhook_deliver(delivery_id=delivery.id)
+        delivery.refresh_from_db()
+        assert "SSLError" in delivery.last_error and len(receiver.calls) == 1
+    finally:
+        receiver.close()
