@@ -105,3 +105,17 @@ def test_other_tenants_get_404_and_read_only_keys_403(owner, outsider, read_only
         assert_envelope(response, 403)
     assert DatasetRecord.objects.filter(dataset_id=dataset_id).count() == 2
     assert Dataset.objects.get(pk=dataset_id).name == "d"
+
+
+def test_a_write_to_a_malformed_record_url_gets_the_404_envelope(owner, assert_envelope):
+    """`.../records/1.5` matches no route; the catch-all answers with the envelope, not with
+    CSRF's HTML 403 (a real client sends no CSRF token: the test client must check it)."""
+    from rest_framework.test import APIClient
+
+    dataset_id, _ = seeded(owner, 1)
+    client = APIClient(enforce_csrf_checks=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {owner.secret}")
+    for method, path in (("delete", f"datasets/{dataset_id}/records/1.5"),
+                         ("post", "feedback/review/x"), ("delete", "datasets/abc")):
+        assert_envelope(getattr(client, method)(owner.url(path)), 404, "not_found")
+    assert DatasetRecord.objects.filter(dataset_id=dataset_id).count() == 1
