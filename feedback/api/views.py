@@ -370,7 +370,8 @@ class CorrectionReviewDetailView(_CorrectionReviewMixin, TenantAPIView):
     """POST `{"action": "approve" | "reject" | "edit", "correction": "..." (edit)}` on one
     correction; edit replaces its text (PII-redacted) and approves it."""
 
-    @extend_schema(request=CorrectionReviewSerializer, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=CorrectionReviewSerializer, responses={200: OpenApiTypes.OBJECT},
+                   operation_id="tenants_feedback_review_one")
     def post(self, request, tenant, feedback_id: int):
         serializer = CorrectionReviewSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
