@@ -124,7 +124,13 @@ class Comparison:
     """One figure measured for the baseline and for the subject, run after run.
 
     `ratio` is subject / baseline: the median of the per-pair ratios (pairs ran back to back, so
-    their ratio cancels the drift between pairs), which is what the goal is checked against.
+    their ratio cancels the drift between pairs). Each side's spread (min, max of its runs) and
+    the range of the per-pair ratios are kept with it.
+
+    A goal is judged on every pair, not only on the median: `goal_verdict` is "met" when every
+    pair's ratio meets it, "not met" when none does, and "not shown" when the pairs straddle it
+    (the noise between runs is larger than the margin, so the run shows neither). `goal_met` is
+    True / False for the first two and None otherwise (and without a goal).
     """
 
     metric: str
@@ -140,6 +146,10 @@ class Comparison:
     baseline_median: float | None = None
     subject_median: float | None = None
     pair_ratios: list[float] = field(default_factory=list)
+    baseline_spread: list[float] | None = None  # [min, max] of the baseline's runs
+    subject_spread: list[float] | None = None
+    ratio_spread: list[float] | None = None  # [min, max] of the per-pair ratios
+    goal_verdict: str | None = None  # "met" | "not met" | "not shown"; None: no goal
     goal_met: bool | None = None
 
     def __post_init__(self) -> None:
@@ -149,9 +159,46 @@ class Comparison:
             s / b for b, s in zip(self.baseline_runs, self.subject_runs, strict=False) if b
         ]
         self.ratio = median(self.pair_ratios)
-        if self.goal and self.ratio is not None:
-            op, value = self.goal.split()
-            self.goal_met = self.ratio >= float(value) if op == ">=" else self.ratio <= float(value)
+        self.baseline_spread = spread(self.baseline_runs)
+        self.subject_spread = spread(self.subject_runs)
+        self.ratio_spread = spread(self.pair_ratios)
+        self.goal_verdict = goal_verdict(self.goal, self.pair_ratios)
+        self.goal_met = {"met": True, "not met": False}.get(self.goal_verdict)
+
+
+def spread(values: Sequence[float]) -> list[float] | None:
+    """[min, max] of the values (None when there are none)."""
+    values = [v for v in values if v is not None]
+    return [min(values), max(values)] if values else None
+
+
+def goal_meets(goal: str, ratio: float) -> bool:
+    op, value = goal.split()
+    return ratio >= float(value) if op == ">=" else ratio <= float(value)
+
+
+def goal_verdict(goal: str | None, pair_ratios: Sequence[float]) -> str | None:
+    """"met" when every pair's ratio meets the goal, "not met" when none does, "not shown"
+    when they straddle it; None without a goal or without pairs."""
+    if not goal or not pair_ratios:
+        return None
+    meets = [goal_meets(goal, r) for r in pair_ratios]
+    if all(meets):
+        return "met"
+    return "not met" if not any(meets) else "not shown"
+
+
+def verdict_cell(comparison: dict[str, Any]) -> str:
+    """The table's "met" cell; results saved before verdicts existed fall back to goal_met."""
+    verdict = comparison.get("goal_verdict")
+    if verdict is None:
+        met = comparison.get("goal_met")
+        return "-" if met is None else ("yes" if met else "**no**")
+    return {"met": "yes", "not met": "**no**"}.get(verdict, "not shown (runs straddle it)")
+
+
+def range_text(values: Sequence[float] | None, digits: int = 3) -> str:
+    return f"{fmt(values[0], digits)}–{fmt(values[1], digits)}" if values else "-"
 
 
 @dataclass
@@ -225,16 +272,25 @@ def render_report(data: dict[str, Any]) -> str:
             "subject/baseline | goal | met | runs (baseline / subject) |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
+        with_spread = any("ratio_spread" in c for c in data["comparisons"])
         for c in data["comparisons"]:
             runs = (", ".join(fmt(v, 3) for v in c["baseline_runs"]) + " / "
                     + ", ".join(fmt(v, 3) for v in c["subject_runs"]))
-            met = "-" if c["goal_met"] is None else ("yes" if c["goal_met"] else "**no**")
+            baseline, subject, ratio = (fmt(c["baseline_median"]), fmt(c["subject_median"]),
+                                        fmt(c["ratio"], 3))
+            if with_spread and len(c["pair_ratios"]) > 1:
+                baseline += f" ({range_text(c.get('baseline_spread'))})"
+                subject += f" ({range_text(c.get('subject_spread'))})"
+                ratio += f" (pairs {range_text(c.get('ratio_spread'))})"
             lines.append(
-                f"| {c['metric']} ({c['unit']}) | {c['baseline_label']} | "
-                f"{fmt(c['baseline_median'])} | {c['subject_label']} | "
-                f"{fmt(c['subject_median'])} | "
-                f"{fmt(c['ratio'], 3)} | {c['goal'] or '-'} | {met} | {runs} |"
+                f"| {c['metric']} ({c['unit']}) | {c['baseline_label']} | {baseline} | "
+                f"{c['subject_label']} | {subject} | {ratio} | {c['goal'] or '-'} | "
+                f"{verdict_cell(c)} | {runs} |"
             )
+        if with_spread:
+            lines += ["", "Medians with each side's (min–max) over its runs; the ratio with the "
+                      "range of its per-pair ratios. A goal is met only when every pair meets "
+                      "it; when the pairs straddle it the run does not show it."]
         lines.append("")
     if data["facts"]:
         lines += ["| figure | value | note |", "|---|---|---|"]

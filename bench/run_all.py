@@ -27,7 +27,7 @@ LIMITS = {
     "ingestion": 300,
     "feedback_post": 240,
     "stats_scale": 300,
-    "serving": 300,
+    "serving": 1200,  # the real base (SmolLM2-135M), 64 new tokens a request
     "queue_latency": 240,
 }
 

@@ -4,12 +4,21 @@ loads, memory per resident adapter, and 20 tenants' adapters in rotation vs one.
 Everything goes through `POST /v1/tenants/{t}/chat/completions` over HTTP to gunicorn with ONE
 worker process (4 threads): the runtime (base model once + an LRU of PEFT adapters, one
 generation at a time) lives per process, so one process makes its memory and its cache
-behaviour measurable. Adapters: r 16, alpha 32, all linear layers (what a default job trains),
-random LoRA weights scaled so small that the answers (and so the number of generated tokens)
-stay the base model's: the comparison is of compute, not of answer length. They are stored as
-real versions through the product's own path (`adapters.services.adapter_version_create_from_job`:
-manifest, sha256, storage), so serving verifies and loads them exactly as trained ones.
-Prompt: one user turn, `max_tokens` 32, temperature 0.
+behaviour measurable.
+
+Base (`--base`): `real` (the default) is the product's default instruct base, SmolLM2-135M-
+Instruct, from where the product's setup converts it (`bench.env.real_base_path`), served as
+the product serves it (CPU fp32, its chat template, stop at its end-of-turn); `tiny` is the
+2.9M-parameter offline toy (the quick smoke run's default: it only shows the harness runs).
+Adapters have the shape a default job on that base trains: the base's recipe
+(`BASE_MODEL_RECIPES`, `small_base` for SmolLM2: r 16, alpha 32, all linear layers) over the
+seed's defaults. Their LoRA weights are random and scaled so small that the answers (and so the
+number of generated tokens) stay the base model's: the comparison is of compute, not of answer
+length. They are stored as real versions through the product's own path
+(`adapters.services.adapter_version_create_from_job`: manifest, sha256, storage), so serving
+verifies and loads them exactly as trained ones. Prompt: one user turn asking for a long answer,
+`max_tokens` 64 (`--max-tokens`), temperature 0; the completion tokens of both sides are
+reported.
 
 1. Latency, adapter vs base alone: a tenant whose active adapter answers vs a tenant with no
    adapter, sequential requests, both warm. Goal: p50 ratio <= 1.15.
@@ -33,18 +42,49 @@ from bench.common import CannotRun, Comparison, Fact, Report
 from bench.loadgen import run_load
 
 TITLE = "6. Serving: adapter vs base latency, cold vs warm load, memory, 20-tenant rotation"
-PROMPT = [{"role": "user", "content": "What are the store hours on Saturday?"}]
-MAX_TOKENS = 32
+PROMPT = [{"role": "user", "content": "Explain step by step how a bicycle works, describing "
+                                      "each part and what it does."}]
+MAX_TOKENS = 64
 TENANTS = 20
+# Per base (full mode). A real-base request generating 64 tokens takes seconds to tens of
+# seconds on 2 shared cores (the toy's a few ms), so on the real base: 2 sequential requests per
+# run, rotation runs of a fixed 4 requests (4 clients) instead of a duration and 2 of them per
+# side, and the requests that only load adapters or time a cold load ask for 1 token
+# (`short_tokens`); no second server with a larger cache. About 15 minutes on 2 shared cores.
+SIZES = {
+    "real": {"requests": 2, "seconds": None, "rotation_requests": 4, "rotation_runs": 2,
+             "short_tokens": 1, "warmup": 0, "big_cache_run": False},
+    "tiny": {"requests": 30, "seconds": 8.0, "rotation_requests": None, "rotation_runs": None,
+             "short_tokens": None, "warmup": 1, "big_cache_run": True},
+}
 
 
 def configure(p) -> None:
-    p.add_argument("--requests", type=int, default=None, help="sequential per run (30; quick 4)")
-    p.add_argument("--seconds", type=float, default=None, help="per rotation run (8; quick 2)")
+    p.add_argument("--base", choices=("real", "tiny"), default=None,
+                   help="SmolLM2-135M-Instruct (real; default) or the toy (tiny; quick default)")
+    p.add_argument("--max-tokens", type=int, default=None, help="per request (64; quick 8)")
+    p.add_argument("--requests", type=int, default=None,
+                   help="sequential per run (real 6, tiny 30; quick 4)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="per rotation run (real 20, tiny 8; quick 2)")
     p.add_argument("--tenants", type=int, default=None, help="in rotation (20; quick 4)")
 
 
-def make_results(base: Path, out: Path, count: int) -> list[Path]:
+def adapter_shape() -> dict:
+    """What a default SFT job on the served base trains: its recipe over the seed's defaults."""
+    from django.conf import settings
+
+    from training.parameters import training_params_defaults
+    from training.services.recipes import base_recipe, recipe_defaults
+
+    params = training_params_defaults(method="sft")
+    params.update(recipe_defaults(recipe=base_recipe(base_name=settings.DEFAULT_BASE_MODEL),
+                                  method="sft"))
+    return {"r": params["lora_r"], "alpha": params["lora_alpha"],
+            "dropout": params["lora_dropout"], "target_modules": params["target_modules"]}
+
+
+def make_results(base: Path, out: Path, count: int, shape: dict) -> list[Path]:
     """`count` trainer-like result folders (adapter/ + manifest.json), distinct weights each."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -53,8 +93,9 @@ def make_results(base: Path, out: Path, count: int) -> list[Path]:
     from training.trainer.manifest import adapter_files_digest, write_manifest
 
     model = AutoModelForCausalLM.from_pretrained(str(base))
-    peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
-                                                  target_modules="all-linear",
+    peft_model = get_peft_model(model, LoraConfig(r=shape["r"], lora_alpha=shape["alpha"],
+                                                  lora_dropout=shape["dropout"],
+                                                  target_modules=shape["target_modules"],
                                                   task_type="CAUSAL_LM"))
     folders = []
     for seed in range(count):
@@ -73,7 +114,7 @@ def make_results(base: Path, out: Path, count: int) -> list[Path]:
             "format": "synapsex-adapter-manifest/1", "job_id": f"bench-{seed}", "method": "sft",
             "adapter": {"dir": "adapter", "files": adapter_files_digest(folder / "adapter")},
             "base_model": {"path": str(base)}, "metrics": {"train_loss": 0.1, "eval_loss": 0.5},
-            "hyperparameters": {"lora": {"r": 16, "alpha": 32}},
+            "hyperparameters": {"lora": {"r": shape["r"], "alpha": shape["alpha"]}},
             "data": {"snapshot_sha256": "ab" * 32},
         })
         folders.append(folder)
@@ -90,19 +131,34 @@ def add_version(tenant, result: Path, base: Path):
 
 
 def body(args, report: Report) -> None:
+    import os
+
+    which = args.base or ("tiny" if args.quick else "real")
+    # The served base is the product's default one (DEFAULT_BASE_MODEL), at this folder.
+    base = env.real_base_path() if which == "real" else env.tiny_base_path()
+    os.environ["BASE_MODEL_PATH"] = str(base)
     env.configure()
     env.require_route("/v1/tenants/x/chat/completions", "chat completions")
     env.require_route("/v1/tenants/x/lora/v1/activate", "adapter activation")
     from django.conf import settings
 
-    n_req = args.requests or (4 if args.quick else 30)
-    seconds = args.seconds or (2.0 if args.quick else 8.0)
+    if Path(settings.BASE_MODEL_PATH) != base:
+        raise CannotRun(f"BASE_MODEL_PATH is {settings.BASE_MODEL_PATH}, not {base}")
+    sizes = SIZES[which]
+    n_req = args.requests or (4 if args.quick else sizes["requests"])
+    rotation_requests = sizes["rotation_requests"]
+    seconds = args.seconds or (2.0 if args.quick or not rotation_requests else sizes["seconds"])
+    if args.seconds:
+        rotation_requests = None
     n_tenants = args.tenants or (4 if args.quick else TENANTS)
+    max_tokens = args.max_tokens or (8 if args.quick else MAX_TOKENS)
+    short_tokens = sizes["short_tokens"] or max_tokens
     runs = args.runs
-    base = env.tiny_base_path()
+    rotation_runs = min(runs, sizes["rotation_runs"] or runs)
     work = env.VAR_DIR / "serving"
-    common.log("building adapters")
-    results = make_results(base, work, n_tenants + runs + 1)
+    shape = adapter_shape()
+    common.log(f"building adapters ({shape}) on {base}")
+    results = make_results(base, work, n_tenants + runs + 1, shape)
     size = sum(p.stat().st_size for p in (results[0] / "adapter").iterdir())
 
     base_tenant, base_secret = env.tenant_make("bench-serve-base")
@@ -117,20 +173,32 @@ def body(args, report: Report) -> None:
     for k in range(runs + 1):
         add_version(cold_tenant, results[n_tenants + k], base)
     cache_size = int(settings.ADAPTER_CACHE_SIZE)
-    report.inputs = {"model": "tiny Llama (CPU fp32)", "adapter": "r16 a32 all-linear",
-                     "max_tokens": MAX_TOKENS, "sequential_requests_per_run": n_req,
+    model = ("SmolLM2-135M-Instruct (CPU fp32)" if which == "real"
+             else "tiny Llama, 2.9M parameters (CPU fp32)")
+    targets = shape["target_modules"]
+    report.inputs = {"model": model, "base_model": settings.DEFAULT_BASE_MODEL,
+                     "adapter": f"r{shape['r']} a{shape['alpha']} "
+                                f"{targets if isinstance(targets, str) else '+'.join(targets)}",
+                     "max_tokens": max_tokens, "sequential_requests_per_run": n_req,
                      "rotation_tenants": n_tenants, "rotation_clients": 4,
-                     "rotation_seconds_per_run": seconds, "ADAPTER_CACHE_SIZE": cache_size,
-                     "gunicorn": "1 worker x 4 threads"}
+                     **({"rotation_requests_per_run": rotation_requests} if rotation_requests
+                        else {"rotation_seconds_per_run": seconds}),
+                     "ADAPTER_CACHE_SIZE": cache_size, "gunicorn": "1 worker x 4 threads"}
+    if short_tokens != max_tokens:
+        report.inputs["max_tokens_of_load_and_cold_requests"] = short_tokens
+    if rotation_runs != runs:
+        report.inputs["rotation_runs_per_side"] = rotation_runs
     report.facts.append(Fact("adapter files (safetensors + config)", round(size / 1024, 1),
                              "KiB"))
-    body_bytes = json.dumps({"messages": PROMPT, "max_tokens": MAX_TOKENS,
+    body_bytes = json.dumps({"messages": PROMPT, "max_tokens": max_tokens,
                              "temperature": 0}).encode()
+    short_bytes = json.dumps({"messages": PROMPT, "max_tokens": short_tokens,
+                              "temperature": 0}).encode()
 
-    def chat(server, tenant, secret) -> tuple[float, dict]:
+    def chat(server, tenant, secret, payload: bytes = body_bytes) -> tuple[float, dict]:
         api = env.Api(server, tenant.slug, secret)
         started = time.perf_counter()
-        _, data = api.call("POST", "chat/completions", raw_body=body_bytes,
+        _, data = api.call("POST", "chat/completions", raw_body=payload,
                            content_type="application/json", expect=(200,))
         return (time.perf_counter() - started) * 1000, data
 
@@ -139,18 +207,27 @@ def body(args, report: Report) -> None:
         result = run_load(server.base_url, method="POST",
                           path_for=lambda i: api.path("chat/completions"),
                           body_for=lambda i: body_bytes, headers=api.headers, concurrency=1,
-                          total_requests=n_req, warmup_requests=1)
+                          total_requests=n_req, warmup_requests=sizes["warmup"])
         if result.ok != n_req:
             raise CannotRun(f"chat failed: {result.summary()} {result.sample_bodies}")
         return result.summary()
 
+    # Where each count-limited rotation run over many tenants starts: after the adapters the
+    # memory step left resident, and on from where the last run stopped, so it keeps missing.
+    walked = {"n": min(cache_size, n_tenants) if rotation_requests else 0}
+
     def rotation_load(server, tenants) -> dict:
         apis = [env.Api(server, t.slug, s) for t, s in tenants]
+        start = walked["n"] if len(apis) > 1 else 0
+        if rotation_requests and len(apis) > 1:
+            walked["n"] += rotation_requests
         result = run_load(server.base_url, method="POST",
-                          path_for=lambda i: apis[i % len(apis)].path("chat/completions"),
+                          path_for=lambda i: apis[(start + i) % len(apis)].path(
+                              "chat/completions"),
                           body_for=lambda i: body_bytes, headers={},
-                          headers_for=lambda i: apis[i % len(apis)].headers, concurrency=4,
-                          duration_s=seconds)
+                          headers_for=lambda i: apis[(start + i) % len(apis)].headers,
+                          concurrency=4, total_requests=rotation_requests,
+                          duration_s=None if rotation_requests else seconds)
         if result.ok == 0 or result.ok != sum(result.statuses.values()):
             raise CannotRun(f"chat failed: {result.summary()} {result.sample_bodies}")
         return result.summary()
@@ -161,8 +238,9 @@ def body(args, report: Report) -> None:
         _, base_answer = chat(server, base_tenant, base_secret)
         rss_base = env.rss_mib(worker_pid) if worker_pid else None
         resident = min(cache_size, n_tenants)
-        for tenant, secret in rotation[:resident]:
-            _, adapter_answer = chat(server, tenant, secret)
+        for tenant, secret in rotation[:resident][::-1]:  # the first tenant last: it answers
+            _, adapter_answer = chat(server, tenant, secret, short_bytes)
+        _, adapter_answer = chat(server, *rotation[0])
         rss_adapters = env.rss_mib(worker_pid) if worker_pid else None
         if rss_base is not None and rss_adapters is not None:
             report.facts.append(Fact(
@@ -171,10 +249,16 @@ def body(args, report: Report) -> None:
                 f"memory per resident adapter (RSS growth over {resident} adapters / "
                 f"{resident})", round((rss_adapters - rss_base) / resident, 2), "MiB",
                 "RSS is coarse (allocator arenas); compare with the file size above"))
+        tokens = (base_answer["usage"]["completion_tokens"],
+                  adapter_answer["usage"]["completion_tokens"])
         report.facts.append(Fact(
-            "completion tokens, base vs adapter", f"{base_answer['usage']['completion_tokens']}"
-            f" vs {adapter_answer['usage']['completion_tokens']}",
-            note="equal: the latency comparison is of the same amount of generation"))
+            "completion tokens, base vs adapter", f"{tokens[0]} vs {tokens[1]}",
+            note=(f"of max_tokens {max_tokens}; " if max(tokens) < max_tokens else "")
+            + ("equal: the latency comparison is of the same amount of generation"
+               if tokens[0] == tokens[1] else "NOT equal: latencies compare unequal work")))
+        if which == "real":
+            report.facts.append(Fact("base answer (first 160 characters)", json.dumps(
+                base_answer["choices"][0]["message"]["content"][:160])))
 
         # 1. latency with an adapter vs the base model alone (both warm).
         t0, s0 = rotation[0]
@@ -196,20 +280,22 @@ def body(args, report: Report) -> None:
         for i in range(runs):
             label = f"v{i + 2}"
             cold_api.call("POST", f"lora/{label}/activate", {}, expect=(200,))
-            cold_ms, answer = chat(server, cold_tenant, cold_secret)
+            cold_ms, answer = chat(server, cold_tenant, cold_secret, short_bytes)
             if answer.get("adapter_version") != label:
                 raise CannotRun(f"activated {label} but {answer.get('adapter_version')} answered")
-            warm = [chat(server, cold_tenant, cold_secret)[0] for _ in range(3)]
+            warm = [chat(server, cold_tenant, cold_secret, short_bytes)[0] for _ in range(3)]
             cold_runs.append(cold_ms)
             warm_runs.append(common.median(warm))
             common.log(f"  cold {cold_ms:.1f} ms, warm {warm_runs[-1]:.1f} ms")
         report.comparisons.append(Comparison(
-            metric="request latency", unit="ms", baseline_label="warm (adapter resident)",
+            metric="request latency" if short_tokens == max_tokens
+            else f"request latency, {short_tokens} token", unit="ms",
+            baseline_label="warm (adapter resident)",
             subject_label="first request after activation (cold load)",
             baseline_runs=warm_runs, subject_runs=cold_runs, higher_is_better=False))
 
         # 4. 20 tenants in rotation vs one adapter.
-        rot = common.rotated(runs, {
+        rot = common.rotated(rotation_runs, {
             "baseline": lambda i: rotation_load(server, rotation[:1]),
             "subject": lambda i: rotation_load(server, rotation)}, log=common.log)
         report.comparisons.append(Comparison(
@@ -223,7 +309,7 @@ def body(args, report: Report) -> None:
             baseline_runs=[r["p50_ms"] for r in rot["baseline"]],
             subject_runs=[r["p50_ms"] for r in rot["subject"]], higher_is_better=False))
 
-    if not args.quick and n_tenants > cache_size:
+    if not args.quick and n_tenants > cache_size and sizes["big_cache_run"]:
         big = n_tenants + 4
         with env.Server(workers=1, threads=4, env={"ADAPTER_CACHE_SIZE": str(big)}) as server:
             for tenant, secret in rotation:
@@ -240,7 +326,7 @@ def body(args, report: Report) -> None:
 
 
 def main(argv=None) -> int:
-    return common.main("serving", TITLE, body, argv=argv, configure=configure, default_runs=5)
+    return common.main("serving", TITLE, body, argv=argv, configure=configure, default_runs=4)
 
 
 if __name__ == "__main__":

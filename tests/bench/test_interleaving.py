@@ -30,3 +30,32 @@ def test_it_balances_first_and_last_places_for_three_sides():
     assert [r[0] for r in rounds] == ["A", "C", "B", "A", "C", "B"]
     assert sorted(r[0] for r in rounds) == sorted(r[-1] for r in rounds) == sorted(names * 2)
     assert all(sorted(r) == names for r in rounds)
+
+
+def test_a_goal_is_met_only_when_every_pair_meets_it():
+    """Per-pair ratios that straddle the goal show neither "met" nor "not met", even when
+    their median meets it; each side's spread and the ratios' range are kept."""
+    comparison = _common.Comparison
+    straddling = comparison(metric="latency p50", unit="ms", baseline_label="base",
+                            subject_label="adapter", baseline_runs=[100, 100, 100],
+                            subject_runs=[105, 110, 130], goal="<= 1.15",
+                            higher_is_better=False)
+    assert round(straddling.ratio, 3) == 1.1  # the median meets the goal ...
+    assert straddling.goal_verdict == "not shown" and straddling.goal_met is None  # ... pairs not
+    assert straddling.subject_spread == [105, 130] and straddling.baseline_spread == [100, 100]
+    assert [round(r, 2) for r in straddling.ratio_spread] == [1.05, 1.3]
+
+    met = comparison(metric="m", unit="", baseline_label="a", subject_label="b",
+                     baseline_runs=[10, 10], subject_runs=[11, 11.4], goal="<= 1.15")
+    missed = comparison(metric="m", unit="", baseline_label="a", subject_label="b",
+                        baseline_runs=[10, 10], subject_runs=[9, 8], goal=">= 0.95")
+    assert (met.goal_verdict, met.goal_met) == ("met", True)
+    assert (missed.goal_verdict, missed.goal_met) == ("not met", False)
+    assert _common.verdict_cell(straddling.__dict__) == "not shown (runs straddle it)"
+    assert _common.verdict_cell({"goal_met": True}) == "yes"  # results saved before verdicts
+
+    table = _common.render_report({
+        "title": "t", "status": "ok", "inputs": {}, "runs": 3, "elapsed_s": 1.0,
+        "comparisons": [straddling.__dict__], "facts": [], "notes": []})
+    assert "| 110 (105–130) |" in table and "1.1 (pairs 1.05–1.3)" in table
+    assert "not shown (runs straddle it)" in table
