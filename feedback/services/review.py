@@ -20,6 +20,7 @@ from feedback.pii import pii_redact
 from tenants.errors import InvalidInput, NotFound
 from tenants.models import Tenant
 from tenants.services import audit_log_record
+from tenants.settings_sections import SettingInvalid, settings_section_validate
 
 FEEDBACK_SETTING_KEYS = ("review_corrections", "max_examples_per_user")
 MAX_EXAMPLES_PER_USER_RANGE = (1, 1_000_000)
@@ -27,22 +28,22 @@ REVIEW_ACTIONS = ("approve", "reject", "edit")
 MAX_REVIEW_BATCH = 1000
 
 
-def _validated(changes: dict[str, Any]) -> dict[str, Any]:
-    errors: dict[str, list[str]] = {}
-    for key in sorted(set(changes) - set(FEEDBACK_SETTING_KEYS)):
-        errors[key] = ["Unknown setting."]
-    if "review_corrections" in changes and not isinstance(changes["review_corrections"], bool):
-        errors["review_corrections"] = ["Must be a valid boolean."]
-    if "max_examples_per_user" in changes:
-        value = changes["max_examples_per_user"]
-        low, high = MAX_EXAMPLES_PER_USER_RANGE
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or not low <= value <= high):
-            errors["max_examples_per_user"] = [
-                f"Must be an integer from {low} to {high}, or null for no cap."]
-    if errors:
-        raise InvalidInput("validation_error", "The request has invalid fields.", details=errors)
-    return dict(changes)
+def _review_corrections_check(tenant: Tenant, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SettingInvalid("Must be a valid boolean.")
+    return value
+
+
+def _max_examples_per_user_check(tenant: Tenant, value: Any) -> int | None:
+    low, high = MAX_EXAMPLES_PER_USER_RANGE
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not low <= value <= high):
+        raise SettingInvalid(f"Must be an integer from {low} to {high}, or null for no cap.")
+    return value
+
+
+FEEDBACK_SETTING_CHECKS = {"review_corrections": _review_corrections_check,
+                           "max_examples_per_user": _max_examples_per_user_check}
 
 
 def feedback_settings_update(*, tenant: Tenant, changes: dict[str, Any], actor: str = "system",
@@ -51,7 +52,8 @@ def feedback_settings_update(*, tenant: Tenant, changes: dict[str, Any], actor: 
     """Validate and store a change of the tenant's feedback settings; returns the row. Reached
     by the API's PATCH and the dashboard through `tenants.services.tenant_settings_change` (the
     section registered in FeedbackConfig.ready)."""
-    validated = _validated(changes)
+    validated = settings_section_validate(tenant=tenant, changes=changes,
+                                          checks=FEEDBACK_SETTING_CHECKS)
     with transaction.atomic():
         row, _ = FeedbackSettings.objects.select_for_update().get_or_create(tenant=tenant)
         if "review_corrections" in validated:

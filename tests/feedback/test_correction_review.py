@@ -111,3 +111,18 @@ def test_the_per_user_cap_limits_one_users_rows_in_a_job(owner, assert_envelope)
         assert_envelope(response, 400, "validation_error")
     assert_envelope(owner.client.patch(owner.url("settings"), {"review_corrections": "perhaps"},
                                        format="json"), 400, "validation_error")
+
+
+def test_the_settings_service_refuses_bad_values_for_every_caller(owner):
+    """Callers other than the API's serializer (the dashboard, scripts) get the same checks."""
+    from feedback.models import FeedbackSettings
+    from feedback.services import feedback_settings_update
+    from tenants.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as refused:
+        feedback_settings_update(tenant=owner.tenant, changes={
+            "review_corrections": "yes", "max_examples_per_user": True, "typo": 1})
+    assert set(refused.value.details) == {"review_corrections", "max_examples_per_user", "typo"}
+    assert not FeedbackSettings.objects.filter(tenant=owner.tenant).exists()
+    row = feedback_settings_update(tenant=owner.tenant, changes={"max_examples_per_user": 3})
+    assert row.max_examples_per_user == 3 and row.review_corrections is False
