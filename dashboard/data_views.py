@@ -9,7 +9,13 @@ from django.shortcuts import redirect
 from django.views import View
 
 from dashboard.permissions import TenantMemberMixin
-from dashboard.views import TenantPage, error_lines, found_or_404, settings_document
+from dashboard.views import (
+    TenantPage,
+    error_lines,
+    found_or_404,
+    settings_change,
+    settings_document,
+)
 from feedback.selectors import correction_review_queue, dataset_get
 from tenants.errors import DomainError
 from tenants.services import audit_actor_from_request
@@ -88,10 +94,14 @@ class CorrectionReviewView(TenantPage):
         pending = correction_review_queue(tenant=self.tenant)
         context["pending_count"] = pending.count()
         context["pending"] = pending[:REVIEW_PAGE_ROWS]
-        context["review_on"] = settings_document(self.tenant).get("review_corrections", False)
+        document = settings_document(self.tenant)
+        context["review_on"] = document.get("review_corrections", False)
+        context["max_examples_per_user"] = document.get("max_examples_per_user")
         return context
 
     def post(self, request, slug):
+        if request.POST.get("section") == "settings":
+            return self.post_settings(request)
         from feedback.services import correction_review
 
         action = request.POST.get("action", "")
@@ -114,4 +124,20 @@ class CorrectionReviewView(TenantPage):
             done = {"approve": "approved", "reject": "rejected", "edit": "edited and approved"}
             messages.success(request, f"{len(rows)} correction{'s' if len(rows) != 1 else ''} "
                                       f"{done[action]}.")
+        return redirect("dashboard:review", self.tenant.slug)
+
+    def post_settings(self, request):
+        """The review setting and the per-user cap, through the same service as PATCH
+        .../settings (same checks, same audit entry)."""
+        cap_text = request.POST.get("max_examples_per_user", "").strip()
+        changes = {"review_corrections": request.POST.get("review_corrections") == "on",
+                   "max_examples_per_user": int(cap_text) if cap_text.isdigit() else cap_text
+                   or None}
+        try:
+            settings_change(request, tenant=self.tenant, changes=changes)
+        except DomainError as exc:
+            for line in error_lines(exc):
+                messages.error(request, line)
+        else:
+            messages.success(request, "Review settings saved.")
         return redirect("dashboard:review", self.tenant.slug)

@@ -109,3 +109,30 @@ def test_the_review_page_lists_answers_and_reviews_one_or_many(client_for, admin
     assert 'data-field="pending-count">0<' in client.get(url).content.decode()
     empty = client.post(url, {"action": "approve"}, follow=True)
     assert "Tick at least one correction." in empty.content.decode()
+
+
+def test_the_review_page_changes_the_review_setting_and_the_cap(client_for, admin_a, viewer_a,
+                                                                tenant_a):
+    from tenants.models import AuditLogEntry
+    from tenants.selectors import tenant_settings_document
+
+    url = reverse("dashboard:review", args=[tenant_a.slug])
+    client = client_for(admin_a)
+    saved = client.post(url, {"section": "settings", "review_corrections": "on",
+                              "max_examples_per_user": "5"}, follow=True)
+    assert "Review settings saved." in saved.content.decode()
+    document = tenant_settings_document(tenant=tenant_a)
+    assert document["review_corrections"] is True and document["max_examples_per_user"] == 5
+    assert AuditLogEntry.objects.filter(action="settings.updated",
+                                        details__via="dashboard").exists()
+    refused = client.post(url, {"section": "settings", "max_examples_per_user": "-3"},
+                          follow=True)
+    assert "max_examples_per_user" in refused.content.decode()
+    assert tenant_settings_document(tenant=tenant_a)["max_examples_per_user"] == 5
+    client.post(url, {"section": "settings", "max_examples_per_user": ""})
+    document = tenant_settings_document(tenant=tenant_a)
+    assert document["review_corrections"] is False and document["max_examples_per_user"] is None
+    viewer = client_for(viewer_a)
+    assert viewer.post(url, {"section": "settings", "review_corrections": "on"}).status_code \
+        == 403
+    assert b"Save review settings" not in viewer.get(url).content
