@@ -149,6 +149,7 @@ class DatasetRecordSerializer(serializers.Serializer):
     content_hash = serializers.CharField()
     data = serializers.JSONField()
     pii_redactions = serializers.JSONField()
+    user_id = serializers.CharField(help_text="Whose data it is, if the upload said ('' if not)")
     created_at = serializers.DateTimeField()
 
 

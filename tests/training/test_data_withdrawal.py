@@ -162,6 +162,8 @@ def test_erasure_reaches_snapshots_dataset_records_and_conversation_logs(owner, 
     dataset_id = register(owner, "mixed")
     upload(owner, dataset_id, secret_records(3, tag="Quux", user_id="user_789")
            + secret_records(2, tag="Frob", user_id="user_111"))
+    listed = owner.client.get(owner.url(f"datasets/{dataset_id}/records")).json()["results"]
+    assert sorted(r["user_id"] for r in listed) == ["user_111"] * 2 + ["user_789"] * 3
     job = start_job(owner)
     bundle = training_job_bundle_write(job=job)  # the local worker's copy of the snapshot
     assert "Box 3 has code K3." in snapshot_text(job) and "Quux" in snapshot_text(job)
