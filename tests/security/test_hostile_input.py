@@ -279,10 +279,10 @@ def test_it_refuses_very_long_strings_with_field_details(owner, datasets, unchan
     unchanged()
 
 
-def test_it_never_turns_names_into_paths(owner, datasets, unchanged, settings, tmp_path):
+def test_it_never_turns_names_into_paths(owner, datasets, unchanged, tmp_path):
     """Traversal strings are data: a dataset may be called `../../etc` (it is only a label);
-    a version label or job id like that finds nothing, and no file appears anywhere."""
-    settings.MEDIA_ROOT = str(tmp_path / "media")
+    a version label or job id like that finds nothing, and no file appears anywhere (MEDIA_ROOT
+    is this test's own folder: the storage fixture)."""
     for label in ("../../etc", "..%2F..%2Fetc", "..\\..\\etc", "v1/../../../etc"):
         for path in (f"lora/{label}", f"lora/{label}/activate", f"lora/{label}/download",
                      f"train/{label}", f"train/{label}/cancel"):
