@@ -16,9 +16,14 @@ What becomes what (all text is read as stored, i.e. already PII-redacted by the 
 Only the latest reaction per user and message (`is_latest`) is used, and only feedback without an
 `excluded_reason`. Exact duplicates are merged (highest weight, union of sources).
 
-Held-out split: examples are ordered by the sha256 of their content and the first
-EVAL_FRACTION of them (at least 1 when there are >= MIN_EXAMPLES_FOR_EVAL) go to eval. The split
-is therefore deterministic and does not depend on row order.
+Held-out split, the tenant's golden set: an example is held out when the sha256 of its id (the
+feedback or dataset record it came from, `fb_<id>` / `ds_<id>`) falls in the lowest
+GOLDEN_FRACTION of the hash range. The choice depends only on that id, so the same items stay
+out of every job of the tenant, whatever else arrives later, and every version is scored on
+them (adapters' evaluation). A correction's SFT example and its DPO pair share the id, so both
+methods hold out the same items. When a set of >= MIN_EXAMPLES_FOR_EVAL examples has no golden
+item yet, the one with the lowest hash is held out so that the job still has an eval loss; that
+single item may train in a later, larger job (the only case where a held-out item is not stable).
 
 DPO prompts: a pair's `prompt` is the last user message before the answer; when the conversation
 had earlier turns, the record also carries them as `messages` (the history, ending with that user
@@ -41,7 +46,7 @@ from django.utils import timezone
 
 from feedback.models import Dataset, DatasetRecord, Feedback, Message
 
-EVAL_FRACTION = 0.10
+GOLDEN_FRACTION = 0.10
 MIN_EXAMPLES_FOR_EVAL = 10
 MAX_PAIRS_PER_PROMPT = 16
 RATING_MIN_FOR_EXAMPLE = 4
@@ -297,16 +302,25 @@ def _collect_dataset_records(c: _Collector, tenant) -> None:
             c.add(c.dpo, "t:" + _sha(record), record, source, rec.created_at)
 
 
+def golden_rank(example_id: str) -> float:
+    """Where an example id falls in [0, 1): below GOLDEN_FRACTION it is in the golden set."""
+    digest = hashlib.sha256(f"golden:{example_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def _compiled(c: _Collector, method: str) -> CompiledData:
-    """The method's examples, split train/eval by content hash (see the module docstring)."""
+    """The method's examples, split train / golden eval by the hash of their ids (see the module
+    docstring)."""
     chosen = c.sft if method == "sft" else c.dpo
-    examples = sorted(chosen.values(), key=lambda ex: _sha(ex.record))
+    examples = list(chosen.values())
     for ex in examples:
         ex.record["id"] = _example_id(ex.sources)
-    n_eval = 0
-    if len(examples) >= MIN_EXAMPLES_FOR_EVAL:
-        n_eval = max(1, round(len(examples) * EVAL_FRACTION))
+    examples.sort(key=lambda ex: (golden_rank(ex.record["id"]), _sha(ex.record)))
+    n_eval = sum(1 for ex in examples if golden_rank(ex.record["id"]) < GOLDEN_FRACTION)
+    if n_eval == 0 and len(examples) >= MIN_EXAMPLES_FOR_EVAL:
+        n_eval = 1
     eval_set = [ex.record for ex in examples[:n_eval]]
+    eval_set.sort(key=lambda r: r["id"])
     train_set = [ex.record for ex in examples[n_eval:]]
     train_set.sort(key=lambda r: r["id"])
 
@@ -407,8 +421,10 @@ def snapshot_write(*, tenant, job_id: str, compiled: CompiledData) -> tuple[str,
                    "lines": data.count(b"\n")}
             for name, data in files.items()
         },
-        "split": {"eval_fraction": EVAL_FRACTION, "min_examples_for_eval": MIN_EXAMPLES_FOR_EVAL,
-                  "rule": "lowest sha256 of the record content"},
+        "split": {"golden_fraction": GOLDEN_FRACTION,
+                  "min_examples_for_eval": MIN_EXAMPLES_FOR_EVAL,
+                  "rule": "golden set: sha256('golden:' + example id) in the lowest "
+                          "golden_fraction of the range (stable across jobs)"},
         "eval_ids": [r["id"] for r in compiled.eval],
         "feedback_ids": compiled.feedback_ids,
         "message_ids": compiled.message_ids,
@@ -440,6 +456,8 @@ def snapshot_download(*, prefix: str, manifest: dict, dest: Path) -> None:
 
 __all__ = [
     "CompiledData",
+    "GOLDEN_FRACTION",
+    "golden_rank",
     "snapshot_download",
     "snapshot_write",
     "training_data_compile",

@@ -39,8 +39,10 @@ def test_it_trains_a_dpo_adapter_from_thumbs_pairs_end_to_end(make_tenant, rq_co
     }, format="json")
     assert response.status_code == 201, response.content
     created = response.json()
-    assert created["training_samples"] == 27 and created["eval_samples"] == 3
-    assert created["estimated_cost"] == pytest.approx(27 * 0.15 / 1000, abs=1e-4)
+    assert created["training_samples"] + created["eval_samples"] == 30
+    assert created["eval_samples"] >= 1  # the golden set, chosen by id hash
+    assert created["estimated_cost"] == pytest.approx(created["training_samples"] * 0.15 / 1000,
+                                                      abs=1e-4)
 
     run_worker_burst(queues=("training",))
 

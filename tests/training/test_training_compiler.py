@@ -1,4 +1,4 @@
-"""The feedback compiler: feedback -> SFT and DPO data, and the deterministic held-out split."""
+"""The feedback compiler: feedback -> SFT and DPO data, and the golden (held-out) set."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from tests.training.conftest import (
     give_feedback,
     log_conversation,
 )
+from training.compiler import GOLDEN_FRACTION, golden_rank
 
 
 def test_the_compiler_turns_feedback_into_sft_and_dpo_data(owner):
@@ -38,23 +39,40 @@ def test_the_compiler_turns_feedback_into_sft_and_dpo_data(owner):
         "role": "assistant", "content": "The correct answer is 500mg."}
     assert by_prompt["Rated q0"]["weight"] == 1.0 and by_prompt["Rated q1"]["weight"] == 0.8
     assert sft.excluded.get("low_rating") == 1
-    assert len(sft.eval) == 0  # fewer than 10 examples: no held-out split
+    # Fewer than 10 examples: only items of the golden set (by id hash) are held out.
+    assert {r["id"] for r in sft.eval} == {r["id"] for r in records
+                                           if golden_rank(r["id"]) < GOLDEN_FRACTION}
 
     dpo = training_data_compile(tenant=owner.tenant, method="dpo")
-    pairs = {(p["prompt"], p["chosen"], p["rejected"]) for p in dpo.train}
+    pairs = {(p["prompt"], p["chosen"], p["rejected"]) for p in dpo.train + dpo.eval}
     assert pairs == {("Dose of drug A?", "The correct answer is 500mg.", "250mg"),
                      ("Explain returns", "Within 30 days with receipt.",
                       "Returns are complicated.")}
 
 
-def test_the_held_out_split_is_deterministic_by_hash(owner):
+def test_the_golden_set_is_chosen_by_id_and_stays_out_of_every_later_job(owner):
+    """The held-out (golden) items depend only on their ids: compiling again, or after more
+    feedback arrived, never moves one of them into training, and SFT and DPO hold out the same
+    corrections."""
     from training.compiler import training_data_compile
 
-    add_corrections(owner, corrections(25))
+    add_corrections(owner, corrections(40))
     first = training_data_compile(tenant=owner.tenant, method="sft")
-    second = training_data_compile(tenant=owner.tenant, method="sft")
-    assert len(first.eval) == 2 and len(first.train) == 23  # round(25 * 10%) = 2
-    assert [r["id"] for r in first.eval] == [r["id"] for r in second.eval]
+    again = training_data_compile(tenant=owner.tenant, method="sft")
+    golden = {r["id"] for r in first.train + first.eval
+              if golden_rank(r["id"]) < GOLDEN_FRACTION}
+    assert golden, "40 ids: some fall in the lowest 10% of the hash range"
+    assert {r["id"] for r in first.eval} == golden
+    assert [r["id"] for r in first.eval] == [r["id"] for r in again.eval]
+    dpo = training_data_compile(tenant=owner.tenant, method="dpo")
+    assert {r["id"] for r in dpo.eval} == golden
+
+    add_corrections(owner, corrections(60, offset=40), prefix="more")
+    later = training_data_compile(tenant=owner.tenant, method="sft")
+    later_eval = {r["id"] for r in later.eval}
+    assert golden <= later_eval
+    assert not golden & {r["id"] for r in later.train}
+    assert len(later.train) + len(later.eval) == 100
 
 
 def test_dpo_pairs_of_a_multi_turn_conversation_carry_its_history(owner):
