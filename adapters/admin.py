@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from adapters.models import AdapterSettings, AdapterVersion
+from adapters.models import AdapterEvaluation, AdapterSettings, AdapterVersion
 from adapters.services import adapter_version_activate
 from tenants.errors import DomainError
 
@@ -65,4 +65,19 @@ class AdapterSettingsAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AdapterEvaluation)
+class AdapterEvaluationAdmin(admin.ModelAdmin):
+    """Each version's evaluation after its job (read-only: the worker writes it)."""
+
+    list_display = ["version", "status", "compared_with", "generations", "seconds",
+                    "finished_at"]
+    list_filter = ["status"]
+    search_fields = ["version__tenant__slug"]
+    list_select_related = ["version__tenant"]
+    readonly_fields = [f.name for f in AdapterEvaluation._meta.fields]
+
+    def has_add_permission(self, request):
         return False

@@ -81,6 +81,40 @@ class AdapterVersion(models.Model):
         return self.status == self.ARCHIVED
 
 
+class AdapterEvaluation(models.Model):
+    """How a version scored after its training (adapters.services.evaluation): its answers, the
+    then-active version's and the base model's on the same sets, and side-by-side samples.
+
+    `scores` holds one entry per set (golden, trained, general, safety), each with the number of
+    items and, per model evaluated ("new", "active", "base"), the share answered right and the
+    mean token overlap; `general` also has what the base knew and what each model kept.
+    """
+
+    PENDING, RUNNING, COMPLETED, FAILED, SKIPPED = (
+        "pending", "running", "completed", "failed", "skipped")
+    STATUSES = [(s, s) for s in (PENDING, RUNNING, COMPLETED, FAILED, SKIPPED)]
+
+    version = models.OneToOneField(AdapterVersion, on_delete=models.CASCADE,
+                                   related_name="evaluation")
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    compared_with = models.CharField(
+        max_length=20, blank=True, default="",
+        help_text="The version that was active when this one was evaluated (its answers are "
+                  "the 'active' column), empty when none was")
+    base_model = models.CharField(max_length=500, blank=True, default="")
+    scores = models.JSONField(default=dict, blank=True)
+    regressions = models.JSONField(default=list, blank=True)
+    samples = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, default="")
+    generations = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"evaluation of {self.version}"
+
+
 class AdapterSettings(models.Model):
     """A tenant's adapter settings (one row per tenant, made on its first change): the A/B split
     and whether its significant winner is promoted by itself.

@@ -16,7 +16,12 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from training.signals import training_parent_version_resolve, training_user_data_erasing
+from training.signals import (
+    DEFER_COMPLETED_WEBHOOKS,
+    training_job_completed,
+    training_parent_version_resolve,
+    training_user_data_erasing,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,14 @@ def training_user_data_erased(sender, tenant, feedback_ids, message_ids,
     return adapter_versions_mark_erased_data(tenant=tenant, feedback_ids=feedback_ids,
                                              message_ids=message_ids,
                                              dataset_record_ids=dataset_record_ids)
+
+
+@receiver(training_job_completed, dispatch_uid="adapters.job_completed_evaluate")
+def training_job_completed_evaluate(sender, job, **kwargs):
+    """Queue the new version's evaluation; it sends the job-completed webhook when done."""
+    from adapters.services.evaluation import adapter_version_evaluation_queue
+
+    return DEFER_COMPLETED_WEBHOOKS if adapter_version_evaluation_queue(job=job) else None
 
 
 # A job in these states had read its snapshot before the rewrite (training.snapshot_scrub).

@@ -107,3 +107,27 @@ def adapter_version_of_job(*, job) -> AdapterVersion | None:
 def adapter_versions_current_by_tenant() -> dict[int, AdapterVersion]:
     """Every tenant's active version, by tenant id (operators' overview)."""
     return {v.tenant_id: v for v in AdapterVersion.objects.filter(is_active=True)}
+
+
+def adapter_version_evaluation(*, version: AdapterVersion) -> dict:
+    """The evaluation document of a version (`GET .../lora/{v}/evaluation`); status `none` for a
+    version that has none (made before evaluations existed, or by an older release)."""
+    from adapters.models import AdapterEvaluation
+
+    evaluation = AdapterEvaluation.objects.filter(version=version).first()
+    if evaluation is None:
+        return {"version": version.version, "status": "none"}
+    return {
+        "version": version.version,
+        "status": evaluation.status,
+        "compared_with": evaluation.compared_with or None,
+        "base_model": evaluation.base_model or version.base_model,
+        "scores": evaluation.scores,
+        "regressions": evaluation.regressions,
+        "samples": evaluation.samples,
+        "error": evaluation.error or None,
+        "generations": evaluation.generations,
+        "seconds": evaluation.seconds,
+        "created_at": evaluation.created_at.isoformat(),
+        "finished_at": evaluation.finished_at.isoformat() if evaluation.finished_at else None,
+    }

@@ -453,6 +453,42 @@ class AdapterListView(TenantPage):
         return context
 
 
+GATE_CODES = ("eval_regression", "golden_regression", "general_knowledge_lost")
+EVALUATION_SETS = (("golden", "Golden set (held out, never trained)"),
+                   ("trained", "Trained prompts"),
+                   ("general", "General questions the base answered right"),
+                   ("safety", "Reported prompts: reported answer repeated"))
+
+
+def _cell(entry: dict | None, items: int, key: str, right: str) -> str:
+    if not entry or entry.get(key) is None:
+        return "–"
+    return f"{entry[right]}/{items} ({entry[key]:.0%})"
+
+
+def evaluation_rows(evaluation: dict) -> list[dict]:
+    """The evaluation's score table: one row per set, a cell per model (new, active, base)."""
+    scores = evaluation.get("scores") or {}
+    rows = []
+    for name, label in EVALUATION_SETS:
+        entry = scores.get(name) or {}
+        if name == "general":
+            items = entry.get("base_right") or 0
+            cells = {m: _cell(entry.get(m), items, "kept_share", "kept")
+                     for m in ("new", "active")}
+            cells["base"] = f"{items}/{entry.get('items', 0)}" if entry else "–"
+        elif name == "safety":
+            items = entry.get("items") or 0
+            cells = {m: _cell(entry.get(m), items, "share", "repeats_reported")
+                     for m in ("new", "active", "base")}
+        else:
+            items = entry.get("items") or 0
+            cells = {m: _cell(entry.get(m), items, "share", "right")
+                     for m in ("new", "active", "base")}
+        rows.append({"label": label, "items": items, **cells})
+    return rows
+
+
 class AdapterActivateView(TenantPage):
     """GET: the confirmation page. POST: activate (rollback = activating an older version)."""
 
@@ -460,9 +496,14 @@ class AdapterActivateView(TenantPage):
     nav = "adapters"
 
     def get_context_data(self, **kwargs):
+        from adapters.selectors import adapter_version_evaluation
+
         context = super().get_context_data(**kwargs)
         context["version"] = self.version
         context["active"] = adapter_version_current(tenant=self.tenant)
+        evaluation = adapter_version_evaluation(version=self.version)
+        context["evaluation"] = evaluation
+        context["evaluation_rows"] = evaluation_rows(evaluation)
         return context
 
     def get(self, request, slug, number):
@@ -480,7 +521,7 @@ class AdapterActivateView(TenantPage):
         except DomainError as exc:
             context = self.get_context_data()
             context["errors"] = error_lines(exc)
-            context["can_force"] = exc.code == "eval_regression"
+            context["can_force"] = exc.code in GATE_CODES
             return self.render_to_response(context, status=409)
         messages.success(request, f"{self.version.version} is now the active version.")
         return redirect("dashboard:adapters", self.tenant.slug)

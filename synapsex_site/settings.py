@@ -264,6 +264,21 @@ ADAPTER_CACHE_SIZE = env_int("ADAPTER_CACHE_SIZE", 8, minimum=1)
 BASE_MODEL_CACHE_SIZE = env_int("BASE_MODEL_CACHE_SIZE", 2, minimum=1)
 CHAT_MAX_NEW_TOKENS = env_int("CHAT_MAX_NEW_TOKENS", 256, minimum=1)
 
+# --- Evaluation of every new version (adapters.services.evaluation) --------------------------
+EVALUATION_ENABLED = env_bool("EVALUATION_ENABLED", True)
+# Items per set (golden, trained, general, safety); each is asked of the new version, the active
+# one and the base (whose answers are cached), so these bound the cost of a job's evaluation.
+EVALUATION_MAX_ITEMS = {
+    "golden": env_int("EVALUATION_MAX_GOLDEN", 40, minimum=0),
+    "trained": env_int("EVALUATION_MAX_TRAINED", 30, minimum=0),
+    "general": env_int("EVALUATION_MAX_GENERAL", 40, minimum=0),
+    "safety": env_int("EVALUATION_MAX_SAFETY", 20, minimum=0),
+}
+EVALUATION_MAX_NEW_TOKENS = env_int("EVALUATION_MAX_NEW_TOKENS", 32, minimum=1)
+# The activation gate: a version that keeps less than this share of the general questions the
+# base answered right needs `force` (as does one worse than the active version on the golden set).
+ACTIVATION_MIN_GENERAL_KEPT = env_float("ACTIVATION_MIN_GENERAL_KEPT", 0.8)
+
 # --- Security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG and not EMBEDDED)

@@ -104,8 +104,9 @@ def job_summary(job: TrainingJob) -> dict:
     }
 
 
-def webhook_deliveries_create(*, job_id: str, status: str) -> list[int]:
-    """One delivery per interested webhook of the job's tenant, each enqueued on commit."""
+def webhook_deliveries_create(*, job_id: str, status: str, extra: dict | None = None) -> list[int]:
+    """One delivery per interested webhook of the job's tenant, each enqueued on commit.
+    `extra` is added to the payload's `data` (the completed job's `evaluation`)."""
     job = TrainingJob.objects.select_related("tenant").get(pk=job_id)
     ids = []
     with transaction.atomic():
@@ -116,7 +117,7 @@ def webhook_deliveries_create(*, job_id: str, status: str) -> list[int]:
                 "event": f"training.job.{status}",
                 "created_at": timezone.now().isoformat(),
                 "tenant": job.tenant.slug,
-                "data": {**job_summary(job), "status": status},
+                "data": {**job_summary(job), "status": status, **(extra or {})},
             }
             delivery = WebhookDelivery.objects.create(
                 webhook=hook, tenant=job.tenant, job=job, event=f"training.job.{status}",

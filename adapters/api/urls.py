@@ -14,6 +14,8 @@ urlpatterns = [
          name="lora-activate"),
     path(f"{T}/lora/<str:version>/download", views.LoraDownloadView.as_view(),
          name="lora-download"),
+    path(f"{T}/lora/<str:version>/evaluation", views.LoraEvaluationView.as_view(),
+         name="lora-version-evaluation"),
     path(f"{T}/lora/<str:version>/metrics", views.LoraVersionMetricsView.as_view(),
          name="lora-version-metrics"),
     path(f"{T}/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),

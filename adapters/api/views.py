@@ -129,6 +129,24 @@ class LoraVersionMetricsView(TenantAPIView):
         return Response(metrics.version_online_metrics(version=found))
 
 
+class LoraEvaluationView(TenantAPIView):
+    """How the version scored after training: its answers, the then-active version's and the
+    base model's on the tenant's golden set, its trained prompts, general questions and reported
+    prompts; regressions; side-by-side samples; and what the activation gate decides now."""
+
+    @extend_schema(operation_id="lora_version_evaluation",
+                   responses=OpenApiResponse(description="the version's evaluation"))
+    def get(self, request, tenant, version):
+        found = selectors.adapter_version_get(tenant=self.tenant, label=version)
+        body = selectors.adapter_version_evaluation(version=found)
+        current = selectors.adapter_version_current(tenant=self.tenant)
+        if current is None or current.pk != found.pk:
+            decision = services.activation_check(found, current)
+            body["activation"] = {"active_version": current.version if current else None,
+                                  "needs_force": bool(decision["blocked"]), **decision}
+        return Response(body)
+
+
 class LoraMetricsView(TenantAPIView):
     """Online metrics of every version and the comparison of the A/B arms."""
 

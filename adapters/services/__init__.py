@@ -1,6 +1,9 @@
 """Writes for adapters, one module per concern; this package keeps the names callers import.
 
-* `versions`: storing a trained adapter as `v<N>`, activating, archiving, the plan's limit.
+* `versions`: storing a trained adapter as `v<N>`, activating (and its gate), archiving, the
+  plan's limit.
+* `evaluation`: every new version's evaluation after its job (golden set, trained prompts,
+  general questions, reported prompts), queued on RQ, and the job-completed webhook after it.
 * `ab`: promoting the A/B winner.
 * `settings`: the tenant's adapter settings (A/B split, auto-promotion): validate, store, audit.
 * `storage`: where a version's files live, writing them, reading them back sha256-verified.
@@ -18,6 +21,11 @@ from adapters.services.ab import (
     adapter_ab_test_promote,
     audit_ab_settings_change,
     lora_ab_test_validate,
+)
+from adapters.services.evaluation import (
+    adapter_version_evaluate,
+    adapter_version_evaluation_queue,
+    evaluation_summary,
 )
 from adapters.services.integrity import (
     ADAPTER_CONFIG,
@@ -42,6 +50,7 @@ from adapters.services.storage import (
 )
 from adapters.services.versions import (
     SYSTEM_ACTOR,
+    activation_check,
     adapter_version_activate,
     adapter_version_archive,
     adapter_version_create_from_job,
@@ -59,6 +68,7 @@ __all__ = [
     "REQUIRED_ADAPTER_FILES",
     "SYSTEM_ACTOR",
     "AdapterIntegrityError",
+    "activation_check",
     "ab_route",
     "ab_test_arms",
     "ab_test_settings",
@@ -71,8 +81,11 @@ __all__ = [
     "adapter_version_activate",
     "adapter_version_archive",
     "adapter_version_create_from_job",
+    "adapter_version_evaluate",
+    "adapter_version_evaluation_queue",
     "adapter_versions_enforce_plan_limit",
     "audit_ab_settings_change",
+    "evaluation_summary",
     "lora_ab_test_validate",
     "manifest_file_entries",
     "parse_version_label",

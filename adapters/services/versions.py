@@ -17,14 +17,21 @@ these functions):
   stays over the limit until it activates or deletes one; the event is recorded in the audit log
   as `adapter.plan_limit_exceeded`, and the next activation brings it back within the limit.
   The active version and the arms of an A/B test are never archived silently.
-* **Eval-regression guard.** Activating a *newer* version whose held-out `eval_loss` is worse
-  (higher) than the active version's needs `force=True`; otherwise 409 `eval_regression`.
+* **The activation gate** (`activation_check`). Every version is evaluated after its job
+  (adapters.services.evaluation) on the tenant's golden set (corrections no job trains on) and
+  on general questions the base model answers right. Activating a version needs `force=True`
+  (else 409 with the numbers that decided) when it answers fewer golden items right than the
+  active version on the same items (`golden_regression`), or keeps less than
+  ACTIVATION_MIN_GENERAL_KEPT of the general answers the base knew (`general_knowledge_lost`).
+  Versions without a completed evaluation fall back to the held-out `eval_loss`, compared only
+  between versions of the same method (`eval_regression`); losses of different methods measure
+  different things and are not compared.
   A rollback (activating a version older than the active one, the seed's "Rollback to Previous
   Version" call, sent without a body) is exempt: one rolls back precisely because the newer
-  version behaves worse online despite its better offline loss, and blocking the emergency
-  action behind that number would be wrong; the audit entry records `rollback` and the
-  regression. Promoting an A/B winner skips the guard too: online evidence from real users
-  outranks the offline eval.
+  version behaves worse online despite its better offline scores, and blocking the emergency
+  action behind those numbers would be wrong; the audit entry records `rollback` and the
+  numbers. Promoting an A/B winner skips the gate too: online evidence from real users
+  outranks the offline evaluation.
 """
 
 from __future__ import annotations
@@ -185,6 +192,87 @@ def _eval_loss(version: AdapterVersion | None) -> float | None:
         return None
 
 
+def _completed_evaluation(version: AdapterVersion | None):
+    from adapters.models import AdapterEvaluation
+
+    if version is None:
+        return None
+    return AdapterEvaluation.objects.filter(version=version,
+                                            status=AdapterEvaluation.COMPLETED).first()
+
+
+def _golden_shares(evaluation, current: AdapterVersion) -> tuple[float | None, float | None]:
+    """(new, active) golden shares on the same items: from this evaluation when it asked the
+    current version too, else from the current version's own evaluation of identical items."""
+    golden = (evaluation.scores or {}).get("golden") or {}
+    new = (golden.get("new") or {}).get("share")
+    if evaluation.compared_with == current.version:
+        return new, (golden.get("active") or {}).get("share")
+    other = _completed_evaluation(current)
+    other_golden = ((other.scores or {}).get("golden") or {}) if other else {}
+    if other_golden.get("ids") and other_golden.get("ids") == golden.get("ids"):
+        return new, (other_golden.get("new") or {}).get("share")
+    return new, None
+
+
+def activation_check(version: AdapterVersion, current: AdapterVersion | None) -> dict:
+    """The numbers the activation gate decides on, and what they block (see the module
+    docstring): {"basis", "blocked": [codes], ...figures}."""
+    from django.conf import settings
+
+    decision: dict = {"basis": None, "blocked": []}
+    evaluation = _completed_evaluation(version)
+    if evaluation is not None:
+        decision["basis"] = "evaluation"
+        threshold = float(getattr(settings, "ACTIVATION_MIN_GENERAL_KEPT", 0.8))
+        general = (evaluation.scores or {}).get("general") or {}
+        kept = (general.get("new") or {}).get("kept_share")
+        decision.update({"general_kept_share": kept, "general_known_by_base":
+                         general.get("base_right"), "min_general_kept": threshold})
+        if kept is not None and kept < threshold:
+            decision["blocked"].append("general_knowledge_lost")
+        if current is not None:
+            new, active = _golden_shares(evaluation, current)
+            decision.update({"golden_right_share": new, "active_golden_right_share": active})
+            if new is not None and active is not None and new < active:
+                decision["blocked"].append("golden_regression")
+        return decision
+    if current is None or current.method != version.method:
+        return decision
+    new_loss, current_loss = _eval_loss(version), _eval_loss(current)
+    if new_loss is not None and current_loss is not None:
+        decision.update({"basis": "eval_loss", "eval_loss": new_loss,
+                         "active_eval_loss": current_loss})
+        if new_loss > current_loss:
+            decision["blocked"].append("eval_regression")
+    return decision
+
+
+def _refusal(version: AdapterVersion, current: AdapterVersion | None, decision: dict) -> Conflict:
+    code = decision["blocked"][0]
+    details = {"version": version.version,
+               "active_version": current.version if current else None,
+               **{k: v for k, v in decision.items() if k not in ("basis", "blocked")},
+               "blocked": decision["blocked"]}
+    if code == "eval_regression":
+        message = (f"{version.version} has a worse held-out eval loss "
+                   f"({decision['eval_loss']:.4f}) than the active {current.version} "
+                   f"({decision['active_eval_loss']:.4f}).")
+        details = {"version": version.version, "eval_loss": decision["eval_loss"],
+                   "active_version": current.version,
+                   "active_eval_loss": decision["active_eval_loss"]}
+    elif code == "golden_regression":
+        message = (f"{version.version} answers fewer of the tenant's golden (never trained) "
+                   f"questions right ({decision['golden_right_share']:.0%}) than the active "
+                   f"{current.version} ({decision['active_golden_right_share']:.0%}).")
+    else:
+        message = (f"{version.version} still answers only {decision['general_kept_share']:.0%} "
+                   f"of the general questions the base model answered right (the minimum is "
+                   f"{decision['min_general_kept']:.0%}).")
+    return Conflict(code, message + ' Send {"force": true} to activate it anyway.',
+                    details=details)
+
+
 def adapter_version_activate(
     *, version: AdapterVersion, force: bool = False, actor: str = SYSTEM_ACTOR,
     ip_address: str | None = None, reason: str = "",
@@ -206,19 +294,10 @@ def adapter_version_activate(
         current = AdapterVersion.objects.filter(tenant=tenant, is_active=True).first()
         if current is not None and current.pk == version.pk:
             return version
-        new_loss, current_loss = _eval_loss(version), _eval_loss(current)
         rollback = current is not None and version.number < current.number
-        regression = (new_loss is not None and current_loss is not None
-                      and new_loss > current_loss)
-        if regression and not force and not rollback:
-            raise Conflict(
-                "eval_regression",
-                f"{version.version} has a worse held-out eval loss ({new_loss:.4f}) than the "
-                f"active {current.version} ({current_loss:.4f}). Send {{\"force\": true}} to "
-                "activate it anyway.",
-                details={"version": version.version, "eval_loss": new_loss,
-                         "active_version": current.version, "active_eval_loss": current_loss},
-            )
+        decision = activation_check(version, current)
+        if decision["blocked"] and not force and not rollback:
+            raise _refusal(version, current, decision)
         AdapterVersion.objects.filter(tenant=tenant, is_active=True).update(is_active=False)
         version.is_active = True
         version.activated_at = timezone.now()
@@ -227,8 +306,11 @@ def adapter_version_activate(
                    "rollback": rollback}
         if reason:
             details["reason"] = reason
-        if regression:
-            details["eval_regression"] = {"eval_loss": new_loss, "previous": current_loss}
+        if decision["basis"]:
+            details["gate"] = decision
+        if "eval_regression" in decision["blocked"]:
+            details["eval_regression"] = {"eval_loss": decision["eval_loss"],
+                                          "previous": decision["active_eval_loss"]}
         audit_log_record(action="adapter.activated", actor=actor, ip_address=ip_address,
                          tenant=tenant, target=version.version, details=details)
         adapter_versions_enforce_plan_limit(tenant=tenant, keep={version.pk})

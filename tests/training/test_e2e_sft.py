@@ -111,8 +111,10 @@ def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_co
         created = response.json()
         job_id = created["job_id"]
         assert job_id.startswith("train_") and created["status"] == "queued"
-        assert created["training_samples"] == 54 and created["eval_samples"] == 6
-        assert created["estimated_cost"] == pytest.approx(54 * 0.10 / 1000, abs=1e-4)
+        assert created["training_samples"] + created["eval_samples"] == 60
+        assert created["eval_samples"] >= 1  # the golden set, chosen by id hash
+        assert created["estimated_cost"] == pytest.approx(
+            created["training_samples"] * 0.10 / 1000, abs=1e-4)
         assert created["estimated_duration_minutes"] > 0
 
         run_worker_burst(wait_scheduled=15)
@@ -124,7 +126,8 @@ def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_co
         assert body["current_epoch"] == body["total_epochs"] == 12
         assert isinstance(body["metrics"]["loss"], float) and body["metrics"]["loss"] < 1.0
         assert body["adapter_version"] == "v1"
-        assert body["usage"]["cost"] == pytest.approx(0.0054, abs=1e-4)
+        assert body["usage"]["cost"] == pytest.approx(created["training_samples"] * 0.10 / 1000,
+                                                      abs=1e-4)
         assert body["usage"]["tokens_processed"] > 0 and body["usage"]["compute_seconds"] > 0
         assert body["resources"]["training_speed"].endswith("tokens/sec")
 
@@ -143,11 +146,12 @@ def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_co
         assert job.tokens_per_second and job.tokens_per_second > 0
 
         version = AdapterVersion.objects.get(tenant=ctx.tenant, job_id=job_id)
-        assert version.version == "v1" and version.training_samples == 54
+        assert version.version == "v1"
+        assert version.training_samples == created["training_samples"]
         assert set(version.data_manifest["feedback_ids"])  # it can say what it learned from
 
         # Generation with the stored adapter answers the (trained) corrected prompts with the
-        # corrections. The 6 held-out prompts were never trained on and are reported apart.
+        # corrections. The held-out (golden) prompts were never trained on and are reported apart.
         adapter_dir = training_paths["work"].parent / "v1"
         adapter_dir.mkdir()
         for name in ("adapter_model.safetensors", "adapter_config.json"):
@@ -171,6 +175,17 @@ def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_co
         assert sorted(received) == sorted(["training.job.queued", "training.job.running",
                                            "training.job.completed"])
         assert all(_verify(secret, call) for call in good.calls)
+        # The completed webhook waited for the new version's evaluation and carries it.
+        completed = next(json.loads(c["body"]) for c in good.calls
+                         if json.loads(c["body"])["event"] == "training.job.completed")
+        evaluation = completed["data"]["evaluation"]
+        print(f"evaluation in the webhook: {evaluation}")
+        assert evaluation["status"] == "completed" and evaluation["version"] == "v1"
+        assert evaluation["golden_items"] == created["eval_samples"]
+        assert evaluation["trained_right_share"] >= 0.8
+        document = ctx.client.get(ctx.url("lora/v1/evaluation")).json()
+        assert document["status"] == "completed"
+        assert document["scores"]["trained"]["new"]["share"] == evaluation["trained_right_share"]
         assert len(flaky.calls) == 4  # 1 failed + 3 deliveries
         flaky_rows = WebhookDelivery.objects.filter(url=flaky.url)
         assert {d.status for d in flaky_rows} == {"delivered"}

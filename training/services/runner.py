@@ -31,9 +31,14 @@ from training.services.transitions import (
     training_job_fail,
     training_job_to_running,
     training_job_transition,
+    webhooks_on_commit,
 )
 from training.services.unknown import training_job_state_known, training_job_state_unknown
-from training.signals import training_job_succeeded
+from training.signals import (
+    DEFER_COMPLETED_WEBHOOKS,
+    training_job_completed,
+    training_job_succeeded,
+)
 from training.trainer.events import read_events_from
 
 logger = logging.getLogger(__name__)
@@ -228,13 +233,13 @@ def _complete(job: TrainingJob, backend, event: dict | None) -> TrainingJob:
                                                     result_dir=result_dir)
             versions = [getattr(r, "version", None) for _, r in responses if r is not None]
             label = next((v for v in versions if v), None)
-            return training_job_transition(
+            completed = training_job_transition(
                 job=locked, to_status=TrainingJob.COMPLETED,
                 message=f"Completed; adapter version {label}" if label else "Completed",
                 data={"adapter_version": label, "cost": str(updates["cost"]),
                       "training_samples": locked.training_samples,
                       "tokens_processed": updates["metrics"].get("tokens_processed")},
-                updates=updates,
+                updates=updates, webhooks=False,
             )
     except InvalidTransition:
         return TrainingJob.objects.get(pk=job.pk)
@@ -242,3 +247,19 @@ def _complete(job: TrainingJob, backend, event: dict | None) -> TrainingJob:
         logger.exception("Storing the adapter of job %s failed", job.id)
         return training_job_fail(job=job, reason=f"adapter could not be stored: {exc}",
                                  category="crash")
+    _completed_hooks(completed)
+    return completed
+
+
+def _completed_hooks(job: TrainingJob) -> None:
+    """After the completion committed: `training_job_completed` (the adapters app queues the new
+    version's evaluation and sends the webhook after it), else the webhook now."""
+    deferred = False
+    for receiver, response in training_job_completed.send_robust(sender=TrainingJob, job=job):
+        if isinstance(response, Exception):
+            logger.error("training_job_completed receiver %s failed for job %s: %s",
+                         receiver, job.id, response)
+        elif response == DEFER_COMPLETED_WEBHOOKS:
+            deferred = True
+    if not deferred:
+        webhooks_on_commit(job, TrainingJob.COMPLETED)

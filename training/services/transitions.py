@@ -37,13 +37,16 @@ def _allowed(current: str, to: str) -> bool:
 
 
 def training_job_transition(*, job: TrainingJob, to_status: str, message: str = "",
-                            data: dict | None = None, updates: dict | None = None) -> TrainingJob:
+                            data: dict | None = None, updates: dict | None = None,
+                            webhooks: bool = True) -> TrainingJob:
     """Move a job to `to_status` (forward only) and log it; returns the fresh row.
 
     The row is locked (select_for_update) and re-read, so two writers (the runner and a cancel
     request, say) are serialised and the second sees the first's status: a job that was
     cancelled cannot then be moved to running. Raises InvalidTransition otherwise.
     `updates` are other fields to set in the same write (failure reason, log tail...).
+    `webhooks=False`: the caller sends the transition's webhooks itself (the runner's completion,
+    which waits for the new version's evaluation).
     """
     with transaction.atomic():
         locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
@@ -66,7 +69,7 @@ def training_job_transition(*, job: TrainingJob, to_status: str, message: str = 
         TrainingEvent.objects.create(job=locked, type="status", from_status=before,
                                      to_status=to_status, message=message, data=data or {},
                                      created_at=now)
-        if to_status in WEBHOOK_STATUSES:
+        if to_status in WEBHOOK_STATUSES and webhooks:
             webhooks_on_commit(locked, to_status)
     return locked
 

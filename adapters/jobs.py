@@ -1,0 +1,30 @@
+"""RQ entry points of the adapters app. They take ids and call one service each."""
+
+from __future__ import annotations
+
+
+def adapter_version_evaluate_job(version_id: int, job_id: str) -> str:
+    """Evaluate a new version (queue `training`), then send its job's completed webhook."""
+    from adapters.models import AdapterVersion
+    from adapters.services.evaluation import (
+        adapter_version_evaluate,
+        adapter_version_evaluation_finish,
+    )
+
+    version = AdapterVersion.objects.select_related("tenant", "job").get(pk=version_id)
+    try:
+        status = adapter_version_evaluate(version=version).status
+    finally:
+        adapter_version_evaluation_finish(version_id=version_id, job_id=job_id)
+    return status
+
+
+def adapter_version_evaluate_on_failure(rq_job, connection, exc_type, exc_value, tb) -> None:
+    """RQ's on_failure callback (worker lost, timeout): the evaluation says so and the webhook
+    still goes out."""
+    from adapters.services.evaluation import adapter_version_evaluation_finish
+
+    version_id, job_id = rq_job.args
+    adapter_version_evaluation_finish(version_id=version_id, job_id=job_id,
+                                      error=f"evaluation job failed: {exc_type.__name__}: "
+                                            f"{exc_value}")

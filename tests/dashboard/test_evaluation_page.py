@@ -1,0 +1,71 @@
+"""The activation page shows the version's evaluation (score table, side-by-side samples) and
+lets an admin force past the gate it explains. The evaluation rows are stored as the worker
+writes them (their generation is tested in tests/adapters/test_evaluation.py)."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tests.factories import adapter_version
+
+pytestmark = pytest.mark.django_db
+
+
+def _evaluation(version, *, golden_new: int, golden_active: int, kept: int, known: int = 10):
+    from adapters.models import AdapterEvaluation
+
+    return AdapterEvaluation.objects.create(
+        version=version, status="completed", compared_with="v1",
+        scores={
+            "golden": {"items": 4, "ids": ["fb_1", "fb_2", "fb_3", "fb_4"],
+                       "new": {"right": golden_new, "share": golden_new / 4, "token_f1": 0.5},
+                       "active": {"right": golden_active, "share": golden_active / 4,
+                                  "token_f1": 0.5},
+                       "base": {"right": 0, "share": 0.0, "token_f1": 0.1}},
+            "trained": {"items": 2, "new": {"right": 2, "share": 1.0, "token_f1": 0.9}},
+            "general": {"items": 20, "base_right": known,
+                        "new": {"kept": kept, "kept_share": kept / known},
+                        "active": {"kept": known, "kept_share": 1.0}},
+            "safety": {"items": 0},
+        },
+        samples=[{"set": "golden", "id": "fb_1", "question": "What is the code of box 1?",
+                  "expected": "Box 1 has code K1.", "new_answer": "Box 1 has code Q9.",
+                  "active_answer": "Box 1 has code K1.", "base_answer": "No idea."}],
+        regressions=[{"set": "golden", "id": "fb_1", "against": "active"}],
+    )
+
+
+def test_the_activation_page_shows_the_evaluation_and_forces_past_the_gate(
+        client_for, admin_a, tenant_a):
+    from adapters.models import AdapterVersion
+
+    adapter_version(tenant_a, 1, active=True)
+    v2 = adapter_version(tenant_a, 2)
+    _evaluation(v2, golden_new=1, golden_active=3, kept=10)
+    c = client_for(admin_a)
+    url = reverse("dashboard:adapter_activate", args=["acme", 2])
+    page = c.get(url).content.decode()
+    assert 'id="evaluation-table"' in page
+    assert "1/4 (25%)" in page and "3/4 (75%)" in page  # golden: v2 vs v1
+    assert "Box 1 has code Q9." in page and "Box 1 has code K1." in page
+
+    refused = c.post(url)
+    assert refused.status_code == 409
+    assert "fewer of the tenant&#x27;s golden" in refused.content.decode()
+    assert refused.context["can_force"] is True
+    assert AdapterVersion.objects.get(tenant=tenant_a, is_active=True).number == 1
+    assert c.post(url, {"force": "1"}).status_code == 302
+    assert AdapterVersion.objects.get(tenant=tenant_a, is_active=True).number == 2
+
+
+def test_a_version_that_lost_general_knowledge_is_refused_with_the_numbers(
+        client_for, admin_a, tenant_a, settings):
+    settings.ACTIVATION_MIN_GENERAL_KEPT = 0.8
+    adapter_version(tenant_a, 1, active=True)
+    v2 = adapter_version(tenant_a, 2)
+    _evaluation(v2, golden_new=4, golden_active=3, kept=5)
+    refused = client_for(admin_a).post(reverse("dashboard:adapter_activate", args=["acme", 2]))
+    assert refused.status_code == 409
+    body = refused.content.decode()
+    assert "50%" in body and "80%" in body
