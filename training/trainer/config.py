@@ -16,7 +16,7 @@ from typing import Any
 
 from training.trainer.errors import JobConfigError
 
-METHODS = ("sft", "dpo")
+METHODS = ("sft", "dpo", "kto")
 
 # Seed "Training Parameters" table (SFT) and "DPO Training" example.
 SFT_DEFAULTS: dict[str, Any] = {
@@ -34,12 +34,47 @@ DPO_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "beta": 0.1,
 }
+# KTO (unpaired thumbs and ratings): TRL's KTO beta; the rest as DPO (a preference method on
+# LoRA). The batch must hold at least 2 rows: the KL reference point pairs each prompt with
+# another row's completion of the same batch (TRL refuses batch size 1).
+KTO_DEFAULTS: dict[str, Any] = {
+    "epochs": 2,
+    "learning_rate": 5e-5,
+    "batch_size": 4,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "beta": 0.1,
+}
+KTO_MIN_BATCH_SIZE = 2
+# The KTO paper (Ethayarajh et al. 2024, eq. 8) and TRL's KTOTrainer docs: keep
+# (desirable_weight * n_desirable) / (undesirable_weight * n_undesirable) in [1, 4/3].
+KTO_WEIGHT_RATIO_RANGE = (1.0, 4 / 3)
 LORA_DEFAULTS: dict[str, Any] = {
     "r": 16,
     "alpha": 32,
     "dropout": 0.05,
     "target_modules": "all-linear",
 }
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """The seed's training defaults of a method (before presets and explicit values)."""
+    return dict({"dpo": DPO_DEFAULTS, "kto": KTO_DEFAULTS}.get(method, SFT_DEFAULTS))
+
+
+def kto_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float]:
+    """(desirable_weight, undesirable_weight) for a KTO set, so that the weighted ratio
+    (dw * n_desirable) / (uw * n_undesirable) lies in KTO_WEIGHT_RATIO_RANGE.
+
+    The minority side is up-weighted to balance the two (ratio 1, the range's lower end, rounded
+    up so rounding never leaves the range); balanced or one-sided sets keep 1.0 / 1.0 (with one
+    side absent there is nothing to balance).
+    """
+    if n_desirable <= 0 or n_undesirable <= 0 or n_desirable == n_undesirable:
+        return 1.0, 1.0
+    if n_desirable < n_undesirable:
+        return math.ceil(n_undesirable / n_desirable * 1000) / 1000, 1.0
+    return 1.0, math.floor(n_desirable / n_undesirable * 1000) / 1000
+
 
 # Seed "Training Configuration" table: use case -> LoRA r, epochs, learning rate.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -269,10 +304,16 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
         raise JobConfigError("train must be an object")
     _reject_unknown(raw, _TRAIN_KEYS, "train.")
     values: dict[str, Any] = {f.name: f.default for f in fields(TrainSpec)}
-    values.update(DPO_DEFAULTS if method == "dpo" else SFT_DEFAULTS)
+    values.update(method_defaults(method))
     values.update({k: v for k, v in preset.items() if k in _TRAIN_KEYS})
     values.update(raw)
     patience = values["early_stopping_patience"]
+    if method == "kto" and _int("train.batch_size", values["batch_size"], minimum=1) < \
+            KTO_MIN_BATCH_SIZE:
+        raise JobConfigError(
+            f"train.batch_size must be at least {KTO_MIN_BATCH_SIZE} for kto (its KL reference "
+            "point pairs each prompt with another completion of the same batch)"
+        )
     return TrainSpec(
         epochs=_number("train.epochs", values["epochs"], minimum=0, exclusive=True),
         learning_rate=_number(

@@ -56,7 +56,7 @@ def read_jsonl(path: str | Path, method: str) -> LoadedData:
         line_no = raw[: exc.start].count(b"\n") + 1
         raise DataError(f"{name} line {line_no}: not valid UTF-8") from exc
 
-    validate = _validate_sft if method == "sft" else _validate_dpo
+    validate = {"sft": _validate_sft, "kto": _validate_kto}.get(method, _validate_dpo)
     records = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -130,6 +130,26 @@ def _validate_dpo(record: dict[str, Any]) -> str | None:
     return _validate_id(record)
 
 
+def _validate_kto(record: dict[str, Any]) -> str | None:
+    """An unpaired example, TRL's conversational KTO shape: `prompt` (the conversation before the
+    answer, ending with a user turn), `completion` (one assistant message) and `label` (true:
+    desirable, false: undesirable)."""
+    problem = _validate_messages(record.get("prompt"), "prompt")
+    if problem:
+        return problem
+    if record["prompt"][-1]["role"] != "user":
+        return '"prompt" must end with a user message (the turn the answer replies to)'
+    completion = record.get("completion")
+    problem = _validate_messages(completion, "completion")
+    if problem:
+        return problem
+    if len(completion) != 1 or completion[0]["role"] != "assistant":
+        return '"completion" must be one assistant message'
+    if not isinstance(record.get("label"), bool):
+        return f'"label" must be true or false, got {json.dumps(record.get("label"))}'
+    return _validate_id(record)
+
+
 def _validate_id(record: dict[str, Any]) -> str | None:
     if "id" in record and not isinstance(record["id"], str | int):
         return '"id" must be a string'
@@ -186,6 +206,33 @@ def dpo_rows(tokenizer: Any, data: LoadedData, max_length: int) -> list[dict[str
                 "prompt_ids": chosen.prompt_ids,
                 "chosen_ids": chosen.answer_ids,
                 "rejected_ids": rejected.answer_ids,
+            }
+        )
+    return _finish(data, rows, max_length)
+
+
+def kto_rows(tokenizer: Any, data: LoadedData, max_length: int) -> list[dict[str, Any]]:
+    """Unpaired examples tokenized through the chat template, in TRL's tokenized KTO columns.
+
+    Same split as SFT and DPO (training.trainer.chat): the prompt is what the model is served,
+    the completion the answer's content + end-of-turn marker, so the KTO log-probabilities cover
+    exactly the tokens SFT trains, with any template, and not the template's text after the
+    marker (TRL's own conversational tokenization keeps e.g. ChatML's trailing newline). TRL's
+    collator keeps the first `max_length` tokens; an example whose prompt alone fills them has
+    nothing to score and is dropped and counted.
+    """
+    rows = []
+    for record in data.records:
+        history = [{"role": m["role"], "content": m["content"]} for m in record["prompt"]]
+        turn = _turn(tokenizer, data, record, history, record["completion"][0]["content"])
+        if len(turn.prompt_ids) >= max_length:
+            data.dropped += 1
+            continue
+        rows.append(
+            {
+                "prompt_ids": turn.prompt_ids,
+                "completion_ids": turn.answer_ids,
+                "label": bool(record["label"]),
             }
         )
     return _finish(data, rows, max_length)

@@ -112,7 +112,7 @@ def _run(
     on_step: Callable[[int], None] | None,
 ) -> dict[str, Any]:
     clock = Stopwatch()
-    from training.trainer.data import dpo_rows, read_jsonl, tokenize_sft
+    from training.trainer.data import dpo_rows, kto_rows, read_jsonl, tokenize_sft
 
     # Data first, before torch is even imported: a bad line fails the job in well under a second.
     train_data = read_jsonl(config.data.train, config.method)
@@ -172,6 +172,7 @@ def _run(
         BestCheckpointCallback,
         EventsCallback,
         MeteredDPOTrainer,
+        MeteredKTOTrainer,
         RunTotals,
         StepHookCallback,
         WeightedSFTTrainer,
@@ -184,6 +185,15 @@ def _run(
         )
         weighted = any(row["weight"] != 1.0 for row in train_rows)
         trainer_cls, extra = WeightedSFTTrainer, {"weighted": weighted}
+    elif config.method == "kto":
+        train_rows = kto_rows(tokenizer, train_data, config.train.max_length)
+        eval_rows = (
+            kto_rows(tokenizer, eval_data, config.train.max_length) if eval_data else None
+        )
+        trainer_cls, extra = MeteredKTOTrainer, {}
+        # Set from the rows that train (after drops), so the weighted ratio is the recommended
+        # one whatever the compiler or a hand-written file holds.
+        _set_kto_weights(args, train_rows)
     else:
         train_rows = dpo_rows(tokenizer, train_data, config.train.max_length)
         eval_rows = (
@@ -240,7 +250,7 @@ def _run(
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     final_train_eval: dict[str, Any] = {}
-    if config.method == "dpo":
+    if config.method in ("dpo", "kto"):
         # Preference accuracy of the exported (best) adapter on the tenant's own pairs: the number
         # a user asks about first.
         final_train_eval = trainer.evaluate(trainer.train_dataset, metric_key_prefix="train_final")
@@ -359,9 +369,21 @@ def _training_args(config: JobConfig, out: Path, *, has_eval: bool) -> Any:
             max_length=t.max_length if config.packing else None,
             dataset_num_proc=None,
         )
+    if config.method == "kto":
+        from trl import KTOConfig
+
+        # desirable_weight / undesirable_weight are set from the data (_set_kto_weights).
+        return KTOConfig(**common, beta=t.beta, max_length=t.max_length)
     from trl import DPOConfig
 
     return DPOConfig(**common, beta=t.beta, max_length=t.max_length, padding_free=False)
+
+
+def _set_kto_weights(args: Any, rows: list[dict[str, Any]]) -> None:
+    from training.trainer.config import kto_weights
+
+    desirable = sum(1 for row in rows if row["label"])
+    args.desirable_weight, args.undesirable_weight = kto_weights(desirable, len(rows) - desirable)
 
 
 def _deepspeed_file(config: JobConfig, out: Path) -> str | None:
@@ -453,6 +475,14 @@ def _final_metrics(
         "best_step": state.best_global_step or state.global_step,
         "best_eval_loss": state.best_metric,
     }
+    if config.method == "kto":
+        labels = trainer.train_dataset["label"]
+        metrics["kto_balance"] = {
+            "desirable": int(sum(labels)),
+            "undesirable": len(labels) - int(sum(labels)),
+            "desirable_weight": trainer.args.desirable_weight,
+            "undesirable_weight": trainer.args.undesirable_weight,
+        }
     evals = [h for h in state.log_history if "eval_loss" in h]
     if evals:
         best = next((h for h in evals if h.get("step") == metrics["best_step"]), evals[-1])

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
-from trl import DPOTrainer, SFTTrainer
+from trl import DPOTrainer, KTOTrainer, SFTTrainer
 
 from training.trainer.errors import NAN_LOSS, TrainingFailure
 from training.trainer.events import EventWriter, Stopwatch, memory_snapshot
@@ -171,6 +171,40 @@ class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
         if "prompt_ids" in dataset.column_names:
             return dataset
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._pop_meta(inputs)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+class MeteredKTOTrainer(_AccountingMixin, KTOTrainer):
+    """KTOTrainer on rows already tokenized by data.kto_rows, with token accounting and the NaN
+    guard."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.data_collator = MeteredCollator(self.data_collator, weights=False)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        # data.kto_rows tokenized the rows through the model's chat template (completion =
+        # content + end-of-turn, as SFT trains it). What TRL's own preparation adds after its
+        # tokenization is kept: the mismatched completions of its KL estimate, rotated by one
+        # within each batch of `per_device_train_batch_size` rows (the same rule, so the KL
+        # completions of a batch are that batch's completions).
+        if "prompt_ids" not in dataset.column_names:
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        if not self.calculate_KL or "KL_completion_ids" in dataset.column_names:
+            return dataset
+
+        def add_kl_completion_ids(examples):
+            examples["KL_completion_ids"] = (
+                [examples["completion_ids"][-1]] + examples["completion_ids"][:-1]
+            )
+            return examples
+
+        return dataset.map(
+            add_kl_completion_ids, batched=True, batch_size=args.per_device_train_batch_size
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._pop_meta(inputs)
