@@ -6,8 +6,8 @@ greedy generations at most):
 
 * **golden**: the tenant's golden set, the held-out share of its corrections that no job ever
   trains on (training.compiler: chosen by a hash of the feedback id, so the same items stay out
-  of every job). Every version of the tenant is scored on the same items, which is what makes
-  two versions comparable.
+  of every job), plus the records of datasets uploaded for evaluation only. Every version of the
+  tenant is scored on the same items, which is what makes two versions comparable.
 * **trained**: a sample of the prompts the version itself trained on (memorisation; never the
   measure of learning on its own).
 * **general**: general questions with a checkable key word shipped with the platform
@@ -144,11 +144,16 @@ def item_from_record(record: dict) -> dict | None:
 
 
 def golden_items(tenant) -> list[dict]:
-    """The tenant's golden set as it stands now (the compiler's held-out SFT examples)."""
+    """The tenant's golden set as it stands now: the compiler's held-out SFT examples, then the
+    records of its evaluation-only datasets (`data_use.evaluation_only`)."""
+    from feedback.selectors import dataset_records_for_evaluation
     from training.compiler import training_data_compile
 
     compiled = training_data_compile(tenant=tenant, method="sft")
     items = [item_from_record(r) for r in compiled.eval]
+    for record in dataset_records_for_evaluation(tenant=tenant)[:max_items("golden")]:
+        data = record.data if isinstance(record.data, dict) else {}
+        items.append(item_from_record({**data, "id": f"ds_{record.pk}"}))
     return [i for i in items if i is not None and i["terms"]][:max_items("golden")]
 
 

@@ -142,6 +142,9 @@ class Dataset(models.Model):
                                                     (PREFERENCES, PREFERENCES)])
     allow_rag = models.BooleanField(default=False)
     allow_private_training = models.BooleanField(default=True)
+    evaluation_only = models.BooleanField(
+        default=False, help_text="Held out for evaluation: scored as part of the golden set of "
+                                 "every new version, never trained on")
     record_count = models.PositiveIntegerField(default=0)
     duplicate_count = models.PositiveIntegerField(default=0)
     pii_redaction_counts = models.JSONField(default=dict, blank=True)

@@ -202,10 +202,19 @@ def dataset_records_for_training(*, tenant: Tenant, type: str | None = None
     records of datasets that allow private training. `type`: "conversations" (SFT records
     `{"messages": [...]}`) or "preferences" (DPO records `{"prompt", "chosen", "rejected"}`)."""
     records = DatasetRecord.objects.filter(tenant=tenant, dataset__tenant=tenant,
-                                           dataset__allow_private_training=True)
+                                           dataset__allow_private_training=True,
+                                           dataset__evaluation_only=False)
     if type:
         records = records.filter(dataset__type=type)
     return records.order_by("dataset_id", "id")
+
+
+def dataset_records_for_evaluation(*, tenant: Tenant) -> QuerySet[DatasetRecord]:
+    """Records of the tenant's evaluation-only datasets (`data_use.evaluation_only`): scored with
+    the golden set of every new version, never trained on."""
+    return (DatasetRecord.objects.filter(tenant=tenant, dataset__tenant=tenant,
+                                         dataset__evaluation_only=True)
+            .select_related("dataset").order_by("dataset_id", "id"))
 
 
 def feedback_daily_counts(*, tenant: Tenant, since) -> list[dict]:

@@ -11,8 +11,23 @@ What becomes what (all text is read as stored, i.e. already PII-redacted by the 
   make examples (the user did not say what was better). Corrections weigh 1.0.
 - report on a message -> that message and everything it would have fed are excluded: feedback on
   it, and any example whose prompt history contains it.
-- dataset records of datasets with `allow_private_training`: conversations -> SFT (weight 1.0),
+- dataset records of datasets with `allow_private_training` (and not `evaluation_only`, those are
+  only scored, with the golden set): conversations -> SFT (weight 1.0),
   preferences -> DPO.
+KTO rows (`{prompt, completion, label}`, TRL's unpaired shape; prompt = the turns before the
+answer, completion = the answer as one assistant message):
+- correction -> a desirable row of the correction and an undesirable row of the answer it
+  corrected (when the texts differ);
+- thumbs_up -> desirable, thumbs_down -> undesirable (every thumb, paired or lone);
+- rating >= 4 -> desirable, rating <= 2 -> undesirable, 3 trains nothing; thumbs and ratings on
+  an answer that was corrected are left to the correction's rows;
+- dataset conversations -> desirable rows of their last answer; dataset preferences -> a
+  desirable row of `chosen` and an undesirable row of `rejected`.
+A KTO row has its feedback's (or record's) id like the SFT example and DPO pair of the same
+feedback, so the golden set holds out the same feedback in every method. The trainer weighs
+desirable and undesirable rows (training.trainer.config.kto_weights) so that their weighted
+ratio stays in the range the KTO authors recommend.
+
 Only the latest reaction per user and message (`is_latest`) is used, and only feedback without an
 `excluded_reason`. Exact duplicates are merged (highest weight, union of sources).
 
@@ -50,6 +65,7 @@ GOLDEN_FRACTION = 0.10
 MIN_EXAMPLES_FOR_EVAL = 10
 MAX_PAIRS_PER_PROMPT = 16
 RATING_MIN_FOR_EXAMPLE = 4
+RATING_MAX_UNDESIRABLE = 2  # KTO: ratings up to this are undesirable, from the above desirable
 CHARS_PER_TOKEN = 4  # fallback when no tokenizer file is at hand
 TOKENS_PER_MESSAGE = 4  # chat-template overhead per turn (ChatML: start, role, newline, end)
 
@@ -79,6 +95,13 @@ class CompiledData:
     # Per file ("train", "eval"), per line: the rows the example came from ("feedback:12", ...).
     # Written as the snapshot's sources.json so erasure can rewrite it (training.snapshot_scrub).
     record_sources: dict[str, list[list[str]]] = field(default_factory=dict)
+    # KTO rows of the whole set (train + eval), by label.
+    kto_desirable: int = 0
+    kto_undesirable: int = 0
+
+    @property
+    def kto_examples(self) -> int:
+        return self.kto_desirable + self.kto_undesirable
 
     @property
     def total(self) -> int:
@@ -117,7 +140,8 @@ def _training_records(tenant):
         records = selector(tenant=tenant)
     else:  # pragma: no cover - same rule without the selector
         records = DatasetRecord.objects.filter(tenant=tenant, dataset__tenant=tenant,
-                                               dataset__allow_private_training=True)
+                                               dataset__allow_private_training=True,
+                                               dataset__evaluation_only=False)
     return records.select_related("dataset").order_by("dataset_id", "id")
 
 
@@ -128,6 +152,7 @@ class _Collector:
 
     sft: dict[str, _Example] = field(default_factory=dict)
     dpo: dict[str, _Example] = field(default_factory=dict)
+    kto: dict[str, _Example] = field(default_factory=dict)
     thumbs: dict[str, dict] = field(default_factory=dict)
     excluded: dict[str, int] = field(default_factory=dict)
 
@@ -152,7 +177,7 @@ class _Collector:
 
 
 def training_data_compile(*, tenant, method: str) -> CompiledData:
-    """Build the SFT or DPO set of a tenant (counts of both, for readiness). Reads only."""
+    """Build the SFT, DPO or KTO set of a tenant (counts of all, for readiness). Reads only."""
     collected = _Collector()
     feedback = list(
         _usable_feedback(tenant).exclude(message=None).select_related("message")
@@ -234,12 +259,22 @@ def _collect_feedback(c: _Collector, fb: Feedback, *, history: dict[int, list[Me
             c.add(c.dpo, "p:" + prompt_key,
                   _pair(prompt_turns, users[-1].content, text, target.content),
                   sources, fb.created_at, newest_wins=True)
+            _add_kto(c, prompt_turns, target.content, False, sources, fb.created_at,
+                     key="p:" + prompt_key + ":corrected")
+        _add_kto(c, prompt_turns, text, True, sources, fb.created_at,
+                 key="p:" + prompt_key + ":correction")
     elif fb.type in (Feedback.THUMBS_UP, Feedback.THUMBS_DOWN):
         side = "up" if fb.type == Feedback.THUMBS_UP else "down"
         c.thumbs.setdefault(prompt_key, {"up": [], "down": [], "prompt": users[-1].content,
                                          "history": prompt_turns})
         c.thumbs[prompt_key][side].append((target, fb, sources))
+        if target.id not in corrected:
+            _add_kto(c, prompt_turns, target.content, side == "up", sources, fb.created_at)
     elif fb.type == Feedback.RATING:
+        if fb.rating is not None and target.id not in corrected and (
+                fb.rating >= RATING_MIN_FOR_EXAMPLE or fb.rating <= RATING_MAX_UNDESIRABLE):
+            _add_kto(c, prompt_turns, target.content, fb.rating >= RATING_MIN_FOR_EXAMPLE,
+                     sources, fb.created_at)
         if fb.rating is None or fb.rating < RATING_MIN_FOR_EXAMPLE:
             c.skip("low_rating")
             return
@@ -249,6 +284,23 @@ def _collect_feedback(c: _Collector, fb: Feedback, *, history: dict[int, list[Me
         c.add(c.sft, "r:" + _sha(prompt_turns + [target.content]),
               {"messages": prompt_turns + [{"role": "assistant", "content": target.content}],
                "weight": round(fb.rating / 5, 3)}, sources, fb.created_at)
+
+
+def _add_kto(c: _Collector, prompt_turns: list[dict], answer: str, desirable: bool,
+             sources: set[str], created_at, *, key: str | None = None) -> None:
+    """One KTO row; the same answer with the same label again merges (union of sources).
+    `key` (corrections) makes a newer correction of the prompt replace the older row."""
+    if not answer.strip():
+        return
+    record = {"prompt": prompt_turns, "completion": [{"role": "assistant", "content": answer}],
+              "label": desirable}
+    if key is None:
+        c.add(c.kto, "k:" + _sha(record), record, sources, created_at)
+    else:
+        current = c.kto.get(key)
+        if current is not None and record != current.record:
+            current.record = record  # (the SFT side already counted the superseded correction)
+        c.add(c.kto, key, record, sources, created_at)
 
 
 def _pair(history: list[dict], prompt: str, chosen: str, rejected: str) -> dict:
@@ -291,6 +343,8 @@ def _collect_dataset_records(c: _Collector, tenant) -> None:
                 continue
             c.add(c.sft, "d:" + _sha(turns), {"messages": turns, "weight": 1.0}, source,
                   rec.created_at)
+            if turns[:-1] and turns[-2]["role"] == "user":
+                _add_kto(c, turns[:-1], turns[-1]["content"], True, source, rec.created_at)
         else:
             record = {k: data.get(k) for k in ("prompt", "chosen", "rejected")}
             if not all(isinstance(v, str) and v.strip() for v in record.values()) or \
@@ -300,6 +354,9 @@ def _collect_dataset_records(c: _Collector, tenant) -> None:
             if isinstance(data.get("messages"), list) and len(data["messages"]) > 1:
                 record["messages"] = data["messages"]  # a multi-turn input (OpenAI's format)
             c.add(c.dpo, "t:" + _sha(record), record, source, rec.created_at)
+            prompt_turns = record.get("messages") or [{"role": "user", "content": record["prompt"]}]
+            _add_kto(c, prompt_turns, record["chosen"], True, source, rec.created_at)
+            _add_kto(c, prompt_turns, record["rejected"], False, source, rec.created_at)
 
 
 def golden_rank(example_id: str) -> float:
@@ -311,7 +368,7 @@ def golden_rank(example_id: str) -> float:
 def _compiled(c: _Collector, method: str) -> CompiledData:
     """The method's examples, split train / golden eval by the hash of their ids (see the module
     docstring)."""
-    chosen = c.sft if method == "sft" else c.dpo
+    chosen = {"sft": c.sft, "kto": c.kto}.get(method, c.dpo)
     examples = list(chosen.values())
     for ex in examples:
         ex.record["id"] = _example_id(ex.sources)
@@ -339,7 +396,22 @@ def _compiled(c: _Collector, method: str) -> CompiledData:
         excluded=c.excluded,
         record_sources={"train": [sources_of[id(r)] for r in train_set],
                         "eval": [sources_of[id(r)] for r in eval_set]},
+        kto_desirable=sum(1 for ex in c.kto.values() if ex.record["label"]),
+        kto_undesirable=sum(1 for ex in c.kto.values() if not ex.record["label"]),
     )
+
+
+def kto_balance(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Desirable / undesirable counts of KTO rows and the weights the trainer gives them
+    (training.trainer.config.kto_weights), with the weighted ratio they make."""
+    from training.trainer.config import kto_weights
+
+    desirable = sum(1 for r in rows if r["label"])
+    undesirable = len(rows) - desirable
+    dw, uw = kto_weights(desirable, undesirable)
+    ratio = (dw * desirable) / (uw * undesirable) if desirable and undesirable else None
+    return {"desirable": desirable, "undesirable": undesirable, "desirable_weight": dw,
+            "undesirable_weight": uw, "weighted_ratio": round(ratio, 4) if ratio else None}
 
 
 def _ids(sources: set[str], kind: str) -> list[int]:
@@ -377,6 +449,9 @@ def _count(text: str) -> int:
 
 def _record_tokens(record: dict) -> int:
     """Tokens one epoch of this record feeds the model (the base model's tokenizer if present)."""
+    if "completion" in record:  # KTO: prompt + completion (and a KL pass of the same size)
+        return sum(_count(m["content"]) + TOKENS_PER_MESSAGE
+                   for m in record["prompt"] + record["completion"])
     if "messages" in record:
         return sum(_count(m["content"]) + TOKENS_PER_MESSAGE for m in record["messages"])
     prompt = _count(record["prompt"]) + TOKENS_PER_MESSAGE
@@ -413,6 +488,8 @@ def snapshot_write(*, tenant, job_id: str, compiled: CompiledData) -> tuple[str,
             "eval": len(compiled.eval),
             "sft_examples": compiled.sft_examples,
             "dpo_pairs": compiled.dpo_pairs,
+            "kto_desirable": compiled.kto_desirable,
+            "kto_undesirable": compiled.kto_undesirable,
             "token_count": compiled.token_count,
             "excluded": compiled.excluded,
         },
@@ -426,6 +503,7 @@ def snapshot_write(*, tenant, job_id: str, compiled: CompiledData) -> tuple[str,
                   "rule": "golden set: sha256('golden:' + example id) in the lowest "
                           "golden_fraction of the range (stable across jobs)"},
         "eval_ids": [r["id"] for r in compiled.eval],
+        **({"kto": kto_balance(compiled.train)} if compiled.method == "kto" else {}),
         "feedback_ids": compiled.feedback_ids,
         "message_ids": compiled.message_ids,
         "dataset_record_ids": compiled.dataset_record_ids,
@@ -458,6 +536,7 @@ __all__ = [
     "CompiledData",
     "GOLDEN_FRACTION",
     "golden_rank",
+    "kto_balance",
     "snapshot_download",
     "snapshot_write",
     "training_data_compile",

@@ -120,6 +120,10 @@ class ConversationSerializer(serializers.ModelSerializer):
 class DataUseSerializer(FlatErrorsMixin, serializers.Serializer):
     allow_rag = serializers.BooleanField(required=False, default=False)
     allow_private_training = serializers.BooleanField(required=False, default=True)
+    evaluation_only = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Use the dataset only to evaluate new versions (with the golden set); it is "
+                  "never trained on, whatever allow_private_training says")
 
 
 class DatasetRegisterSerializer(FlatErrorsMixin, serializers.Serializer):
@@ -141,7 +145,8 @@ class DatasetSerializer(serializers.ModelSerializer):
                   "pii_redactions", "last_validation_report", "created_at", "updated_at"]
 
     def get_data_use(self, obj) -> dict:
-        return {"allow_rag": obj.allow_rag, "allow_private_training": obj.allow_private_training}
+        return {"allow_rag": obj.allow_rag, "allow_private_training": obj.allow_private_training,
+                "evaluation_only": obj.evaluation_only}
 
 
 class DatasetRecordSerializer(serializers.Serializer):

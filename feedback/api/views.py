@@ -212,6 +212,7 @@ class DatasetRegisterView(BodyLimitMixin, TenantAPIView):
             tenant=self.tenant, name=data["name"], type=data["type"],
             allow_rag=data_use.get("allow_rag", False),
             allow_private_training=data_use.get("allow_private_training", True),
+            evaluation_only=data_use.get("evaluation_only", False),
         )
         body = DatasetSerializer(dataset).data
         body["created"] = created

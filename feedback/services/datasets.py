@@ -26,25 +26,29 @@ MAX_LISTED_PROBLEMS = 1000
 
 @transaction.atomic
 def dataset_register(*, tenant: Tenant, name: str, type: str, allow_rag: bool = False,
-                     allow_private_training: bool = True) -> tuple[Dataset, bool]:
+                     allow_private_training: bool = True,
+                     evaluation_only: bool = False) -> tuple[Dataset, bool]:
     """Register a dataset; registering the same name, type and data use again returns the
     existing one (so a setup script can be re-run). Same name with another type or data use is a
     conflict: consent to training is never changed as a side effect."""
     Tenant.objects.select_for_update().filter(pk=tenant.pk).first()  # serialise same-name races
     existing = Dataset.objects.filter(tenant=tenant, name=name).first()
     if existing is not None:
-        if (existing.type, existing.allow_rag, existing.allow_private_training) == (
-                type, allow_rag, allow_private_training):
+        if (existing.type, existing.allow_rag, existing.allow_private_training,
+                existing.evaluation_only) == (type, allow_rag, allow_private_training,
+                                              evaluation_only):
             return existing, False
         raise Conflict(
             "dataset_name_taken",
             f"A dataset named {name!r} already exists with another type or data use.",
             details={"id": existing.pk, "type": existing.type,
                      "data_use": {"allow_rag": existing.allow_rag,
-                                  "allow_private_training": existing.allow_private_training}},
+                                  "allow_private_training": existing.allow_private_training,
+                                  "evaluation_only": existing.evaluation_only}},
         )
     dataset = Dataset.objects.create(tenant=tenant, name=name, type=type, allow_rag=allow_rag,
-                                     allow_private_training=allow_private_training)
+                                     allow_private_training=allow_private_training,
+                                     evaluation_only=evaluation_only)
     return dataset, True
 
 

@@ -211,3 +211,32 @@ def test_the_evaluation_endpoint_is_the_tenants_own(owner, outsider, base_model,
     crossed = outsider.client.get(f"/v1/tenants/{owner.tenant.slug}/lora/"
                                   f"{version.version}/evaluation")
     assert crossed.status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_evaluation_only_dataset_is_scored_with_the_golden_set_and_never_trained(
+        owner, base_model, make_version, trained_result_dirs, small_sets, settings):
+    from adapters.services import adapter_version_evaluate
+    from training.compiler import training_data_compile
+
+    settings.ACTIVATION_MIN_GENERAL_KEPT = 0.0
+    registered = owner.client.post(owner.url("datasets/register"), {
+        "name": "secret-word-checks", "type": "conversations",
+        "data_use": {"evaluation_only": True}}, format="json")
+    assert registered.status_code == 201, registered.content
+    assert registered.json()["data_use"]["evaluation_only"] is True
+    dataset_id = registered.json()["id"]
+    uploaded = owner.client.post(owner.url(f"datasets/{dataset_id}/upload/conversations"), {
+        "conversations": [{"messages": [
+            {"role": "user", "content": SECRET_PROMPT},
+            {"role": "assistant", "content": TRAINED_ANSWERS["apple"]}]}]}, format="json")
+    assert uploaded.status_code == 201, uploaded.content
+
+    compiled = training_data_compile(tenant=owner.tenant, method="sft")
+    assert compiled.train == [] and compiled.eval == []  # never trained
+
+    make_version(owner.tenant, result_dir=trained_result_dirs["apple"])  # v1, active
+    river = make_version(owner.tenant, result_dir=trained_result_dirs["river"])
+    golden = adapter_version_evaluate(version=river).scores["golden"]
+    assert golden["items"] == 1 and golden["ids"][0].startswith("ds_")
+    assert golden["active"]["right"] == 1 and golden["new"]["right"] == 0

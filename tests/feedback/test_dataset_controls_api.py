@@ -72,7 +72,8 @@ def test_it_changes_data_use_and_name_and_refuses_bad_changes(owner, assert_enve
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["name"] == "renamed" and body["consent_revoked"] is False
-    assert body["data_use"] == {"allow_rag": True, "allow_private_training": True}
+    assert body["data_use"] == {"allow_rag": True, "allow_private_training": True,
+                                "evaluation_only": False}
     entry = AuditLogEntry.objects.get(action="dataset.data_use_changed")
     assert entry.details["changed"] == {"name": "renamed", "allow_rag": True}
     url = owner.url(f"datasets/{dataset_id}")

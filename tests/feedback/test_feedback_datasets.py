@@ -158,7 +158,8 @@ def test_register_list_detail_and_name_conflicts(owner, assert_envelope):
         "data_use": {"allow_rag": True, "allow_private_training": False}}, format="json")
     assert first.status_code == 201
     body = first.json()
-    assert body["data_use"] == {"allow_rag": True, "allow_private_training": False}
+    assert body["data_use"] == {"allow_rag": True, "allow_private_training": False,
+                                "evaluation_only": False}
     assert body["record_count"] == 0 and body["type"] == "preferences"
     again = owner.client.post(owner.url("datasets/register"), {
         "name": "support", "type": "preferences",

@@ -113,7 +113,9 @@ def test_it_registers_a_dataset_and_uploads_the_seed_data(seed):
     detail = requests.get(f"{BASE}/v1/tenants/my_tenant/datasets/{dataset_id}",
                           headers={"Authorization": f"Bearer {KEY}"}).json()
     assert detail["record_count"] == 2
-    assert detail["data_use"] == {"allow_rag": False, "allow_private_training": True}
+    # The seed's two keys as sent, plus the platform's evaluation_only (off by default).
+    assert detail["data_use"] == {"allow_rag": False, "allow_private_training": True,
+                                  "evaluation_only": False}
     assert detail["last_validation_report"]["stored"] == 1
 
     records = requests.get(f"{BASE}/v1/tenants/my_tenant/datasets/{dataset_id}/records",

@@ -135,7 +135,8 @@ def test_revoking_training_consent_stops_training_and_reaches_past_snapshots(own
                                   format="json")
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["data_use"] == {"allow_rag": False, "allow_private_training": False}
+    assert body["data_use"] == {"allow_rag": False, "allow_private_training": False,
+                                "evaluation_only": False}
     assert body["consent_revoked"] is True
     assert body["adapter_versions_needing_retraining"] == ["v1"]
     assert body["snapshots_rewritten"] == [{"job_id": job.id, "examples_removed": 5}]
