@@ -10,10 +10,14 @@ is counted once. Definitions:
   messages, Wilson intervals; `served_messages` (assistant turns served) is given alongside;
 * mean rating (1-5) with a 95% Student-t interval (Cornish-Fisher t quantile beyond 30
   ratings), clipped to the 1..5 scale;
-* A/B comparison: two-sided two-proportion z-test (pooled) on the thumbs-up rate between arms;
-  `significant` when p < 0.05 and every compared arm has at least `AB_MIN_FEEDBACK_PER_ARM`
-  thumbs (default 20) - a guard against declaring a winner from a handful of clicks. With more
-  than two arms the best arm must beat each other arm significantly to be the winner.
+* decisions on live traffic (the A/B comparison that names a winner, the auto-rollback check)
+  count *conversations*, not feedback rows: a conversation is "bad" for a version when any
+  latest thumbs-down, correction or report is on a message that version served in it, and the
+  denominator is every conversation the version served (`conversation_outcomes`). They use the
+  sequential test of `adapters.sequential` (valid when looked at after every conversation);
+  `significant` needs the e-value past 1/alpha and every compared side to have at least
+  `ONLINE_DECISION_MIN_CONVERSATIONS` conversations (default 20). With more than two arms the
+  best arm (lowest bad rate) must beat each other arm at alpha / (k - 1).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from django.db.models import Count, F, Q, Sum
 
 from adapters.models import AdapterVersion, parse_version_label
 from adapters.selectors import ab_test_settings
+from adapters.sequential import sequential_test
 from tenants.models import Tenant
 
 Z_95 = 1.959963984540054
@@ -37,8 +42,8 @@ _T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
           2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
-def ab_min_feedback_per_arm() -> int:
-    return int(getattr(settings, "AB_MIN_FEEDBACK_PER_ARM", 20))
+def online_min_conversations() -> int:
+    return int(getattr(settings, "ONLINE_DECISION_MIN_CONVERSATIONS", 20))
 
 
 def t_quantile_975(df: int) -> float:
@@ -147,58 +152,163 @@ def versions_online_metrics(*, tenant: Tenant) -> list[dict[str, Any]]:
     return [metrics[v.pk] for v in versions]
 
 
+BAD_OUTCOME_TYPES = ("thumbs_down", "correction", "report")
+
+
+def conversation_outcomes(tenant: Tenant, versions: list[AdapterVersion], *,
+                          since=None, until=None) -> dict[int, dict[str, int]]:
+    """Per version: `conversations` it served an assistant message in (messages created in
+    [since, until) when given) and how many of them are `bad` (a latest thumbs-down, correction
+    or report on one of those messages). Two grouped queries."""
+    from feedback.models import Feedback, Message
+
+    ids = [v.pk for v in versions]
+    served = Message.objects.filter(tenant=tenant, role="assistant", served_by_version_id__in=ids)
+    flagged = Feedback.objects.filter(tenant=tenant, is_latest=True, type__in=BAD_OUTCOME_TYPES,
+                                      message__role="assistant",
+                                      message__served_by_version_id__in=ids)
+    if since is not None:
+        served = served.filter(created_at__gte=since)
+        flagged = flagged.filter(message__created_at__gte=since)
+    if until is not None:
+        served = served.filter(created_at__lt=until)
+        flagged = flagged.filter(message__created_at__lt=until)
+    totals = dict(served.values("served_by_version_id")
+                  .annotate(n=Count("conversation_id", distinct=True))
+                  .values_list("served_by_version_id", "n"))
+    bad = dict(flagged.values("message__served_by_version_id")
+               .annotate(n=Count("message__conversation_id", distinct=True))
+               .values_list("message__served_by_version_id", "n"))
+    return {pk: {"conversations": totals.get(pk, 0), "bad": bad.get(pk, 0)} for pk in ids}
+
+
+def _outcome(counts: dict[str, int]) -> dict[str, Any]:
+    return {**counts, "bad_rate": proportion(counts["bad"], counts["conversations"])}
+
+
 def ab_test_comparison(*, tenant: Tenant) -> dict[str, Any]:
-    """The tenant's A/B arms side by side, with the z-test on thumbs-up rate and the winner."""
+    """The tenant's A/B arms side by side: per-conversation bad-outcome rates, the sequential
+    test of the best arm against each other arm, and the winner (see the module docstring)."""
     ab = ab_test_settings(tenant)
     labels = sorted(ab["versions"], key=lambda label: parse_version_label(label) or 0)
     numbers = [parse_version_label(label) for label in labels]
     versions = list(AdapterVersion.objects.filter(tenant=tenant, number__in=numbers))
     by_label = {v.version: v for v in versions}
     metrics = _aggregate(tenant, versions)
-    minimum = ab_min_feedback_per_arm()
+    outcomes = conversation_outcomes(tenant, versions)
+    minimum = online_min_conversations()
     arms = []
     for label in labels:
         version = by_label.get(label)
         arm = {"version": label, "weight": ab["versions"][label]}
         if version is not None:
             arm["metrics"] = metrics[version.pk]
+            arm["outcome"] = _outcome(outcomes[version.pk])
         arms.append(arm)
     result: dict[str, Any] = {
         "enabled": ab["enabled"], "arms": arms, "comparisons": [], "significant": False,
-        "winner": None, "p_value": None, "alpha": ALPHA, "min_feedback_per_arm": minimum,
-        "test": "two-proportion z-test on thumbs_up_rate (two-sided, pooled)",
+        "winner": None, "p_value": None, "alpha": ALPHA,
+        "min_conversations_per_arm": minimum,
+        "metric": "bad conversations (any thumbs-down, correction or report) / conversations "
+                  "served",
+        "test": "sequential mixture likelihood ratio (always valid under repeated looks), "
+                "one-sided: the other arm's bad rate is above the best arm's",
     }
-    measured = [a for a in arms if "metrics" in a]
+    measured = [a for a in arms if "outcome" in a and a["outcome"]["conversations"]]
     if len(measured) < 2:
         return result
-
-    def rate_of(arm):
-        return arm["metrics"]["thumbs_up_rate"]
-
-    best = max(measured, key=lambda a: (rate_of(a)["value"] is not None,
-                                        rate_of(a)["value"] or 0.0))
+    best = min(measured, key=lambda a: a["outcome"]["bad_rate"]["value"])
+    alpha_each = ALPHA / (len(measured) - 1)
     all_beaten = True
     worst_p = None
     for other in measured:
         if other is best:
             continue
-        a, b = rate_of(best), rate_of(other)
-        test = two_proportion_z_test(a["successes"], a["n"], b["successes"], b["n"])
-        enough = a["n"] >= minimum and b["n"] >= minimum
-        significant = bool(enough and test["p_value"] is not None and test["p_value"] < ALPHA
-                           and (a["value"] or 0) > (b["value"] or 0))
+        a, b = best["outcome"], other["outcome"]
+        test = sequential_test(b["bad"], b["conversations"], a["bad"], a["conversations"],
+                               alpha=alpha_each, min_per_arm=minimum)
         result["comparisons"].append({
             "a": best["version"], "b": other["version"],
-            "thumbs_up_rate_a": a["value"], "thumbs_up_rate_b": b["value"],
-            "difference": (a["value"] - b["value"]) if a["n"] and b["n"] else None,
-            "z": test["z"], "p_value": test["p_value"], "enough_data": enough,
-            "significant": significant,
+            "bad_rate_a": test["rate_b"], "bad_rate_b": test["rate_a"],
+            "conversations_a": a["conversations"], "conversations_b": b["conversations"],
+            "bad_a": a["bad"], "bad_b": b["bad"],
+            "difference": test["rate_a"] - test["rate_b"],
+            "e_value": test["e_value"], "threshold": test["threshold"], "alpha": alpha_each,
+            "p_value": test["p_value"], "enough_data": test["enough_data"],
+            "significant": test["significant"],
         })
-        if test["p_value"] is not None:
-            worst_p = test["p_value"] if worst_p is None else max(worst_p, test["p_value"])
-        all_beaten = all_beaten and significant
+        worst_p = test["p_value"] if worst_p is None else max(worst_p, test["p_value"])
+        all_beaten = all_beaten and test["significant"]
     result["p_value"] = worst_p
     if all_beaten:
         result["significant"] = True
         result["winner"] = best["version"]
     return result
+
+
+def _previous_version(active: AdapterVersion) -> AdapterVersion | None:
+    """The version that served before `active` was activated: the most recently activated
+    other version activated before it."""
+    if active.activated_at is None:
+        return None
+    return (AdapterVersion.objects
+            .filter(tenant_id=active.tenant_id, activated_at__lt=active.activated_at)
+            .exclude(pk=active.pk).order_by("-activated_at").first())
+
+
+def rollback_check(*, tenant: Tenant) -> dict[str, Any]:
+    """Should the active version be rolled back? Its bad-outcome rate per conversation since
+    its activation against the previous version's over its own served period (before that
+    activation), with the sequential test: "the new version's bad rate is above the previous
+    version's". `decision` is "rollback" when significant, else "keep" (or "not_applicable"
+    with the reason: no active version, no older previous version, an A/B test running)."""
+    active = AdapterVersion.objects.filter(tenant=tenant, is_active=True).first()
+    result: dict[str, Any] = {
+        "active_version": active.version if active else None, "previous_version": None,
+        "decision": "not_applicable", "reason": None, "alpha": ALPHA,
+        "min_conversations": online_min_conversations(),
+        "metric": "bad conversations (any thumbs-down, correction or report) / conversations "
+                  "served",
+        "test": "sequential mixture likelihood ratio (always valid under repeated looks), "
+                "one-sided: the active version's bad rate is above the previous version's",
+    }
+    if active is None:
+        result["reason"] = "no active version"
+        return result
+    previous = _previous_version(active)
+    if previous is None or previous.number >= active.number or previous.is_archived:
+        result["reason"] = "no older previous version to roll back to"
+        return result
+    result["previous_version"] = previous.version
+    if ab_test_settings(tenant)["enabled"]:
+        result["reason"] = "an A/B test is running; it decides"
+        return result
+    since = active.activated_at
+    new = conversation_outcomes(tenant, [active], since=since)[active.pk]
+    old = conversation_outcomes(tenant, [previous], until=since)[previous.pk]
+    test = sequential_test(new["bad"], new["conversations"], old["bad"], old["conversations"],
+                           alpha=ALPHA, min_per_arm=result["min_conversations"])
+    result.update({
+        "activated_at": since.isoformat(), "active": _outcome(new), "previous": _outcome(old),
+        "e_value": test["e_value"], "threshold": test["threshold"],
+        "p_value": test["p_value"], "enough_data": test["enough_data"],
+        "significant": test["significant"],
+        "decision": "rollback" if test["significant"] else "keep",
+    })
+    return result
+
+
+DECISION_ACTIONS = {"adapter.ab_test_promoted": "ab_promoted",
+                    "adapter.auto_rolled_back": "auto_rolled_back"}
+
+
+def online_decisions_recent(*, tenant: Tenant, limit: int = 10) -> list[dict[str, Any]]:
+    """The tenant's latest decisions on live traffic (promotions, auto-rollbacks), newest first,
+    with the numbers they were taken on (from the audit log)."""
+    from tenants.models import AuditLogEntry
+
+    entries = (AuditLogEntry.objects
+               .filter(tenant=tenant, action__in=list(DECISION_ACTIONS))
+               .order_by("-created_at", "-id")[:limit])
+    return [{"decision": DECISION_ACTIONS[e.action], "version": e.target, "actor": e.actor,
+             "at": e.created_at.isoformat(), "numbers": e.details} for e in entries]

@@ -116,8 +116,9 @@ class AdapterEvaluation(models.Model):
 
 
 class AdapterSettings(models.Model):
-    """A tenant's adapter settings (one row per tenant, made on its first change): the A/B split
-    and whether its significant winner is promoted by itself.
+    """A tenant's adapter settings (one row per tenant, made on its first change): the A/B split,
+    whether its significant winner is promoted by itself, and whether a version that does
+    significantly worse online than the one before it is rolled back by itself.
 
     No row means the defaults (read by `adapters.selectors.adapter_settings_get` without writing
     one); `adapters.services.adapter_settings_update` is the only writer.
@@ -129,6 +130,10 @@ class AdapterSettings(models.Model):
     ab_test_versions = models.JSONField(default=dict, blank=True,
                                         help_text='{"v2": 0.3, "v3": 0.7}; weights sum to 1.')
     auto_promote_ab_winner = models.BooleanField(default=False)
+    auto_rollback = models.BooleanField(
+        default=False,
+        help_text="Roll back to the previous version by itself when the active one's bad "
+                  "outcomes per conversation are significantly worse (sequential test)")
 
     class Meta:
         verbose_name_plural = "adapter settings"

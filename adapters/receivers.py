@@ -1,9 +1,13 @@
 """Signal receivers connected in `AdaptersConfig.ready()`.
 
-* Auto-promotion: after each feedback row (on commit, so the feedback write never fails because
-  of it) the tenant's A/B test is checked; with `auto_promote_ab_winner` on and a significant
-  winner, the winner is activated and the split disabled. A per-feedback check costs a few
-  aggregate queries on the tenant's A/B arms only, and only for tenants that turned it on.
+* Automatic decisions: after each feedback row (on commit, so the feedback write never fails
+  because of it) `adapters.services.decisions.adapter_online_decisions_check` runs: with
+  `auto_promote_ab_winner` on and a significant A/B winner, the winner is activated and the
+  split disabled; with `auto_rollback` on and the active version significantly worse than the
+  one before it, the previous version is activated again. The sequential test keeps these
+  repeated looks valid. A check costs one settings query for tenants that turned neither on,
+  a few grouped queries otherwise; it still runs in the request's on-commit hook (not moved to
+  a queue).
 * Training's questions (training.signals): the version a job continues from and the versions an
   erasure marks; connected here with @receiver when this module is imported in ready().
 * A version made by a job whose snapshot lost rows (erasure, dataset delete, revoked consent)
@@ -32,12 +36,12 @@ def feedback_saved_check_ab_winner(sender, instance, created=False, raw=False, *
     tenant_id = instance.tenant_id
 
     def check():
-        from adapters.services import adapter_ab_test_auto_promote
+        from adapters.services.decisions import adapter_online_decisions_check
 
         try:
-            adapter_ab_test_auto_promote(tenant_id=tenant_id)
+            adapter_online_decisions_check(tenant_id=tenant_id)
         except Exception:  # the feedback is stored; a failed check is retried by the next one
-            logger.exception("A/B auto-promotion check failed for tenant %s", tenant_id)
+            logger.exception("Automatic decision check failed for tenant %s", tenant_id)
 
     transaction.on_commit(check)
 

@@ -50,7 +50,8 @@ def adapter_settings_section(tenant: Tenant) -> dict:
     """The adapter keys of the tenant settings document (registered with tenants at start-up)."""
     row = adapter_settings_get(tenant=tenant)
     return {"lora_ab_test": row.lora_ab_test,
-            "auto_promote_ab_winner": bool(row.auto_promote_ab_winner)}
+            "auto_promote_ab_winner": bool(row.auto_promote_ab_winner),
+            "auto_rollback": bool(row.auto_rollback)}
 
 
 def ab_test_settings(tenant: Tenant) -> dict:

@@ -422,12 +422,22 @@ class JobCancelView(TenantMemberMixin, View):
 
 
 def version_metrics(tenant: Tenant) -> dict:
-    """Per-version feedback metrics with 95% intervals and the A/B comparison (adapters app)."""
-    from adapters.metrics import ab_test_comparison, versions_online_metrics
+    """Per-version feedback metrics with 95% intervals, the A/B comparison, the auto-rollback
+    check and the latest automatic decisions with their numbers (adapters app)."""
+    from adapters.metrics import (
+        ab_test_comparison,
+        online_decisions_recent,
+        rollback_check,
+        versions_online_metrics,
+    )
+    from adapters.selectors import adapter_settings_get
 
     comparison = ab_test_comparison(tenant=tenant)
     comparison.pop("arms", None)  # the per-version rows below carry the same metrics
-    return {"versions": versions_online_metrics(tenant=tenant), "ab_test": comparison}
+    return {"versions": versions_online_metrics(tenant=tenant), "ab_test": comparison,
+            "rollback": rollback_check(tenant=tenant),
+            "auto_rollback": adapter_settings_get(tenant=tenant).auto_rollback,
+            "decisions": online_decisions_recent(tenant=tenant)}
 
 
 class AdapterListView(TenantPage):

@@ -28,7 +28,8 @@ class TrainingJob(models.Model):
     id = models.CharField(primary_key=True, max_length=32, default=new_job_id, editable=False)
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE,
                                related_name="training_jobs")
-    method = models.CharField(max_length=3, choices=[("sft", "SFT"), ("dpo", "DPO")])
+    method = models.CharField(max_length=3,
+                              choices=[("sft", "SFT"), ("dpo", "DPO"), ("kto", "KTO")])
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=QUEUED,
                               db_index=True)
     preset = models.CharField(max_length=40, blank=True)
@@ -128,9 +129,12 @@ class TrainingEvent(models.Model):
 
 
 class Webhook(models.Model):
-    """A tenant's URL that receives job state changes, signed with the tenant's webhook secret."""
+    """A tenant's URL that receives job state changes, signed with the tenant's webhook secret,
+    and the tenant's adapter decisions on live traffic (`webhook_tenant_event_send`)."""
 
-    EVENTS = ["queued", "running", "completed", "failed", "cancelled"]
+    JOB_EVENTS = ["queued", "running", "completed", "failed", "cancelled"]
+    TENANT_EVENTS = ["adapter.ab_promoted", "adapter.auto_rolled_back"]
+    EVENTS = JOB_EVENTS + TENANT_EVENTS
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE,
                                related_name="webhooks")

@@ -1,5 +1,5 @@
 """Webhooks: tenants' URLs that receive job state changes (queued, running, completed, failed,
-cancelled).
+cancelled) and tenant events (`webhook_tenant_event_send`: the adapters' automatic decisions).
 
 Each delivery is a WebhookDelivery row first, then an RQ job on the `default` queue (ids only),
 so a slow or failing receiver never touches the training job: the runner only writes rows.
@@ -122,6 +122,27 @@ def webhook_deliveries_create(*, job_id: str, status: str, extra: dict | None = 
             delivery = WebhookDelivery.objects.create(
                 webhook=hook, tenant=job.tenant, job=job, event=f"training.job.{status}",
                 url=hook.url, payload=payload)
+            ids.append(delivery.id)
+        for delivery_id in ids:
+            transaction.on_commit(lambda d=delivery_id: _enqueue(d))
+    return ids
+
+
+def webhook_tenant_event_send(*, tenant, event: str, data: dict) -> list[int]:
+    """One delivery of a tenant event (Webhook.TENANT_EVENTS, e.g. `adapter.auto_rolled_back`)
+    per interested webhook of the tenant, each enqueued on commit; payload like a job event's:
+    {event, created_at, tenant, data}."""
+    if event not in Webhook.TENANT_EVENTS:
+        raise ValueError(f"unknown tenant event {event!r}")
+    ids = []
+    with transaction.atomic():
+        for hook in Webhook.objects.filter(tenant=tenant, is_active=True):
+            if not hook.wants(event):
+                continue
+            payload = {"event": event, "created_at": timezone.now().isoformat(),
+                       "tenant": tenant.slug, "data": data}
+            delivery = WebhookDelivery.objects.create(webhook=hook, tenant=tenant, event=event,
+                                                      url=hook.url, payload=payload)
             ids.append(delivery.id)
         for delivery_id in ids:
             transaction.on_commit(lambda d=delivery_id: _enqueue(d))

@@ -148,7 +148,8 @@ class LoraEvaluationView(TenantAPIView):
 
 
 class LoraMetricsView(TenantAPIView):
-    """Online metrics of every version and the comparison of the A/B arms."""
+    """Online metrics of every version, the comparison of the A/B arms, the auto-rollback check
+    of the active version (each with its sequential test) and the latest automatic decisions."""
 
     @extend_schema(operation_id="lora_metrics",
                    responses=OpenApiResponse(description="all versions + A/B comparison"))
@@ -156,6 +157,8 @@ class LoraMetricsView(TenantAPIView):
         return Response({
             "versions": metrics.versions_online_metrics(tenant=self.tenant),
             "ab_test": metrics.ab_test_comparison(tenant=self.tenant),
+            "rollback": metrics.rollback_check(tenant=self.tenant),
+            "decisions": metrics.online_decisions_recent(tenant=self.tenant),
         })
 
 

@@ -26,6 +26,7 @@ from adapters.services.versions import (
 from tenants.errors import Conflict, DomainError
 from tenants.models import Tenant
 from tenants.services import audit_log_record
+from training.webhooks import webhook_tenant_event_send
 
 
 def _ab_disable(*, tenant: Tenant, actor: str, ip_address: str | None) -> dict:
@@ -37,6 +38,14 @@ def _ab_disable(*, tenant: Tenant, actor: str, ip_address: str | None) -> dict:
     return tenant_settings_document(tenant=tenant)
 
 
+def promotion_summary(comparison: dict) -> dict:
+    """The numbers a promotion decided on, as audited and sent: the test, the worst (largest)
+    p-value over the winner's comparisons, and each comparison (rates, counts, e-value)."""
+    return {"winner": comparison.get("winner"), "p_value": comparison.get("p_value"),
+            "alpha": comparison.get("alpha"), "test": comparison.get("test"),
+            "metric": comparison.get("metric"), "comparison": comparison.get("comparisons")}
+
+
 def adapter_ab_test_promote(
     *, tenant: Tenant, actor: str = SYSTEM_ACTOR, ip_address: str | None = None,
     reason: str = "api",
@@ -44,7 +53,9 @@ def adapter_ab_test_promote(
     """Activate the significant winner of the tenant's A/B test and turn the split off.
 
     Refused (409 `ab_test_not_running` / `ab_test_not_significant`) without a running test and
-    a significant winner.
+    a significant winner (`adapters.metrics.ab_test_comparison`: per-conversation bad outcomes,
+    sequential test). Audited as `adapter.ab_test_promoted` with the numbers, sent to the
+    tenant's webhooks as `adapter.ab_promoted`.
     """
     arms = ab_test_arms(tenant)
     if not arms:
@@ -61,12 +72,16 @@ def adapter_ab_test_promote(
         adapter_version_activate(version=winner, force=True, actor=actor, ip_address=ip_address,
                                  reason=f"A/B winner promoted ({reason})")
         settings_doc = _ab_disable(tenant=tenant, actor=actor, ip_address=ip_address)
+        numbers = promotion_summary(comparison)
         audit_log_record(
             action="adapter.ab_test_promoted", actor=actor, ip_address=ip_address,
             tenant=tenant, target=winner.version,
-            details={"arms": arms, "reason": reason, "p_value": comparison.get("p_value"),
-                     "comparison": comparison.get("comparisons")},
+            details={"arms": arms, "reason": reason, **numbers},
         )
+        webhook_tenant_event_send(
+            tenant=tenant, event="adapter.ab_promoted",
+            data={"version": winner.version, "arms": arms, "reason": reason,
+                  "actor": actor, **numbers})
         adapter_versions_enforce_plan_limit(tenant=tenant, keep={winner.pk})
     winner.refresh_from_db()
     return {"promoted": winner, "comparison": comparison, "settings": settings_doc}
@@ -75,7 +90,9 @@ def adapter_ab_test_promote(
 def adapter_ab_test_auto_promote(*, tenant_id: int) -> AdapterVersion | None:
     """Promote the A/B winner when the tenant turned `auto_promote_ab_winner` on.
 
-    Called after each feedback row is saved (on commit). Returns the promoted version or None.
+    Called after each feedback row is saved (on commit, through
+    `adapters.services.decisions.adapter_online_decisions_check`); the sequential test keeps
+    these repeated looks valid. Returns the promoted version or None.
     """
     tenant = Tenant.objects.select_related("plan").get(pk=tenant_id)
     if not adapter_settings_get(tenant=tenant).auto_promote_ab_winner or not ab_test_arms(tenant):

@@ -1,6 +1,6 @@
-"""Writes for a tenant's adapter settings (the A/B split and auto-promotion of its winner): the
-one service that validates, stores and audits them. The API's PATCH and the dashboard reach it
-through `tenants.services.tenant_settings_change` (the section registered in
+"""Writes for a tenant's adapter settings (the A/B split, auto-promotion of its winner and
+auto-rollback): the one service that validates, stores and audits them. The API's PATCH and
+the dashboard reach it through `tenants.services.tenant_settings_change` (the section registered in
 AdaptersConfig.ready); read them with `adapters.selectors.adapter_settings_get`.
 
 Every change of the split is recorded as `adapter.ab_test_changed` with the split before and
@@ -19,7 +19,7 @@ from tenants.models import Tenant
 from tenants.services import audit_log_record
 from tenants.settings_sections import SettingInvalid, settings_section_validate
 
-ADAPTER_SETTING_KEYS = ("lora_ab_test", "auto_promote_ab_winner")
+ADAPTER_SETTING_KEYS = ("lora_ab_test", "auto_promote_ab_winner", "auto_rollback")
 AB_WEIGHT_TOLERANCE = 1e-6
 
 
@@ -97,7 +97,8 @@ def _boolean_check(tenant: Tenant, value: Any) -> bool:
 
 
 ADAPTER_SETTING_CHECKS = {"lora_ab_test": lora_ab_test_validate,
-                          "auto_promote_ab_winner": _boolean_check}
+                          "auto_promote_ab_winner": _boolean_check,
+                          "auto_rollback": _boolean_check}
 
 
 def adapter_settings_update(
@@ -107,9 +108,9 @@ def adapter_settings_update(
     """Validate and store a change of the tenant's adapter settings; returns the row.
 
     `changes` holds some of `lora_ab_test` ({enabled, versions}: replaced whole, checked by
-    `lora_ab_test_validate`) and `auto_promote_ab_winner` (bool). A refusal is InvalidInput
-    `validation_error` with per-key reasons and stores nothing. A changed split is recorded as
-    `adapter.ab_test_changed`; with `audit` (the default) the change is also recorded as
+    `lora_ab_test_validate`), `auto_promote_ab_winner` and `auto_rollback` (bools). A refusal is
+    InvalidInput `validation_error` with per-key reasons and stores nothing. A changed split is
+    recorded as `adapter.ab_test_changed`; with `audit` (the default) the change is also recorded as
     `settings.updated` (`tenant_settings_change` passes False and records the whole change).
     """
     validated = settings_section_validate(tenant=tenant, changes=changes,
@@ -122,6 +123,8 @@ def adapter_settings_update(
             row.ab_test_versions = validated["lora_ab_test"]["versions"]
         if "auto_promote_ab_winner" in validated:
             row.auto_promote_ab_winner = validated["auto_promote_ab_winner"]
+        if "auto_rollback" in validated:
+            row.auto_rollback = validated["auto_rollback"]
         row.save()
         if row.lora_ab_test != before:
             audit_ab_settings_change(tenant=tenant, before=before, after=row.lora_ab_test,

@@ -84,6 +84,8 @@ class TenantSettingsSerializer(serializers.Serializer):
     lora_ab_test = AbTestSerializer(required=False)
     auto_training = AutoTrainingSerializer(required=False)
     auto_promote_ab_winner = serializers.BooleanField(required=False)
+    # adapters: roll back by itself when the active version does significantly worse online.
+    auto_rollback = serializers.BooleanField(required=False)
     compute_backend = serializers.ChoiceField(
         choices=["local", "slurm"], required=False, allow_null=True
     )

@@ -85,29 +85,37 @@ def test_a_users_changed_mind_counts_once(owner, two_versions):
     assert m["counts"]["thumbs_up"] == 1 and m["counts"]["thumbs_down"] == 0
 
 
-def _run_ab_test(owner, v1, v2, *, v1_up, v1_down, v2_up, v2_down):
+def _conversations(tenant, version, n, prefix):
+    """n conversations of one assistant message each, served by `version`."""
+    return [_served(tenant, version, 1, f"{prefix}-{i}")[0] for i in range(n)]
+
+
+def _run_ab_test(owner, v1, v2, *, v1_bad, v1_n, v2_bad, v2_n):
+    """Per arm: n conversations, the first `bad` of them thumbed down, the others thumbed up."""
     owner.client.patch(owner.url("settings"), {"lora_ab_test": {
         "enabled": True, "versions": {"v1": 0.5, "v2": 0.5}}}, format="json")
-    _give(owner.tenant, _served(owner.tenant, v1, v1_up + v1_down, "ab-v1"),
-          [("thumbs_up", None)] * v1_up + [("thumbs_down", None)] * v1_down)
-    _give(owner.tenant, _served(owner.tenant, v2, v2_up + v2_down, "ab-v2"),
-          [("thumbs_up", None)] * v2_up + [("thumbs_down", None)] * v2_down)
+    for version, bad, n, prefix in ((v1, v1_bad, v1_n, "ab-v1"), (v2, v2_bad, v2_n, "ab-v2")):
+        _give(owner.tenant, _conversations(owner.tenant, version, n, prefix),
+              [("thumbs_down", None)] * bad + [("thumbs_up", None)] * (n - bad))
 
 
 def test_the_ab_comparison_finds_a_significant_winner_and_promotes_it(owner, two_versions):
     v1, v2 = two_versions
-    _run_ab_test(owner, v1, v2, v1_up=15, v1_down=25, v2_up=32, v2_down=8)
+    _run_ab_test(owner, v1, v2, v1_bad=16, v1_n=40, v2_bad=2, v2_n=40)
 
     comparison = owner.client.get(owner.url("lora/metrics")).json()["ab_test"]
 
     assert comparison["enabled"] is True
     assert [a["version"] for a in comparison["arms"]] == ["v1", "v2"]
+    assert comparison["arms"][0]["outcome"]["conversations"] == 40
+    assert comparison["arms"][0]["outcome"]["bad"] == 16
     [pair] = comparison["comparisons"]
     assert (pair["a"], pair["b"]) == ("v2", "v1")
-    assert pair["thumbs_up_rate_a"] == 0.8 and pair["thumbs_up_rate_b"] == 0.375
-    # pooled p = 47/80; z = 0.425 / sqrt(p(1-p)(2/40)) = 3.8609; two-sided p = 1.13e-4
-    assert pair["z"] == pytest.approx(3.8609, abs=1e-3)
-    assert pair["p_value"] == pytest.approx(1.1e-4, rel=0.05)
+    assert pair["bad_rate_a"] == 0.05 and pair["bad_rate_b"] == 0.4
+    assert (pair["bad_a"], pair["conversations_a"]) == (2, 40)
+    # The sequential e-value (tests/adapters/test_sequential.py checks the formula): 37.4 >= 20
+    assert pair["e_value"] == pytest.approx(37.39, abs=0.01) and pair["threshold"] == 20
+    assert pair["p_value"] == pytest.approx(1 / 37.39, rel=1e-3)
     assert comparison["significant"] is True and comparison["winner"] == "v2"
 
     promoted = owner.client.post(owner.url("lora/ab-test/promote"))
@@ -119,11 +127,29 @@ def test_the_ab_comparison_finds_a_significant_winner_and_promotes_it(owner, two
     assert ab_test_settings(owner.tenant)["enabled"] is False
     entry = AuditLogEntry.objects.get(tenant=owner.tenant, action="adapter.ab_test_promoted")
     assert entry.target == "v2" and entry.actor.startswith("key:")
+    assert entry.details["comparison"][0]["e_value"] == pytest.approx(37.39, abs=0.01)
+
+
+def test_feedback_rows_in_one_conversation_count_once(owner, two_versions):
+    """Many thumbs-down in one conversation are one bad conversation, not many."""
+    v1, v2 = two_versions
+    owner.client.patch(owner.url("settings"), {"lora_ab_test": {
+        "enabled": True, "versions": {"v1": 0.5, "v2": 0.5}}}, format="json")
+    _give(owner.tenant, _served(owner.tenant, v1, 30, "one-long-conversation"),
+          [("thumbs_down", None)] * 20 + [("correction", None)] * 5 + [("report", None)] * 5)
+    _give(owner.tenant, _conversations(owner.tenant, v2, 30, "v2"), [("thumbs_up", None)] * 30)
+
+    comparison = owner.client.get(owner.url("lora/metrics")).json()["ab_test"]
+
+    v1_outcome = comparison["arms"][0]["outcome"]
+    assert (v1_outcome["conversations"], v1_outcome["bad"]) == (1, 1)
+    assert comparison["arms"][0]["metrics"]["counts"]["thumbs_down"] == 20  # rows, as before
+    assert comparison["significant"] is False
 
 
 def test_no_promotion_without_significance(owner, two_versions):
     v1, v2 = two_versions
-    _run_ab_test(owner, v1, v2, v1_up=12, v1_down=10, v2_up=13, v2_down=9)
+    _run_ab_test(owner, v1, v2, v1_bad=5, v1_n=40, v2_bad=3, v2_n=40)
 
     response = owner.client.post(owner.url("lora/ab-test/promote"))
 
@@ -134,11 +160,11 @@ def test_no_promotion_without_significance(owner, two_versions):
 
 def test_too_little_data_is_never_significant(owner, two_versions):
     v1, v2 = two_versions
-    _run_ab_test(owner, v1, v2, v1_up=0, v1_down=6, v2_up=6, v2_down=0)  # p ~ 0.002, n = 6
+    _run_ab_test(owner, v1, v2, v1_bad=6, v1_n=6, v2_bad=0, v2_n=6)
 
     comparison = owner.client.get(owner.url("lora/metrics")).json()["ab_test"]
 
-    assert comparison["comparisons"][0]["p_value"] < 0.01
+    assert comparison["comparisons"][0]["e_value"] > 20
     assert comparison["comparisons"][0]["enough_data"] is False
     assert comparison["significant"] is False and comparison["winner"] is None
 
@@ -153,7 +179,7 @@ def test_auto_promotion_after_the_feedback_that_reaches_significance(
         owner, two_versions, django_capture_on_commit_callbacks):
     v1, v2 = two_versions
     owner.client.patch(owner.url("settings"), {"auto_promote_ab_winner": True}, format="json")
-    _run_ab_test(owner, v1, v2, v1_up=15, v1_down=25, v2_up=31, v2_down=8)
+    _run_ab_test(owner, v1, v2, v1_bad=16, v1_n=40, v2_bad=2, v2_n=39)
     # Callbacks of the feedback above were not executed (no commit inside the test's
     # transaction); the next one, through the public API, runs its on-commit check.
     assert AdapterVersion.objects.get(tenant=owner.tenant, is_active=True).version == "v1"

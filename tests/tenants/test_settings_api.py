@@ -9,6 +9,7 @@ def test_it_reads_the_default_settings(owner):
         "lora_ab_test": {"enabled": False, "versions": {}},
         "auto_training": {"enabled": False, "method": "sft", "min_new_feedback": 50},
         "auto_promote_ab_winner": False,
+        "auto_rollback": False,
         "compute_backend": None,
         "base_model": None,
         "review_corrections": False,

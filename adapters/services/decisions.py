@@ -1,0 +1,90 @@
+"""Automatic decisions on live traffic: A/B auto-promotion and auto-rollback after an activation.
+
+Both read per-conversation outcomes and the sequential test of `adapters.metrics` /
+`adapters.sequential` (valid however often they are checked), so they may run after every
+feedback row. Each decision is audited with its numbers and sent to the tenant's webhooks
+(`adapter.ab_promoted`, `adapter.auto_rolled_back`).
+
+* Auto-promotion (`auto_promote_ab_winner`): `adapters.services.ab.adapter_ab_test_promote`.
+* Auto-rollback (`auto_rollback`, default off): after an activation, when the active version's
+  bad-outcome rate per conversation since its activation is significantly above the previous
+  version's over its own served period, the previous version is activated again, as a rollback
+  (exempt from the activation gate), actor "system", reason "auto-rollback". Only a roll *back*
+  (to an older number) is made; while an A/B test runs it decides instead.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from adapters.metrics import rollback_check
+from adapters.models import AdapterVersion, parse_version_label
+from adapters.selectors import adapter_settings_get
+from adapters.services.ab import adapter_ab_test_auto_promote
+from adapters.services.versions import SYSTEM_ACTOR, adapter_version_activate
+from tenants.models import Tenant
+from tenants.services import audit_log_record
+
+logger = logging.getLogger(__name__)
+
+AUTO_ROLLBACK_REASON = "auto-rollback"
+
+
+def rollback_summary(decision: dict) -> dict:
+    """The numbers of a rollback decision, as audited and sent (no nested metric objects)."""
+    def side(key):
+        outcome = decision.get(key) or {}
+        return {"conversations": outcome.get("conversations"), "bad": outcome.get("bad"),
+                "bad_rate": (outcome.get("bad_rate") or {}).get("value")}
+
+    return {"from_version": decision["active_version"],
+            "to_version": decision["previous_version"],
+            "activated_at": decision.get("activated_at"),
+            "active": side("active"), "previous": side("previous"),
+            "e_value": decision.get("e_value"), "threshold": decision.get("threshold"),
+            "p_value": decision.get("p_value"), "alpha": decision.get("alpha"),
+            "test": decision.get("test"), "metric": decision.get("metric")}
+
+
+def adapter_auto_rollback(*, tenant_id: int) -> AdapterVersion | None:
+    """Roll back to the previous version when the tenant turned `auto_rollback` on and the
+    active version does significantly worse (see the module docstring). Returns the version
+    now active after a rollback, else None."""
+    from training.webhooks import webhook_tenant_event_send
+
+    tenant = Tenant.objects.select_related("plan").get(pk=tenant_id)
+    if not adapter_settings_get(tenant=tenant).auto_rollback:
+        return None
+    with transaction.atomic():
+        Tenant.objects.select_for_update().get(pk=tenant.pk)  # one decision at a time
+        decision = rollback_check(tenant=tenant)
+        if decision["decision"] != "rollback":
+            return None
+        previous = AdapterVersion.objects.get(
+            tenant=tenant, number=parse_version_label(decision["previous_version"]))
+        summary = rollback_summary(decision)
+        adapter_version_activate(version=previous, actor=SYSTEM_ACTOR,
+                                 reason=AUTO_ROLLBACK_REASON)
+        audit_log_record(action="adapter.auto_rolled_back", actor=SYSTEM_ACTOR, tenant=tenant,
+                         target=previous.version,
+                         details={**summary, "reason": AUTO_ROLLBACK_REASON})
+        webhook_tenant_event_send(tenant=tenant, event="adapter.auto_rolled_back",
+                                  data={**summary, "reason": AUTO_ROLLBACK_REASON})
+    previous.refresh_from_db()
+    return previous
+
+
+def adapter_online_decisions_check(*, tenant_id: int) -> dict:
+    """Both automatic decisions for a tenant (each only when turned on); run after feedback.
+    Returns {"promoted": version | None, "rolled_back_to": version | None}."""
+    settings_row = adapter_settings_get(tenant=Tenant.objects.get(pk=tenant_id))
+    out = {"promoted": None, "rolled_back_to": None}
+    if not (settings_row.auto_promote_ab_winner or settings_row.auto_rollback):
+        return out
+    if settings_row.auto_promote_ab_winner:
+        out["promoted"] = adapter_ab_test_auto_promote(tenant_id=tenant_id)
+    if settings_row.auto_rollback and out["promoted"] is None:
+        out["rolled_back_to"] = adapter_auto_rollback(tenant_id=tenant_id)
+    return out
