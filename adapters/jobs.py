@@ -28,3 +28,13 @@ def adapter_version_evaluate_on_failure(rq_job, connection, exc_type, exc_value,
     adapter_version_evaluation_finish(version_id=version_id, job_id=job_id,
                                       error=f"evaluation job failed: {exc_type.__name__}: "
                                             f"{exc_value}")
+
+
+def online_decisions_check_job(tenant_id: int) -> dict:
+    """A tenant's automatic decisions after feedback (queue `default`, debounced per tenant):
+    A/B auto-promotion and auto-rollback. Returns the labels decided on (or None)."""
+    from adapters.services.decisions import online_decisions_check_run
+
+    result = online_decisions_check_run(tenant_id=tenant_id)
+    return {key: (version.version if version is not None else None)
+            for key, version in result.items()}

@@ -1,13 +1,12 @@
 """Signal receivers connected in `AdaptersConfig.ready()`.
 
 * Automatic decisions: after each feedback row (on commit, so the feedback write never fails
-  because of it) `adapters.services.decisions.adapter_online_decisions_check` runs: with
-  `auto_promote_ab_winner` on and a significant A/B winner, the winner is activated and the
-  split disabled; with `auto_rollback` on and the active version significantly worse than the
-  one before it, the previous version is activated again. The sequential test keeps these
-  repeated looks valid. A check costs one settings query for tenants that turned neither on,
-  a few grouped queries otherwise; it still runs in the request's on-commit hook (not moved to
-  a queue).
+  because of it) the tenant's decision check is queued on RQ, debounced per tenant
+  (`adapters.services.decisions.online_decisions_check_enqueue`): with `auto_promote_ab_winner`
+  on and a significant A/B winner, the winner is activated and the split disabled; with
+  `auto_rollback` on and the active version significantly worse than the one before it, the
+  previous version is activated again. The sequential test keeps these repeated looks valid.
+  The request pays one settings query (and a Redis SET for tenants that turned one on).
 * Training's questions (training.signals): the version a job continues from and the versions an
   erasure marks; connected here with @receiver when this module is imported in ready().
 * A version made by a job whose snapshot lost rows (erasure, dataset delete, revoked consent)
@@ -36,12 +35,12 @@ def feedback_saved_check_ab_winner(sender, instance, created=False, raw=False, *
     tenant_id = instance.tenant_id
 
     def check():
-        from adapters.services.decisions import adapter_online_decisions_check
+        from adapters.services.decisions import online_decisions_check_enqueue
 
         try:
-            adapter_online_decisions_check(tenant_id=tenant_id)
-        except Exception:  # the feedback is stored; a failed check is retried by the next one
-            logger.exception("Automatic decision check failed for tenant %s", tenant_id)
+            online_decisions_check_enqueue(tenant_id=tenant_id)
+        except Exception:  # the feedback is stored; the next row queues the check again
+            logger.exception("Could not queue the decision check of tenant %s", tenant_id)
 
     transaction.on_commit(check)
 

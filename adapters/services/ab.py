@@ -69,6 +69,9 @@ def adapter_ab_test_promote(
     winner = AdapterVersion.objects.get(tenant=tenant, number=parse_version_label(winner_label))
     with transaction.atomic():
         Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if ab_test_arms(tenant) != arms:  # a concurrent promotion or change got there first
+            raise Conflict("ab_test_not_running", "The A/B test changed while deciding; "
+                           "check it again.")
         adapter_version_activate(version=winner, force=True, actor=actor, ip_address=ip_address,
                                  reason=f"A/B winner promoted ({reason})")
         settings_doc = _ab_disable(tenant=tenant, actor=actor, ip_address=ip_address)

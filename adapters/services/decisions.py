@@ -11,6 +11,13 @@ feedback row. Each decision is audited with its numbers and sent to the tenant's
   version's over its own served period, the previous version is activated again, as a rollback
   (exempt from the activation gate), actor "system", reason "auto-rollback". Only a roll *back*
   (to an older number) is made; while an A/B test runs it decides instead.
+
+When: after each feedback row (adapters.receivers, on commit) `online_decisions_check_enqueue`
+queues one check per tenant on the `default` RQ queue, debounced: a Redis key per tenant
+(SET NX, `DECISION_CHECK_DEBOUNCE_SECONDS`) lets only one check wait in the queue; the job
+deletes the key before it reads anything, so feedback committed while it runs queues the next
+check and every row is seen by a check that started after it. Tenants with neither setting on
+cost one query and queue nothing. The request path never runs the statistics.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from tenants.services import audit_log_record
 logger = logging.getLogger(__name__)
 
 AUTO_ROLLBACK_REASON = "auto-rollback"
+DECISION_CHECK_KEY = "synapsex:adapters:decision-check:{tenant_id}"
+DECISION_CHECK_JOB = "adapters.jobs.online_decisions_check_job"
 
 
 def rollback_summary(decision: dict) -> dict:
@@ -88,3 +97,54 @@ def adapter_online_decisions_check(*, tenant_id: int) -> dict:
     if settings_row.auto_rollback and out["promoted"] is None:
         out["rolled_back_to"] = adapter_auto_rollback(tenant_id=tenant_id)
     return out
+
+
+def _decisions_wanted(tenant_id: int) -> bool:
+    row = adapter_settings_get(tenant=Tenant.objects.get(pk=tenant_id))
+    return bool(row.auto_promote_ab_winner or row.auto_rollback)
+
+
+def online_decisions_check_enqueue(*, tenant_id: int) -> bool:
+    """Queue the tenant's decision check (debounced, see the module docstring). Returns True
+    when a check was queued now, False when none is wanted or one is already waiting.
+
+    The key holds the waiting job's id; a key whose job is no longer waiting (it ran, failed or
+    was lost with its queue) is stale and replaced."""
+    import uuid
+
+    import django_rq
+    from django.conf import settings
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    if not _decisions_wanted(tenant_id):
+        return False
+    queue = django_rq.get_queue("default", commit_mode="auto")
+    connection = queue.connection
+    key = DECISION_CHECK_KEY.format(tenant_id=tenant_id)
+    ttl = int(getattr(settings, "DECISION_CHECK_DEBOUNCE_SECONDS", 60))
+    for _ in range(2):
+        job_id = f"decision-check-{tenant_id}-{uuid.uuid4().hex}"
+        if connection.set(key, job_id, nx=True, ex=ttl):
+            queue.enqueue(DECISION_CHECK_JOB, tenant_id, job_id=job_id, result_ttl=3600,
+                          failure_ttl=86400)
+            return True
+        waiting = connection.get(key)
+        try:
+            status = Job.fetch(waiting.decode(), connection=connection).get_status() \
+                if waiting else None
+        except NoSuchJobError:
+            status = None
+        if status in ("queued", "deferred", "scheduled"):
+            return False  # a check is already waiting; it will see this row
+        connection.delete(key)
+    return False
+
+
+def online_decisions_check_run(*, tenant_id: int) -> dict:
+    """The queued check: release the debounce key, then decide (RQ entry in adapters.jobs)."""
+    import django_rq
+
+    connection = django_rq.get_queue("default").connection
+    connection.delete(DECISION_CHECK_KEY.format(tenant_id=tenant_id))
+    return adapter_online_decisions_check(tenant_id=tenant_id)

@@ -1,6 +1,7 @@
 """Automatic decisions on live traffic, end to end: conversations served per version (logged as
 the chat endpoint logs them), feedback through the public API one row at a time, the check after
-every row (its on-commit hook, committed for real), the rollback / promotion through the real
+every row (queued by its on-commit hook, committed for real, and run by an RQ worker), the
+rollback / promotion through the real
 services, the audit entries with their numbers, the webhook delivered by a real RQ worker to a
 loopback HTTP receiver (allowed by WEBHOOK_ALLOWED_HOSTS), and the numbers in
 GET .../lora/metrics. Counting is per conversation: a conversation thumbed down twice is one bad
@@ -77,10 +78,12 @@ def _serve(tenant, version, n, prefix, *, answers=1):
 
 
 def _thumb(ctx, message, kind="thumbs_down"):
+    """One feedback row through the API, then the queued decision check run by an RQ worker."""
     response = ctx.client.post(ctx.url("feedback"), {
         "conversation_id": message.conversation.external_id, "message_id": message.external_id,
         "type": kind, "metadata": {"user_id": "end-user-1"}}, format="json")
     assert response.status_code == 201, response.content
+    run_worker_burst(queues=("default",))
 
 
 def _active(tenant) -> str:
@@ -289,3 +292,35 @@ def test_webhooks_can_subscribe_to_decisions_only(owner, settings):
 
     assert ok.status_code == 201
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "validation_error"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_check_is_queued_once_per_tenant_until_a_worker_runs_it(make_tenant,
+                                                                     rq_connection):
+    import django_rq
+
+    queue = django_rq.get_queue("default")
+    quiet, busy = make_tenant("quiet"), make_tenant("busy")
+    v1 = adapter_version(quiet.tenant, 1, active=True)
+    [[m1], [m2]] = _serve(quiet.tenant, v1, 2, "q")
+    w1 = adapter_version(busy.tenant, 1, active=True)
+    served = _serve(busy.tenant, w1, 3, "b")
+    busy.client.patch(busy.url("settings"), {"auto_rollback": True}, format="json")
+
+    for message in (m1, m2):  # neither setting on: nothing queued
+        quiet.client.post(quiet.url("feedback"), {
+            "conversation_id": message.conversation.external_id,
+            "message_id": message.external_id, "type": "thumbs_down"}, format="json")
+    assert queue.count == 0
+    for [message] in served[:2]:  # two rows, one waiting check
+        busy.client.post(busy.url("feedback"), {
+            "conversation_id": message.conversation.external_id,
+            "message_id": message.external_id, "type": "thumbs_down"}, format="json")
+    assert [job.args for job in queue.jobs] == [(busy.tenant.pk,)]
+
+    run_worker_burst(queues=("default",))
+    assert queue.count == 0
+    busy.client.post(busy.url("feedback"), {
+        "conversation_id": served[2][0].conversation.external_id,
+        "message_id": served[2][0].external_id, "type": "thumbs_down"}, format="json")
+    assert queue.count == 1  # after the check ran, the next row queues the next one

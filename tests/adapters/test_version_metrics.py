@@ -176,12 +176,14 @@ def test_promote_without_a_running_test_is_409(owner, two_versions):
 
 
 def test_auto_promotion_after_the_feedback_that_reaches_significance(
-        owner, two_versions, django_capture_on_commit_callbacks):
+        owner, two_versions, django_capture_on_commit_callbacks, rq_connection):
+    from tests.training.conftest import run_worker_burst
+
     v1, v2 = two_versions
     owner.client.patch(owner.url("settings"), {"auto_promote_ab_winner": True}, format="json")
     _run_ab_test(owner, v1, v2, v1_bad=16, v1_n=40, v2_bad=2, v2_n=39)
     # Callbacks of the feedback above were not executed (no commit inside the test's
-    # transaction); the next one, through the public API, runs its on-commit check.
+    # transaction); the next one, through the public API, queues the check on commit.
     assert AdapterVersion.objects.get(tenant=owner.tenant, is_active=True).version == "v1"
     [last] = _served(owner.tenant, v2, 1, "ab-v2-last")
 
@@ -189,8 +191,9 @@ def test_auto_promotion_after_the_feedback_that_reaches_significance(
         response = owner.client.post(owner.url("feedback"), {
             "conversation_id": "ab-v2-last", "message_id": last.external_id,
             "type": "thumbs_up"}, format="json")
-
     assert response.status_code == 201
+    run_worker_burst(queues=("default",))  # the check it queued (same connection, same data)
+
     assert AdapterVersion.objects.get(tenant=owner.tenant, is_active=True).version == "v2"
     assert ab_test_settings(owner.tenant)["enabled"] is False
     entry = AuditLogEntry.objects.get(tenant=owner.tenant, action="adapter.ab_test_promoted")
