@@ -17,6 +17,13 @@ def training_job_execute(job_id: str) -> str:
     return training_job_run(job_id=job_id).status
 
 
+def training_job_resume_execute(job_id: str) -> str:
+    """Resume a local job that lost its worker from its checkpoint (queue `training`)."""
+    from training.services.runner import training_job_resume_run
+
+    return training_job_resume_run(job_id=job_id).status
+
+
 def training_job_on_failure(rq_job, connection, exc_type, exc_value, tb) -> None:
     """RQ's on_failure callback: the runner itself crashed (or hit the RQ timeout). The job says
     so in one line with the traceback's tail, and any trainer left running is stopped."""

@@ -37,6 +37,26 @@ def training_job_enqueue(*, job_id: str) -> str | None:
     return rq_id
 
 
+def training_job_resume_enqueue(*, job_id: str) -> str | None:
+    """Queue the runner that resumes a local job from its checkpoint (after a lost worker). If
+    Redis is unreachable the job's heartbeat goes stale again and the reconciler retries."""
+    import django_rq
+    from rq import Callback
+
+    rq_id = f"{job_id}-resume-{int(time.time() * 1000)}"
+    try:
+        django_rq.get_queue(QUEUE_NAME, commit_mode="auto").enqueue(
+            "training.jobs.training_job_resume_execute", job_id, job_id=rq_id,
+            on_failure=Callback("training.jobs.training_job_on_failure"),
+            result_ttl=86400, failure_ttl=7 * 86400,
+        )
+    except Exception:  # noqa: BLE001
+        logger.exception("Could not enqueue the resume of %s; the reconciler will retry", job_id)
+        return None
+    TrainingJob.objects.filter(pk=job_id).update(rq_job_id=rq_id)
+    return rq_id
+
+
 def rq_job_cancel(rq_job_id: str) -> None:
     """Cancel a queue entry; one that is gone or unreachable is left (the runner skips a job
     that is no longer queued anyway)."""

@@ -24,15 +24,17 @@ def training_jobs_reconcile(*, stale_after_seconds: float | None = None,
     """Catch what the runner never sees. Safe to run any time, from anywhere, repeatedly.
 
     - A local job `preparing`/`running` whose heartbeat is older than the stale limit lost its
-      worker (SIGKILL, machine restart): the orphaned trainer is stopped and the job fails with
-      "lost worker". Jobs of polled backends (Slurm) are advanced instead: their heartbeat is
-      the poller's.
+      worker (SIGKILL, machine restart): the orphaned trainer is stopped; a job with a complete
+      checkpoint is resumed from it by a new runner on the queue (attempt + 1, as Slurm timeouts
+      are, at most TRAINING_MAX_RESUBMITS times), one without fails with "lost worker". Jobs of
+      polled backends (Slurm) are advanced instead: their heartbeat is the poller's.
     - A `queued` job whose RQ job is gone (Redis lost it, the enqueue failed) is enqueued again.
     """
     stale_after = stale_after_seconds if stale_after_seconds is not None \
         else settings.TRAINING_STALE_AFTER_SECONDS
     now = timezone.now()
-    summary: dict[str, list[str]] = {"failed": [], "requeued": [], "advanced": []}
+    summary: dict[str, list[str]] = {"failed": [], "requeued": [], "advanced": [],
+                                     "resumed": []}
     for job in TrainingJob.objects.filter(status__in=[TrainingJob.PREPARING,
                                                       TrainingJob.RUNNING]):
         beat = job.heartbeat_at or job.created_at
@@ -72,7 +74,47 @@ def _stale_job_settle(job: TrainingJob, *, seconds: int) -> str | None:
         logger.exception("Stopping the orphaned trainer of %s failed", job.id)
     from training.backends.local import LOG_NAME, log_tail
 
+    if training_job_local_resume(job, seconds=seconds):
+        return "resumed"
     tail = log_tail(Path(job.work_dir) / LOG_NAME) if job.work_dir else ""
     training_job_fail(job=job, reason=f"lost worker: no heartbeat for {seconds} s",
                       category=LOST_WORKER, log_tail=tail, data={"reconciler": True})
     return "failed"
+
+
+def _has_checkpoint(job: TrainingJob) -> bool:
+    """A complete checkpoint in the bundle (the trainer writes trainer_state.json last; its
+    `--resume` picks the newest such folder)."""
+    if not job.work_dir:
+        return False
+    folder = Path(job.work_dir) / "output" / "checkpoints"
+    return any((c / "trainer_state.json").is_file() for c in folder.glob("checkpoint-*"))
+
+
+def training_job_local_resume(job: TrainingJob, *, seconds: int) -> bool:
+    """A local job that lost its worker, with a complete checkpoint and resubmissions left: mark
+    it for resume (attempt + 1, job.json's `resume` on, no trainer process) and queue a runner
+    that starts the trainer again from the checkpoint and watches it. False: fail it instead."""
+    from django.db import transaction
+
+    from training.services.bundle import training_job_bundle_config_resume
+    from training.services.queue import training_job_resume_enqueue
+
+    limit = int(getattr(settings, "TRAINING_MAX_RESUBMITS", 3))
+    if job.attempt > limit or job.cancel_requested or not _has_checkpoint(job):
+        return False
+    with transaction.atomic():
+        locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
+        if locked.is_terminal or locked.heartbeat_at != job.heartbeat_at:
+            return locked.status in (TrainingJob.PREPARING, TrainingJob.RUNNING)
+        locked.attempt += 1
+        locked.external_id = ""
+        locked.heartbeat_at = timezone.now()
+        locked.save(update_fields=["attempt", "external_id", "heartbeat_at"])
+        training_job_bundle_config_resume(locked)
+        training_job_event(job=locked, type="resumed",
+                           message=f"Lost its worker (no heartbeat for {seconds} s); resuming "
+                                   f"from its last checkpoint (attempt {locked.attempt})",
+                           data={"attempt": locked.attempt, "reconciler": True})
+        transaction.on_commit(lambda: training_job_resume_enqueue(job_id=job.id))
+    return True

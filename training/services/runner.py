@@ -77,6 +77,23 @@ def training_job_run(*, job_id: str) -> TrainingJob:
     return _watch(job, backend)
 
 
+def training_job_resume_run(*, job_id: str) -> TrainingJob:
+    """The RQ entry point's body for a local job the reconciler marked for resume (it lost its
+    worker; attempt + 1, job.json resumes): start the trainer again on the same bundle and watch
+    it. A job that meanwhile ended, or already has a trainer, is left as it is."""
+    job = TrainingJob.objects.get(pk=job_id)
+    if job.is_terminal or job.external_id or not job.work_dir:
+        return job
+    backend = backend_for(job)
+    job, error = _submit(job, backend, Path(job.work_dir))
+    if error is not None:
+        return training_job_fail(job=job, reason=f"trainer crash: could not resume: {error}",
+                                 category="crash")
+    if job.is_terminal or job.cancel_requested or not job.external_id:
+        return job
+    return _watch(job, backend)
+
+
 def _submit(job: TrainingJob, backend, bundle: Path) -> tuple[TrainingJob, Exception | None]:
     """Hand the bundle to the backend under the row's lock (a cancel waits, then sees the
     external id); returns the job and the error that stopped the submission, if any."""
