@@ -7,10 +7,11 @@ from django.conf import settings
 
 from feedback.models import Dataset
 from tenants.models import ApiKey
-from training.parameters import DPO, PARAMETERS, SFT, training_params_defaults
+from training.parameters import METHODS, PARAMETERS, training_params_defaults
 from training.trainer.config import PRESETS
 
-METHOD_CHOICES = [("sft", "SFT: supervised fine-tuning"), ("dpo", "DPO: preference optimisation")]
+METHOD_CHOICES = [("sft", "SFT: supervised fine-tuning"), ("dpo", "DPO: preference optimisation"),
+                  ("kto", "KTO: thumbs and ratings, no pairs needed")]
 # The parameters the form shows, in the schema's order (training.parameters).
 FORM_PARAMETERS = [p for p in PARAMETERS if p.in_form]
 FORM_FIELD_CLASSES = {"int": forms.IntegerField, "float": forms.FloatField}
@@ -19,7 +20,7 @@ FORM_FIELD_CLASSES = {"int": forms.IntegerField, "float": forms.FloatField}
 METHOD_DEFAULTS = {
     method: {p.name: training_params_defaults(method=method)[p.name]
              for p in FORM_PARAMETERS if method in p.methods}
-    for method in (SFT, DPO)
+    for method in METHODS
 }
 
 
@@ -30,7 +31,8 @@ def preset_choices() -> list[tuple[str, str]]:
 
 
 class TrainingJobForm(forms.Form):
-    """Start an SFT or DPO job. Blank numbers fall back to the preset, then the seed's defaults.
+    """Start an SFT, DPO or KTO job. Blank numbers fall back to the preset, then the seed's
+    defaults.
 
     The parameter fields are built from the schema and only coerce types; the bounds are checked
     by `training.parameters.training_params_errors`, so a refusal reads as the API's.
@@ -39,8 +41,6 @@ class TrainingJobForm(forms.Form):
     method = forms.ChoiceField(choices=METHOD_CHOICES, initial="sft")
     preset = forms.ChoiceField(choices=preset_choices, required=False)
 
-    SFT_ONLY = {p.name for p in FORM_PARAMETERS if p.methods == (SFT,)}
-    DPO_ONLY = {p.name for p in FORM_PARAMETERS if p.methods == (DPO,)}
     PARAM_FIELDS = [p.name for p in FORM_PARAMETERS]
 
     def __init__(self, *args, **kwargs):
@@ -50,15 +50,17 @@ class TrainingJobForm(forms.Form):
             if parameter.label:
                 options["label"] = parameter.label
             self.fields[parameter.name] = FORM_FIELD_CLASSES[parameter.kind](**options)
+            if parameter.methods != METHODS:  # the method switch (JS) shows it for these only
+                self.fields[parameter.name].widget.attrs["data-only"] = " ".join(
+                    parameter.methods)
 
     def params(self) -> dict:
         """The train endpoints' parameters for this method (the preset travels separately)."""
         method = self.cleaned_data["method"]
-        skip = self.DPO_ONLY if method == "sft" else self.SFT_ONLY
         body = {
-            name: self.cleaned_data[name]
-            for name in self.PARAM_FIELDS
-            if name not in skip and self.cleaned_data.get(name) is not None
+            p.name: self.cleaned_data[p.name]
+            for p in FORM_PARAMETERS
+            if method in p.methods and self.cleaned_data.get(p.name) is not None
         }
         return body
 

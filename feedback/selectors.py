@@ -41,7 +41,9 @@ def feedback_stats(*, tenant: Tenant) -> dict:
 
     One indexed row read (the maintained `FeedbackCounters`), whatever the number of feedback
     rows. Counts per type count each user's latest feedback per message (history excluded);
-    `received` counts every row ever stored. `ready_for_training` follows the seed's rule on
+    `received` counts every row ever stored. `readiness.methods` (training's answer) says per
+    method (sft, dpo, kto) how many examples training can really compile and whether a job with
+    the default threshold would start. `ready_for_training` follows the seed's rule on
     those counts; `usable_for_training` is what training can actually use after exclusions.
     Longer than most functions because it is one literal: the document's shape reads in one place.
     """
@@ -51,6 +53,13 @@ def feedback_stats(*, tenant: Tenant) -> dict:
         feedback_counters_rebuild(tenant=tenant)
         row = FeedbackCounters.objects.get(tenant=tenant)
     c = dict(row.counts)
+    # What each training method can really use (its compiled examples): training answers.
+    from feedback.signals import feedback_readiness_requested
+
+    methods: dict = {}
+    for _, answer in feedback_readiness_requested.send(sender=Tenant, tenant=tenant,
+                                                       stamp=row.updated_at.isoformat()):
+        methods.update(answer or {})
     by_type = {t: c.get(f"type.{t}", 0) for t in FEEDBACK_TYPES}
     thumbs = by_type[Feedback.THUMBS_UP] + by_type[Feedback.THUMBS_DOWN]
     corrections = by_type[Feedback.CORRECTION]
@@ -81,6 +90,7 @@ def feedback_stats(*, tenant: Tenant) -> dict:
             "dpo": {"ready": dpo_ready, "thumbs": thumbs, "required": DPO_MIN_THUMBS,
                     "thumbs_needed": max(0, DPO_MIN_THUMBS - thumbs),
                     "usable_thumbs": usable_thumbs},
+            "methods": methods,
         },
         "missing": {
             "sft": {"corrections_needed": max(0, SFT_MIN_CORRECTIONS - corrections)},

@@ -24,6 +24,13 @@ class TrainingConfig(AppConfig):
         feedback_data_withdrawing.connect(feedback_data_withdrawing_received,
                                           dispatch_uid="training.data_withdrawing")
 
+        # The per-method readiness of the feedback stats: what the compiler really makes.
+        from feedback.signals import feedback_readiness_requested
+        from training.readiness import feedback_readiness_received
+
+        feedback_readiness_requested.connect(feedback_readiness_received,
+                                             dispatch_uid="training.readiness")
+
         # The training keys of the tenant settings document live in training.TrainingSettings;
         # the tenants app composes the document from the sections the apps register.
         from tenants.services import (

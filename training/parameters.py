@@ -15,16 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from training.trainer.config import DPO_DEFAULTS, LORA_DEFAULTS, SFT_DEFAULTS
+from training.trainer.config import KTO_MIN_BATCH_SIZE, LORA_DEFAULTS, method_defaults
 
 SFT = "sft"
 DPO = "dpo"
-METHODS = (SFT, DPO)
+KTO = "kto"
+METHODS = (SFT, DPO, KTO)
 TARGET_MODULES_HELP = '"all-linear" or a list of module names such as ["q_proj", "v_proj"]'
 # The readiness thresholds a request may lower or raise (the seed's values).
 MIN_FEEDBACK_COUNT_DEFAULT = 50
 MIN_PREFERENCE_PAIRS_DEFAULT = 100
 MAX_LENGTH_DEFAULT = 1024
+KTO_BATCH_SIZE_MESSAGE = (f"Ensure this value is greater than or equal to {KTO_MIN_BATCH_SIZE} "
+                          "for KTO (its KL estimate pairs rows within a batch).")
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,11 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("max_length", "int", minimum=16, maximum=32768),
     Parameter("seed", "int", minimum=0, maximum=2**31 - 1),
     Parameter("early_stopping_patience", "int", minimum=1, maximum=100, nullable=True),
-    Parameter("beta", "float", methods=(DPO,), maximum=10.0, positive=True,
-              help_text="DPO only: strength of the preference", in_form=True),
-    Parameter("min_feedback_count", "int", methods=(SFT,), minimum=1, maximum=10_000_000,
-              label="Minimum feedback (SFT)", in_form=True),
+    Parameter("beta", "float", methods=(DPO, KTO), maximum=10.0, positive=True,
+              help_text="DPO and KTO: how far the adapter may move from the base",
+              in_form=True),
+    Parameter("min_feedback_count", "int", methods=(SFT, KTO), minimum=1, maximum=10_000_000,
+              label="Minimum feedback (SFT, KTO)", in_form=True),
     Parameter("min_preference_pairs", "int", methods=(DPO,), minimum=1, maximum=10_000_000,
               label="Minimum preference pairs (DPO)", in_form=True),
 )
@@ -89,9 +93,9 @@ def training_params_defaults(*, method: str) -> dict[str, Any]:
         "lora_dropout": LORA_DEFAULTS["dropout"],
         "target_modules": LORA_DEFAULTS["target_modules"],
         "max_length": MAX_LENGTH_DEFAULT,
-        **(DPO_DEFAULTS if method == DPO else SFT_DEFAULTS),
+        **method_defaults(method),
     }
-    if method == SFT:
+    if method in (SFT, KTO):
         defaults["min_feedback_count"] = MIN_FEEDBACK_COUNT_DEFAULT
     else:
         defaults["min_preference_pairs"] = MIN_PREFERENCE_PAIRS_DEFAULT
@@ -123,6 +127,8 @@ def training_params_errors(*, method: str, params: dict[str, Any]) -> dict[str, 
         elif value is None:
             if not parameter.nullable:
                 errors[name] = ["This field may not be null."]
+        elif name == "batch_size" and method == KTO and value < KTO_MIN_BATCH_SIZE:
+            errors[name] = [KTO_BATCH_SIZE_MESSAGE]
         elif parameter.kind in ("int", "float"):
             problems = _number_errors(parameter, value)
             if problems:

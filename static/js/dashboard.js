@@ -337,7 +337,9 @@
     }
     function showFor(m) {
       form.querySelectorAll("[data-only]").forEach(function (el) {
-        el.hidden = el.getAttribute("data-only") !== m;
+        // The input names its methods ("dpo kto"); its whole field row is hidden or shown.
+        var row = el.closest(".field") || el;
+        row.hidden = el.getAttribute("data-only").split(" ").indexOf(m) < 0;
       });
     }
     method.addEventListener("change", function () {

@@ -70,7 +70,7 @@ def start_job_from_form(page, live_server, *, epochs: str, screenshot=None) -> s
     page.get_by_label("Epochs").fill(epochs)
     page.get_by_label("Learning rate").fill("0.005")
     page.get_by_label("Batch size").fill("4")
-    page.get_by_label("Minimum feedback (SFT)").fill("10")
+    page.get_by_label("Minimum feedback (SFT, KTO)").fill("10")
     page.get_by_role("button", name="Estimate").click()
     estimate = page.locator("#estimate")
     assert estimate.get_by_role("heading", name="Confirm: dry-run estimate").is_visible()

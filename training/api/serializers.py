@@ -80,6 +80,20 @@ class DpoTrainSerializer(_TrainBase):
     PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_preference_pairs", "beta")
 
 
+class KtoTrainSerializer(_TrainBase):
+    """POST /train/kto: KTO on unpaired thumbs, ratings and corrections."""
+
+    PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_feedback_count", "beta")
+
+    def validate_batch_size(self, value):
+        from training.parameters import KTO_BATCH_SIZE_MESSAGE
+        from training.trainer.config import KTO_MIN_BATCH_SIZE
+
+        if value < KTO_MIN_BATCH_SIZE:
+            raise serializers.ValidationError(KTO_BATCH_SIZE_MESSAGE)
+        return value
+
+
 class WebhookCreateSerializer(StrictSerializer):
     url = serializers.CharField(max_length=1000)
     events = serializers.ListField(child=serializers.ChoiceField(choices=Webhook.EVENTS),

@@ -8,6 +8,7 @@ _T = "tenants/<slug:tenant>/"
 urlpatterns = [
     path(_T + "train/lora", views.LoraTrainView.as_view(), name="train-lora"),
     path(_T + "train/dpo", views.DpoTrainView.as_view(), name="train-dpo"),
+    path(_T + "train/kto", views.KtoTrainView.as_view(), name="train-kto"),
     path(_T + "train/usage", views.TrainingUsageView.as_view(), name="train-usage"),
     path(_T + "train", views.TrainingJobListView.as_view(), name="train-list"),
     path(_T + "train/<str:job_id>", views.TrainingJobDetailView.as_view(), name="train-detail"),

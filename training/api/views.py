@@ -1,4 +1,4 @@
-"""Training endpoints: start (LoRA SFT, DPO), list, status, curves, events, cancel; webhooks;
+"""Training endpoints: start (LoRA SFT, DPO, KTO), list, status, curves, events, cancel; webhooks;
 erasure. Thin: a serializer validates, one service or selector does the work."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from training import selectors, services, webhooks
 from training.api.serializers import (
     DpoTrainSerializer,
     ErasureSerializer,
+    KtoTrainSerializer,
     LoraTrainSerializer,
     WebhookCreateSerializer,
 )
@@ -75,6 +76,18 @@ class DpoTrainView(_TrainStartView):
     serializer_class = DpoTrainSerializer
 
     @extend_schema(request=DpoTrainSerializer, responses={201: OpenApiResponse(
+        description="job_id, status, estimated_duration_minutes, estimated_cost")})
+    def post(self, request, tenant):
+        return super().post(request, tenant)
+
+
+class KtoTrainView(_TrainStartView):
+    """Start a KTO job from the tenant's unpaired feedback: thumbs, ratings and corrections."""
+
+    method = "kto"
+    serializer_class = KtoTrainSerializer
+
+    @extend_schema(request=KtoTrainSerializer, responses={201: OpenApiResponse(
         description="job_id, status, estimated_duration_minutes, estimated_cost")})
     def post(self, request, tenant):
         return super().post(request, tenant)

@@ -55,7 +55,7 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
         "save_every": steps_per_epoch,
         "early_stopping_patience": params.get("early_stopping_patience"),
     }
-    if job.method == "dpo":
+    if job.method in ("dpo", "kto"):
         train["beta"] = params["beta"]
     return {
         "job_id": job.id,

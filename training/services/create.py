@@ -48,6 +48,10 @@ def _readiness_check(method: str, params: dict, compiled: compiler.CompiledData)
         what = "SFT examples (corrections of known prompts, well-rated answers, dataset " \
                "conversations)"
         field = "min_feedback_count"
+    elif method == "kto":
+        need, have = int(params["min_feedback_count"]), compiled.kto_examples
+        what = "KTO examples (thumbs up/down, ratings of 4-5 or 1-2, corrections, datasets)"
+        field = "min_feedback_count"
     else:
         need, have = int(params["min_preference_pairs"]), compiled.dpo_pairs
         what = "preference pairs (corrections, thumbs up/down on the same prompt, dataset " \

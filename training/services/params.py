@@ -32,20 +32,10 @@ def training_params_resolve(*, method: str, given: dict[str, Any], preset: str =
                             recipe: str | None = None) -> dict:
     """Final hyperparameters: method defaults < the base's recipe (training.services.recipes) <
     preset < what the request states explicitly."""
-    from training.trainer.config import DPO_DEFAULTS, LORA_DEFAULTS, PRESETS, SFT_DEFAULTS
+    from training.parameters import training_params_defaults
+    from training.trainer.config import PRESETS
 
-    params: dict[str, Any] = {
-        "lora_r": LORA_DEFAULTS["r"],
-        "lora_alpha": LORA_DEFAULTS["alpha"],
-        "lora_dropout": LORA_DEFAULTS["dropout"],
-        "target_modules": LORA_DEFAULTS["target_modules"],
-        "max_length": 1024,
-        **(DPO_DEFAULTS if method == "dpo" else SFT_DEFAULTS),
-    }
-    if method == "sft":
-        params["min_feedback_count"] = 50
-    else:
-        params["min_preference_pairs"] = 100
+    params: dict[str, Any] = training_params_defaults(method=method)
     params.update(recipe_defaults(recipe=recipe, method=method))
     if preset:
         params.update(PRESETS[preset])
