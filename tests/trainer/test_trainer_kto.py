@@ -58,6 +58,13 @@ def test_the_scored_tokens_are_the_completion_and_its_end_of_turn_only(tiny_base
     assert marker.strip() and not marker.endswith("\n")  # the end-of-turn, nothing after it
     assert [r["label"] for r in rows] == [True, False]
 
+    # Why not TRL's own conversational tokenization: it scores everything the full rendering
+    # adds after the prompt, here the template's newline after the end-of-turn marker too.
+    full = tokenizer.apply_chat_template(
+        [*history, {"role": "assistant", "content": "Anna does."}], tokenize=False)
+    print("TRL's own completion text:", repr(full[len(served):]))
+    assert full[len(served):] != completion
+
     batch = DataCollatorForUnpairedPreference(pad_token_id=0)(rows)
     scored = batch["input_ids"][0][batch["completion_mask"][0].bool()].tolist()
     assert scored == rows[0]["completion_ids"]
