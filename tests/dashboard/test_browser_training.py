@@ -62,8 +62,12 @@ def start_job_from_form(page, live_server, *, epochs: str, screenshot=None) -> s
     page.get_by_label("Method").select_option("dpo")
     assert page.get_by_label("Beta").is_visible()
     assert page.get_by_label("Epochs").input_value() == "2"  # DPO's default
+    page.get_by_label("Method").select_option("kto")
+    assert page.get_by_label("Beta").is_visible()  # DPO and KTO
+    assert page.get_by_label("Minimum preference pairs (DPO)").is_hidden()
+    assert page.get_by_label("Minimum feedback (SFT, KTO)").is_visible()
     page.get_by_label("Method").select_option("sft")
-    assert page.get_by_label("Beta").is_hidden()  # DPO only
+    assert page.get_by_label("Beta").is_hidden()  # DPO and KTO only
     assert page.get_by_label("Epochs").input_value() == "3"  # SFT's default
     page.get_by_label("Preset").select_option("small_corrections")
     assert page.get_by_label("LoRA r").input_value() == "8"  # the preset filled it in
