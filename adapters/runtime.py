@@ -66,135 +66,30 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
+from adapters.model_refs import (  # noqa: F401 - re-exported: callers import them from here
+    SERVED_FILES,
+    AdapterRef,
+    BaseRef,
+    Completion,
+    LoadedBase,
+    ModelUnavailableError,
+    base_model_source,
+    base_models_configured,
+    base_ref_resolve,
+    default_base_ref,
+    finish_reason,
+    local_cache_dir,
+    serving_device_and_dtype,
+    version_base_ref,
+)
+from adapters.streaming import CompletionStream
+
 logger = logging.getLogger(__name__)
-
-SERVED_FILES = ("adapter_model.safetensors", "adapter_config.json")
-
-
-class ModelUnavailableError(RuntimeError):
-    """The base model cannot be loaded (missing folder, bad hub id)."""
-
-
-@dataclass(frozen=True)
-class BaseRef:
-    """One base model: a local folder or a hub id (+ revision); the key of the base LRU."""
-
-    source: str
-    revision: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.source}@{self.revision}" if self.revision else self.source
-
-
-@dataclass(frozen=True)
-class AdapterRef:
-    """What the runtime needs to fetch, verify and name one adapter version, and its base."""
-
-    name: str
-    label: str
-    tenant_id: int
-    storage_prefix: str
-    files: dict  # file name -> sha256
-    base: BaseRef | None = None
-
-    @classmethod
-    def of(cls, version) -> AdapterRef:
-        return cls(
-            name=f"t{version.tenant_id}_v{version.number}_{version.sha256[:12]}",
-            label=version.version,
-            tenant_id=version.tenant_id,
-            storage_prefix=version.storage_prefix,
-            files={n: s for n, s in (version.files or {}).items() if n in SERVED_FILES},
-            base=version_base_ref(version),
-        )
-
-
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-    adapter_name: str | None
-    seconds: float
-
-
-def base_models_configured() -> dict[str, str]:
-    """Configured base models, name -> folder; the default entry follows BASE_MODEL_PATH (read
-    now, so a changed setting is served by the next request)."""
-    models = dict(getattr(settings, "BASE_MODELS", {}) or {})
-    default_name = getattr(settings, "DEFAULT_BASE_MODEL", None) or "default"
-    models[default_name] = str(settings.BASE_MODEL_PATH)
-    return models
-
-
-def base_model_source() -> tuple[str, str | None]:
-    """(path or hub id, revision) of the default serving base model."""
-    hf_id = getattr(settings, "BASE_MODEL_HF_ID", "") or ""
-    if hf_id:
-        return hf_id, getattr(settings, "BASE_MODEL_REVISION", None) or None
-    return str(settings.BASE_MODEL_PATH), None
-
-
-def default_base_ref() -> BaseRef:
-    source, revision = base_model_source()
-    return BaseRef(source, revision)
-
-
-def base_ref_resolve(label: str | None, *, revision: str | None = None) -> BaseRef:
-    """The base a recorded label names: a configured name, the default's hub id, else the label
-    itself as a folder or hub id (versions record the folder or hub id their job trained on).
-    Empty: the default base."""
-    label = (label or "").strip()
-    if not label or label in ("base", "default"):
-        return default_base_ref()
-    configured = base_models_configured()
-    if label in configured:
-        if label == getattr(settings, "DEFAULT_BASE_MODEL", None):
-            return default_base_ref()
-        return BaseRef(configured[label])
-    hf_id = getattr(settings, "BASE_MODEL_HF_ID", "") or ""
-    if hf_id and label == hf_id:
-        return BaseRef(hf_id, revision or getattr(settings, "BASE_MODEL_REVISION", None) or None)
-    return BaseRef(label, revision or None)
-
-
-def version_base_ref(version) -> BaseRef:
-    """The base an adapter version was trained on (its row, with the manifest's revision)."""
-    manifest_base = (version.manifest or {}).get("base_model") or {}
-    revision = manifest_base.get("revision") if isinstance(manifest_base, dict) else None
-    return base_ref_resolve(version.base_model, revision=revision)
-
-
-def serving_device_and_dtype() -> tuple[str, Any]:
-    """("cuda", bf16) on a bf16-capable CUDA GPU, ("cuda", fp16) on an older one, else
-    ("cpu", fp32): bf16 on a CPU is slower than fp32 and rounds the weights for nothing."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda", (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return "cpu", torch.float32
-
-
-def local_cache_dir() -> Path:
-    configured = getattr(settings, "ADAPTER_LOCAL_CACHE_DIR", None)
-    return Path(configured) if configured else Path(settings.VAR_DIR) / "adapter-cache"
-
-
-@dataclass
-class _LoadedBase:
-    ref: BaseRef
-    model: Any  # the transformers model, or a PeftModel around it once an adapter is loaded
-    tokenizer: Any
-    end_strings: list[str] = field(default_factory=list)
 
 
 class ModelRuntime:
@@ -210,7 +105,7 @@ class ModelRuntime:
         self.base_cache_size = max(1, int(base_cache_size))
         self.cache_dir = Path(cache_dir)
         self._lock = threading.Lock()
-        self._bases: OrderedDict[str, _LoadedBase] = OrderedDict()
+        self._bases: OrderedDict[str, LoadedBase] = OrderedDict()
         self._adapters: OrderedDict[str, tuple[str, AdapterRef]] = OrderedDict()
         self.stats = {"base_loads": 0, "base_evictions": 0, "adapter_loads": 0, "evictions": 0,
                       "integrity_errors": 0}
@@ -220,7 +115,7 @@ class ModelRuntime:
     def _default_base(self) -> BaseRef:
         return BaseRef(self.source, self.revision) if self.source else default_base_ref()
 
-    def _ensure_base(self, ref: BaseRef) -> _LoadedBase:
+    def _ensure_base(self, ref: BaseRef) -> LoadedBase:
         loaded = self._bases.get(ref.key)
         if loaded is not None:
             self._bases.move_to_end(ref.key)
@@ -238,7 +133,7 @@ class ModelRuntime:
         except (OSError, ValueError) as exc:
             raise ModelUnavailableError(f"The base model {ref.source} cannot be loaded: "
                                         f"{exc}") from exc
-        loaded = _LoadedBase(ref=ref, model=model, tokenizer=tokenizer,
+        loaded = LoadedBase(ref=ref, model=model, tokenizer=tokenizer,
                              end_strings=end_of_turn_strings(tokenizer, model.generation_config))
         self._bases[ref.key] = loaded
         self.stats["base_loads"] += 1
@@ -303,7 +198,7 @@ class ModelRuntime:
             raise
         return target
 
-    def _ensure_adapter(self, base: _LoadedBase, ref: AdapterRef) -> None:
+    def _ensure_adapter(self, base: LoadedBase, ref: AdapterRef) -> None:
         if ref.name in self._adapters:
             self._adapters.move_to_end(ref.name)
             return
@@ -327,7 +222,7 @@ class ModelRuntime:
 
     # -- generation --------------------------------------------------------------------------
 
-    def _prepare(self, adapter: AdapterRef | None, base: BaseRef | None) -> tuple[_LoadedBase,
+    def _prepare(self, adapter: AdapterRef | None, base: BaseRef | None) -> tuple[LoadedBase,
                                                                                   Any]:
         """Load what answers and select it; (the loaded base, a context manager to generate
         in). Called with the lock held."""
@@ -346,20 +241,12 @@ class ModelRuntime:
         return loaded, contextlib.nullcontext()
 
     @staticmethod
-    def _inputs(loaded: _LoadedBase, messages: list[dict]) -> dict:
+    def _inputs(loaded: LoadedBase, messages: list[dict]) -> dict:
         encoded = loaded.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         device = next(loaded.model.parameters()).device
         return {"input_ids": encoded["input_ids"].to(device),
                 "attention_mask": encoded["attention_mask"].to(device)}
-
-    @staticmethod
-    def _finish(loaded: _LoadedBase, new_tokens, eos_ids: list[int], max_new_tokens: int) -> str:
-        """"stop" when the model ended its turn (or generated nothing more), else "length"."""
-        ids = [int(t) for t in new_tokens]
-        if ids and ids[-1] in eos_ids:
-            return "stop"
-        return "length" if len(ids) >= max_new_tokens else "stop"
 
     def generate(self, *, messages: list[dict], adapter: AdapterRef | None,
                  max_new_tokens: int, temperature: float = 0.0, top_p: float | None = None,
@@ -385,7 +272,7 @@ class ModelRuntime:
         return Completion(
             text=text, prompt_tokens=int(inputs["input_ids"].shape[1]),
             completion_tokens=int(new_tokens.shape[0]),
-            finish_reason=self._finish(loaded, new_tokens, stop_token_ids(kwargs),
+            finish_reason=finish_reason(new_tokens, stop_token_ids(kwargs),
                                        max_new_tokens),
             adapter_name=adapter.name if adapter else None, seconds=seconds)
 
@@ -454,89 +341,6 @@ class ModelRuntime:
             raise
         stream._thread = thread
         return stream
-
-
-class CompletionStream:
-    """One streamed reply: iterate for text pieces (end-of-turn markers and the leading and
-    trailing whitespace left out, so that the pieces join into exactly `completion().text`)."""
-
-    def __init__(self, *, loaded: _LoadedBase, streamer, inputs: dict, kwargs: dict,
-                 max_new_tokens: int, adapter_name: str | None):
-        self._loaded = loaded
-        self._streamer = streamer
-        self._inputs = inputs
-        self._kwargs = kwargs
-        self._max_new_tokens = max_new_tokens
-        self._adapter_name = adapter_name
-        self._thread: threading.Thread | None = None
-        self._started = time.monotonic()
-        self._output = None
-        self._error: BaseException | None = None
-        self._pieces: list[str] = []
-        self._pending = ""  # whitespace held back until more text follows
-        self._ended = False  # an end-of-turn marker was met in the text
-
-    def _run(self, context, lock: threading.Lock) -> None:
-        import torch
-
-        try:
-            with context, torch.no_grad():
-                self._output = self._loaded.model.generate(**self._inputs, **self._kwargs,
-                                                           streamer=self._streamer)
-        except BaseException as exc:  # noqa: BLE001 - reported to the reader, not lost
-            self._error = exc
-            logger.exception("streamed generation failed")
-            self._streamer.on_finalized_text("", stream_end=True)
-        finally:
-            lock.release()
-
-    def _clean(self, piece: str) -> str:
-        """The part of `piece` to hand out now (see the class docstring)."""
-        if self._ended:
-            return ""
-        emitted = "".join(self._pieces)
-        text = self._pending + piece
-        for marker in self._loaded.end_strings:
-            combined = emitted + text
-            if marker and marker in combined:  # a marker the tokenizer does not treat as special
-                kept = combined.split(marker, 1)[0]
-                text = kept[len(emitted):] if len(kept) > len(emitted) else ""
-                self._ended = True
-        if not self._pieces:
-            text = text.lstrip()
-        core = text.rstrip()
-        self._pending = text[len(core):]
-        if core:
-            self._pieces.append(core)
-        return core
-
-    def __iter__(self) -> Iterator[str]:
-        for piece in self._streamer:
-            cleaned = self._clean(piece)
-            if cleaned:
-                yield cleaned
-        if self._error is not None:
-            raise ModelUnavailableError(f"Generation failed: {self._error}") from self._error
-
-    def completion(self) -> Completion:
-        """Wait for the generation to end; the whole reply (what the pieces joined to, plus the
-        rest when the reader stopped early)."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise ModelUnavailableError(f"Generation failed: {self._error}") from self._error
-        from training.trainer.generation import reply_clean, stop_token_ids
-
-        new_tokens = self._output[0, self._inputs["input_ids"].shape[1]:]
-        text = reply_clean(self._loaded.tokenizer.decode(new_tokens, skip_special_tokens=True),
-                           self._loaded.end_strings)
-        return Completion(
-            text=text, prompt_tokens=int(self._inputs["input_ids"].shape[1]),
-            completion_tokens=int(new_tokens.shape[0]),
-            finish_reason=ModelRuntime._finish(self._loaded, new_tokens,
-                                               stop_token_ids(self._kwargs),
-                                               self._max_new_tokens),
-            adapter_name=self._adapter_name, seconds=time.monotonic() - self._started)
 
 
 _runtime: ModelRuntime | None = None

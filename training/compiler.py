@@ -50,24 +50,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
-from django.utils import timezone
-
 from feedback.models import Dataset, DatasetRecord, Feedback, Message
+from training.tokens import record_tokens
 
 GOLDEN_FRACTION = 0.10
 MIN_EXAMPLES_FOR_EVAL = 10
 MAX_PAIRS_PER_PROMPT = 16
 RATING_MIN_FOR_EXAMPLE = 4
 RATING_MAX_UNDESIRABLE = 2  # KTO: ratings up to this are undesirable, from the above desirable
-CHARS_PER_TOKEN = 4  # fallback when no tokenizer file is at hand
-TOKENS_PER_MESSAGE = 4  # chat-template overhead per turn (ChatML: start, role, newline, end)
 
 
 @dataclass
@@ -389,7 +381,7 @@ def _compiled(c: _Collector, method: str) -> CompiledData:
         eval=eval_set,
         sft_examples=len(c.sft),
         dpo_pairs=len(c.dpo),
-        token_count=sum(_record_tokens(r) for r in train_set),
+        token_count=sum(record_tokens(r) for r in train_set),
         feedback_ids=_ids(used, "feedback"),
         message_ids=_ids(used, "message"),
         dataset_record_ids=_ids(used, "dataset_record"),
@@ -427,117 +419,10 @@ def _example_id(sources: set[str]) -> str:
     return "ex_" + _sha(sorted(sources))[:12]
 
 
-@lru_cache(maxsize=4)
-def _tokenizer(path: str):
-    tokenizer_file = Path(path) / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        return None
-    try:
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(str(tokenizer_file))
-    except Exception:  # noqa: BLE001 - an estimate must never fail a request
-        return None
-
-
-def _count(text: str) -> int:
-    tokenizer = _tokenizer(str(settings.BASE_MODEL_PATH))
-    if tokenizer is None:
-        return max(1, len(text) // CHARS_PER_TOKEN)
-    return len(tokenizer.encode(text, add_special_tokens=False).ids)
-
-
-def _record_tokens(record: dict) -> int:
-    """Tokens one epoch of this record feeds the model (the base model's tokenizer if present)."""
-    if "completion" in record:  # KTO: prompt + completion (and a KL pass of the same size)
-        return sum(_count(m["content"]) + TOKENS_PER_MESSAGE
-                   for m in record["prompt"] + record["completion"])
-    if "messages" in record:
-        return sum(_count(m["content"]) + TOKENS_PER_MESSAGE for m in record["messages"])
-    prompt = _count(record["prompt"]) + TOKENS_PER_MESSAGE
-    # DPO runs prompt + chosen and prompt + rejected.
-    return 2 * prompt + _count(record["chosen"]) + _count(record["rejected"]) \
-        + 2 * TOKENS_PER_MESSAGE
-
-
-def _jsonl(records: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-
-
-def snapshot_prefix(*, tenant, job_id: str) -> str:
-    # Built from ids the platform issued, never from tenant-supplied names (seam 4).
-    return f"tenants/{tenant.slug}/snapshots/{job_id}"
-
-
-def snapshot_write(*, tenant, job_id: str, compiled: CompiledData) -> tuple[str, dict]:
-    """Write train.jsonl, eval.jsonl and manifest.json to storage; returns (prefix, manifest).
-
-    The manifest lists every feedback, message and dataset record id the snapshot used, so each
-    adapter trained from it can say exactly what it learned from (and erasure can find it).
-    """
-    prefix = snapshot_prefix(tenant=tenant, job_id=job_id)
-    files = {"train.jsonl": _jsonl(compiled.train), "eval.jsonl": _jsonl(compiled.eval)}
-    manifest = {
-        "format": "synapsex-snapshot/1",
-        "job_id": job_id,
-        "tenant": tenant.slug,
-        "method": compiled.method,
-        "created_at": timezone.now().isoformat(),
-        "counts": {
-            "train": len(compiled.train),
-            "eval": len(compiled.eval),
-            "sft_examples": compiled.sft_examples,
-            "dpo_pairs": compiled.dpo_pairs,
-            "kto_desirable": compiled.kto_desirable,
-            "kto_undesirable": compiled.kto_undesirable,
-            "token_count": compiled.token_count,
-            "excluded": compiled.excluded,
-        },
-        "files": {
-            name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                   "lines": data.count(b"\n")}
-            for name, data in files.items()
-        },
-        "split": {"golden_fraction": GOLDEN_FRACTION,
-                  "min_examples_for_eval": MIN_EXAMPLES_FOR_EVAL,
-                  "rule": "golden set: sha256('golden:' + example id) in the lowest "
-                          "golden_fraction of the range (stable across jobs)"},
-        "eval_ids": [r["id"] for r in compiled.eval],
-        **({"kto": kto_balance(compiled.train)} if compiled.method == "kto" else {}),
-        "feedback_ids": compiled.feedback_ids,
-        "message_ids": compiled.message_ids,
-        "dataset_record_ids": compiled.dataset_record_ids,
-    }
-    files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
-    # Not a trainer input (so not in the manifest's files): which rows made each line, for
-    # erasure's rewrite of this snapshot (training.snapshot_scrub).
-    files["sources.json"] = json.dumps({
-        f"{part}.jsonl": lines for part, lines in compiled.record_sources.items()}).encode()
-    for name, data in files.items():
-        path = f"{prefix}/{name}"
-        if default_storage.exists(path):
-            default_storage.delete(path)
-        default_storage.save(path, ContentFile(data))
-    return prefix, manifest
-
-
-def snapshot_download(*, prefix: str, manifest: dict, dest: Path) -> None:
-    """Copy a snapshot's data files into `dest`, checking them against the manifest's sha256."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, info in manifest.get("files", {}).items():
-        with default_storage.open(f"{prefix}/{name}", "rb") as handle:
-            data = handle.read()
-        if hashlib.sha256(data).hexdigest() != info["sha256"]:
-            raise ValueError(f"snapshot file {name} does not match its manifest sha256")
-        (dest / name).write_bytes(data)
-
-
 __all__ = [
     "CompiledData",
     "GOLDEN_FRACTION",
     "golden_rank",
     "kto_balance",
-    "snapshot_download",
-    "snapshot_write",
     "training_data_compile",
 ]

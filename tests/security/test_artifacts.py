@@ -180,8 +180,8 @@ def test_a_tenant_slug_cannot_point_outside_its_prefix(slug):
 
 def test_storage_prefixes_come_from_platform_ids_only(owner, outsider):
     from adapters.services import adapter_storage_prefix
-    from training.compiler import snapshot_prefix
     from training.models import TrainingJob
+    from training.snapshots import snapshot_prefix
 
     job = _job(owner.tenant, TrainingJob._meta.get_field("id").default())
     for prefix in (adapter_storage_prefix(tenant=owner.tenant, number=3),

@@ -56,7 +56,7 @@ def snapshot_text(job: TrainingJob) -> str:
 
 def snapshot_verifies(job: TrainingJob, tmp_path) -> None:
     """A resumed job downloads the rewritten files against the row's manifest (sha256)."""
-    from training.compiler import snapshot_download
+    from training.snapshots import snapshot_download
 
     job.refresh_from_db()
     snapshot_download(prefix=job.snapshot_prefix, manifest=job.snapshot_manifest,

@@ -95,7 +95,8 @@ def test_paired_thumbs_and_multi_turn_prompts(owner):
 def test_unbalanced_thumbs_get_weights_in_the_recommended_range(owner):
     """30 thumbs up, 8 thumbs down, all lone: the weights the job will use (recorded in the
     snapshot's manifest) put the weighted ratio in [1, 4/3]."""
-    from training.compiler import kto_balance, snapshot_write, training_data_compile
+    from training.compiler import kto_balance, training_data_compile
+    from training.snapshots import snapshot_write
 
     for i in range(30):
         _lone(owner, f"u{i}", f"Question up {i}?", f"Good answer {i}.", "thumbs_up")

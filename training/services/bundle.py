@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from training import compiler
+from training import snapshots
 from training.models import TrainingJob
 
 
@@ -23,7 +23,7 @@ def training_job_bundle_write(*, job: TrainingJob) -> Path:
     """The trainer's input folder: the snapshot's data files, job.json, the parent adapter."""
     bundle = bundle_dir_for(job)
     bundle.mkdir(parents=True, exist_ok=True)
-    compiler.snapshot_download(prefix=job.snapshot_prefix, manifest=job.snapshot_manifest,
+    snapshots.snapshot_download(prefix=job.snapshot_prefix, manifest=job.snapshot_manifest,
                                dest=bundle)
     init_adapter = None
     if job.parent_version_id:

@@ -12,7 +12,7 @@ from django.db import transaction
 from tenants.errors import Conflict, LimitReached, NotPermitted
 from tenants.models import Tenant
 from tenants.services import audit_log_record
-from training import compiler, pricing
+from training import compiler, pricing, snapshots
 from training.models import TrainingEvent, TrainingJob
 from training.selectors import training_settings_get
 from training.services.cluster import slurm_allocation_check
@@ -190,7 +190,7 @@ def _job_store(*, tenant: Tenant, request: JobRequest, params: dict, spec: dict,
             metrics={"loss": None, "learning_rate": None, "grad_norm": None,
                      "samples_processed": 0, "tokens_processed": 0},
         )
-        prefix, manifest = compiler.snapshot_write(tenant=locked, job_id=job.id, compiled=compiled)
+        prefix, manifest = snapshots.snapshot_write(tenant=locked, job_id=job.id, compiled=compiled)
         job.snapshot_prefix = prefix
         job.snapshot_manifest = manifest
         job.save(update_fields=["snapshot_prefix", "snapshot_manifest"])
