@@ -84,7 +84,7 @@ def small_sets(settings):
     settings.EVALUATION_MAX_ITEMS = SMALL_SETS
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_version_that_regresses_on_the_golden_set_needs_force(
         owner, base_model, make_version, trained_result_dirs, small_sets, settings):
     from adapters.selectors import adapter_version_evaluation
@@ -121,7 +121,7 @@ def test_a_version_that_regresses_on_the_golden_set_needs_force(
     assert body["status"] == "completed" and body["scores"]["golden"]["new"]["share"] == 0.0
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_version_that_improves_on_the_golden_set_activates_and_rollback_stays_exempt(
         owner, base_model, make_version, trained_result_dirs, small_sets, settings):
     from adapters.services import adapter_version_activate, adapter_version_evaluate
@@ -171,7 +171,7 @@ def forgetful_result_dir(tmp_path_factory, tiny_base_path) -> Path:
     return folder / "out"
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_version_that_forgets_the_base_knowledge_needs_force(
         owner, base_model, make_version, forgetful_result_dir, small_sets):
     """The tiny base answers the platform's general questions (it was built on them); a version
@@ -196,7 +196,7 @@ def test_a_version_that_forgets_the_base_knowledge_needs_force(
     assert adapter_version_activate(version=forgetful, force=True).is_active
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_evaluation_endpoint_is_the_tenants_own(owner, outsider, base_model, make_version,
                                                      small_sets):
     from adapters.services import adapter_version_evaluate
@@ -213,7 +213,7 @@ def test_the_evaluation_endpoint_is_the_tenants_own(owner, outsider, base_model,
     assert crossed.status_code == 404
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_an_evaluation_only_dataset_is_scored_with_the_golden_set_and_never_trained(
         owner, base_model, make_version, trained_result_dirs, small_sets, settings):
     from adapters.services import adapter_version_evaluate

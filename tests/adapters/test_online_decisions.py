@@ -106,7 +106,7 @@ def _register_webhook(ctx, url, events=None) -> str:
     return response.json()["signing_secret"]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_version_that_does_significantly_worse_is_rolled_back_by_itself(
         make_tenant, rq_connection, settings):
     from training.models import WebhookDelivery
@@ -181,7 +181,7 @@ def test_a_version_that_does_significantly_worse_is_rolled_back_by_itself(
         other_receiver.close()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_ab_winner_is_promoted_at_the_first_significant_look(make_tenant, rq_connection,
                                                                   settings):
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
@@ -294,7 +294,7 @@ def test_webhooks_can_subscribe_to_decisions_only(owner, settings):
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "validation_error"
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_check_is_queued_once_per_tenant_until_a_worker_runs_it(make_tenant,
                                                                      rq_connection):
     import django_rq

@@ -18,7 +18,7 @@ from django.test import Client
 
 from tests.security.helpers import assert_envelope
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @contextlib.contextmanager
