@@ -39,6 +39,8 @@ def copy_rows(conn, model: type[models.Model], rows: Iterable[dict[str, Any]]) -
             defaults[f.attname] = f.get_default()
         elif f.null:
             defaults[f.attname] = None
+        elif f.blank and f.empty_strings_allowed:
+            defaults[f.attname] = ""  # what the ORM stores for a blank text field left out
     columns = ", ".join(f'"{f.column}"' for f in fields)
     count = 0
     with conn.cursor() as cur, cur.copy(
