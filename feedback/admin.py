@@ -12,7 +12,7 @@ from feedback.models import (
     Dataset,
     DatasetRecord,
     Feedback,
-    FeedbackCounters,
+    FeedbackCounterShard,
     FeedbackSettings,
     Message,
 )
@@ -93,10 +93,13 @@ class DatasetRecordAdmin(admin.ModelAdmin):
     raw_id_fields = ["dataset"]
 
 
-@admin.register(FeedbackCounters)
-class FeedbackCountersAdmin(admin.ModelAdmin):
-    list_display = ["tenant", "updated_at"]
-    readonly_fields = ["tenant", "counts", "updated_at"]
+@admin.register(FeedbackCounterShard)
+class FeedbackCounterShardAdmin(admin.ModelAdmin):
+    """Read-only: a tenant's counters are the sum of its shards (the stats endpoint shows it)."""
+
+    list_display = ["tenant", "shard", "updated_at"]
+    list_filter = ["tenant"]
+    readonly_fields = ["tenant", "shard", "counts", "last_feedback_id", "updated_at"]
 
     def has_add_permission(self, request) -> bool:
         return False

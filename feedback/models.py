@@ -180,28 +180,33 @@ class DatasetRecord(models.Model):
         ]
 
 
-class FeedbackCounters(models.Model):
-    """Per-tenant feedback counters, maintained in the same transaction as every feedback write.
+class FeedbackCounterShard(models.Model):
+    """One of a tenant's feedback counter shards; the tenant's counters are the sum of its shards.
 
-    The stats endpoint reads this one row instead of counting a million feedback rows. The row is
-    also the per-tenant lock that serialises feedback writes (so "latest per user and message"
-    stays exact under concurrent submissions). `feedback.services.feedback_counters_rebuild`
-    recomputes it from the rows if it ever drifts.
+    The stats endpoint reads these few rows instead of counting a million feedback rows. Each
+    feedback write adds its delta to one shard picked at random, in the same transaction as the
+    rows it counts, so the sum is exact; writers of one tenant spread over
+    `FEEDBACK_COUNTER_SHARDS` rows instead of queueing on one (the hot row of issue 16).
+    `feedback.services.feedback_counters_rebuild` recomputes them from the rows if they ever
+    drift (it locks every shard of the tenant, writes the total into shard 0, empties the rest).
     """
 
-    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.CASCADE, primary_key=True,
-                                  related_name="feedback_counters")
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE,
+                               related_name="feedback_counter_shards")
+    shard = models.PositiveSmallIntegerField()
     counts = models.JSONField(default=dict, blank=True)
     last_feedback_id = models.BigIntegerField(
-        default=0, help_text="Newest feedback row counted; a newer row written around the "
-                             "services (bulk loads) makes the next read recount")
+        default=0, help_text="Newest feedback row this shard counted; a row newer than every "
+                             "shard's, written around the services (bulk loads), makes the "
+                             "next read or write recount")
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        verbose_name_plural = "feedback counters"
+        constraints = [models.UniqueConstraint(fields=["tenant", "shard"],
+                                               name="feedback_counter_shard_unique")]
 
     def __str__(self) -> str:
-        return f"counters of {self.tenant_id}"
+        return f"counters of {self.tenant_id}, shard {self.shard}"
 
 
 class FeedbackSettings(models.Model):

@@ -14,12 +14,12 @@ from feedback.models import (
     Dataset,
     DatasetRecord,
     Feedback,
-    FeedbackCounters,
+    FeedbackCounterShard,
     FeedbackSettings,
     Message,
 )
 from feedback.pii import PII_KINDS
-from feedback.services import feedback_counters_rebuild, feedback_counters_stale
+from feedback.services import counters_sum, feedback_counters_rebuild, feedback_counters_stale
 from tenants.errors import NotFound
 from tenants.models import Tenant
 
@@ -39,26 +39,29 @@ EXCLUSION_REASONS = [
 def feedback_stats(*, tenant: Tenant) -> dict:
     """The stats document of `GET /v1/tenants/{t}/feedback/stats` (also used by the dashboard).
 
-    One indexed row read (the maintained `FeedbackCounters`), whatever the number of feedback
-    rows. Counts per type count each user's latest feedback per message (history excluded);
+    One indexed read of the tenant's few counter shards (the maintained
+    `FeedbackCounterShard` rows, summed), whatever the number of feedback rows. Counts per
+    type count each user's latest feedback per message (history excluded);
     `received` counts every row ever stored. `readiness.methods` (training's answer) says per
     method (sft, dpo, kto) how many examples training can really compile and whether a job with
     the default threshold would start. `ready_for_training` follows the seed's rule on
     those counts; `usable_for_training` is what training can actually use after exclusions.
     Longer than most functions because it is one literal: the document's shape reads in one place.
     """
-    row = FeedbackCounters.objects.filter(tenant=tenant).first()
-    if row is None or feedback_counters_stale(row):
+    shards = list(FeedbackCounterShard.objects.filter(tenant=tenant)
+                  .annotate(stale=feedback_counters_stale(tenant.pk)))
+    if not shards or shards[0].stale:
         # Rows were written around the services (a bulk load): recount once, then it's fresh.
         feedback_counters_rebuild(tenant=tenant)
-        row = FeedbackCounters.objects.get(tenant=tenant)
-    c = dict(row.counts)
+        shards = list(FeedbackCounterShard.objects.filter(tenant=tenant))
+    c = counters_sum(shards)
+    updated_at = max(shard.updated_at for shard in shards)
     # What each training method can really use (its compiled examples): training answers.
     from feedback.signals import feedback_readiness_requested
 
     methods: dict = {}
     for _, answer in feedback_readiness_requested.send(sender=Tenant, tenant=tenant,
-                                                       stamp=row.updated_at.isoformat()):
+                                                       stamp=updated_at.isoformat()):
         methods.update(answer or {})
     by_type = {t: c.get(f"type.{t}", 0) for t in FEEDBACK_TYPES}
     thumbs = by_type[Feedback.THUMBS_UP] + by_type[Feedback.THUMBS_DOWN]
@@ -106,7 +109,7 @@ def feedback_stats(*, tenant: Tenant) -> dict:
             "messages": pii_messages,
             "total": sum(pii_feedback.values()) + sum(pii_messages.values()),
         },
-        "updated_at": row.updated_at.isoformat(),
+        "updated_at": updated_at.isoformat(),
     }
 
 

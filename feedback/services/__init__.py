@@ -1,6 +1,7 @@
 """Writes for feedback, one module per concern; this package keeps the names callers import.
 
-* `counters`: the tenant's maintained counters and each feedback row's `excluded_reason`.
+* `counters`: the tenant's maintained (sharded) counters and each feedback row's
+  `excluded_reason`.
 * `conversations`: logging conversations (served here or elsewhere), linking waiting feedback.
 * `submit`: storing feedback on a message, superseding a user's earlier feedback.
 * `datasets`: the DataHub's datasets and record uploads.
@@ -10,8 +11,10 @@
 Three rules hold for every write here:
 1. Text that can reach training (message content, corrections, dataset records) is PII-redacted
    before it is stored (`feedback.pii`); only counts of what was redacted are kept.
-2. Every feedback write takes the tenant's `FeedbackCounters` row lock first and applies its
-   counter delta in the same transaction, so the stats endpoint reads one row and is exact.
+2. Every feedback write adds its counter delta to one of the tenant's counter shards in the
+   same transaction (`counters_apply`, at the end), so the stats endpoint reads a few rows and
+   is exact; writes that must not interleave lock the message and conversation ids they touch
+   (`feedback_write_lock`), never the whole tenant.
 3. A feedback row's `excluded_reason` says why it never reaches training ("" = usable); it is
    recomputed whenever something it depends on changes (linking, a report, a newer answer).
 """
@@ -23,6 +26,8 @@ from feedback.services.conversations import (
     new_public_id,
 )
 from feedback.services.counters import (
+    FEEDBACK_COUNTER_SHARDS,
+    counters_sum,
     feedback_contribution,
     feedback_counters_rebuild,
     feedback_counters_stale,
@@ -51,6 +56,8 @@ from feedback.services.review import (
 from feedback.services.submit import FEEDBACK_FAMILIES, FeedbackSubmitResult, feedback_submit
 
 __all__ = [
+    "FEEDBACK_COUNTER_SHARDS",
+    "counters_sum",
     "FEEDBACK_SETTING_KEYS",
     "correction_review",
     "dataset_data_use_change",

@@ -17,9 +17,9 @@ from feedback.models import Conversation, Feedback, Message
 from feedback.pii import pii_counts_add, pii_redact
 from feedback.services.counters import (
     counters_apply,
-    counters_lock,
     feedback_contribution,
     feedback_refresh,
+    feedback_write_lock,
 )
 from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
@@ -80,8 +80,12 @@ def conversation_log(*, tenant: Tenant, conversation_id: str | None, messages: l
     id-less messages identical (role and redacted content) to the stored start of the
     conversation is taken as that history, not appended again.
     """
-    counters = counters_lock(tenant)
     conversation_id = conversation_id or new_public_id("conv")
+    # Two logs of one conversation, or a log and feedback on one of its messages, take turns;
+    # everything else of the tenant goes on concurrently.
+    feedback_write_lock(tenant, conversation_id=conversation_id,
+                        message_ids=[str(m["message_id"]) for m in messages
+                                     if m.get("message_id")])
     conversation, created = Conversation.objects.get_or_create(
         tenant=tenant, external_id=conversation_id,
         defaults={"source": source, "metadata": metadata or {}},
@@ -99,7 +103,7 @@ def conversation_log(*, tenant: Tenant, conversation_id: str | None, messages: l
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
     linked = _feedback_link(tenant, conversation, new_rows, turns.delta)
-    counters_apply(counters, turns.delta)
+    counters_apply(tenant, turns.delta)
     # bulk_create sets primary keys on PostgreSQL and SQLite; re-read to be backend-independent.
     if new_rows and new_rows[0].pk is None:
         stored = {m.external_id: m for m in conversation.messages.all()}

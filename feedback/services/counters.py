@@ -1,22 +1,46 @@
 """The tenant's feedback counters and each row's `excluded_reason`.
 
-Every feedback write takes the tenant's `FeedbackCounters` row lock first (`counters_lock`) and
-applies its counter delta in the same transaction (`counters_apply`), so the stats endpoint reads
-one row and is exact. A row's `excluded_reason` says why it never reaches training ("" =
-usable); `feedback_refresh` recomputes it whenever something it depends on changes.
+Counters are sharded (`FeedbackCounterShard`, `FEEDBACK_COUNTER_SHARDS` rows per tenant): each
+feedback write adds its delta to one shard picked at random, at the end of its transaction
+(`counters_apply`), so the counts stay exact and the shard's row lock is held only from that
+update to the commit; the stats read sums the shards. Writes that must not interleave (a user's
+newer feedback superseding the earlier one, a report excluding the feedback on its message,
+logging a message linking the feedback that waited for it) lock what they touch, the tenant's
+message and conversation ids (`feedback_write_lock`), not the whole tenant. A row's
+`excluded_reason` says why it never reaches training ("" = usable); `feedback_refresh`
+recomputes it whenever something it depends on changes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections import Counter
 from collections.abc import Iterable
 
-from django.db import transaction
-from django.db.models import BooleanField, Count, ExpressionWrapper, Max, Q, Sum
+from django.db import connection, transaction
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    Max,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from feedback.models import Feedback, FeedbackCounters, Message
+from feedback.models import Feedback, FeedbackCounterShard, Message
 from tenants.models import Tenant
+
+# Writers of one tenant spread over this many counter rows. 16 keeps two concurrent writers on
+# the same shard rare at the concurrency one server sees, while the stats read stays a read of 16
+# small rows whatever the volume. Fewer shards than before (a lowered constant) still count:
+# reads sum every shard of the tenant, whatever its number.
+FEEDBACK_COUNTER_SHARDS = 16
 
 
 def feedback_contribution(row: Feedback) -> Counter:
@@ -45,51 +69,113 @@ def feedback_contribution(row: Feedback) -> Counter:
     return counts
 
 
-def counters_lock(tenant: Tenant) -> FeedbackCounters:
-    """The tenant's counters row, locked until the end of the transaction (serialises writers).
+def feedback_write_lock(tenant: Tenant, *, message_ids: Iterable[str] = (),
+                        conversation_id: str | None = None) -> None:
+    """Serialise this transaction with the others writing feedback on the same messages (or
+    logging the same conversation) of the tenant, until it ends.
 
-    If feedback rows were written around these services (a bulk load, a data migration), the
-    counters are recounted first, so a delta is never applied to stale numbers.
+    PostgreSQL transaction-scoped advisory locks, taken in a fixed order (no deadlock between
+    two writers); a lock key is a hash, so two unrelated ids may rarely share one, which only
+    makes one wait. Other databases (SQLite) serialise all writers already.
     """
-    FeedbackCounters.objects.get_or_create(tenant=tenant)
-    counters = FeedbackCounters.objects.select_for_update().get(tenant=tenant)
-    if feedback_counters_stale(counters):
-        _counters_recount(counters)
-    return counters
-
-
-def feedback_counters_stale(counters: FeedbackCounters) -> bool:
-    """True when a feedback row newer than the last one counted exists (one index probe)."""
-    return Feedback.objects.filter(tenant_id=counters.tenant_id,
-                                   pk__gt=counters.last_feedback_id).exists()
-
-
-def counters_apply(counters: FeedbackCounters, delta: Counter,
-                   newest_feedback_id: int | None = None) -> None:
-    if newest_feedback_id is not None:
-        counters.last_feedback_id = max(counters.last_feedback_id, newest_feedback_id)
-    elif not any(delta.values()):
+    if connection.vendor != "postgresql":
         return
-    counts = Counter(counters.counts or {})
+    names = sorted({f"m:{m}" for m in message_ids}
+                   | ({f"c:{conversation_id}"} if conversation_id else set()))
+    keys = sorted({_lock_key(tenant.pk, name) for name in names})
+    with connection.cursor() as cursor:
+        for key in keys:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def _lock_key(tenant_id: int, name: str) -> int:
+    digest = hashlib.blake2b(f"feedback:{tenant_id}:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def feedback_counters_stale(tenant_id: int, *, own_feedback_id: int | None = None) -> Exists:
+    """An expression, true when the tenant has a feedback row newer than every shard counted
+    (rows written around these services: a bulk load, a data migration), other than the
+    caller's own new row. Evaluated inside the query that reads the shards, so the shards and
+    the probe see one snapshot (a write committing in between cannot look like one around the
+    services)."""
+    counted = Coalesce(Subquery(
+        FeedbackCounterShard.objects.filter(tenant_id=tenant_id).order_by()
+        .values("tenant_id").annotate(newest=Max("last_feedback_id")).values("newest")[:1]),
+        Value(0))
+    newer = Feedback.objects.filter(tenant_id=tenant_id, pk__gt=counted)
+    if own_feedback_id is not None:
+        newer = newer.exclude(pk=own_feedback_id)
+    return Exists(newer)
+
+
+def counters_apply(tenant: Tenant, delta: Counter,
+                   newest_feedback_id: int | None = None) -> None:
+    """Add this write's delta to one of the tenant's counter shards (picked at random), inside
+    the caller's transaction, after its rows are written: the shard's lock is held only from
+    here to the commit.
+
+    If rows were written around these services (a bulk load), the counters are recounted
+    instead (the recount sees this transaction's own rows, delta included), so a delta is never
+    added to stale numbers.
+    """
+    if newest_feedback_id is None and not any(delta.values()):
+        return
+    index = random.randrange(FEEDBACK_COUNTER_SHARDS)
+    for _ in range(2):
+        shard = (FeedbackCounterShard.objects.select_for_update()
+                 .filter(tenant_id=tenant.pk, shard=index)
+                 .annotate(stale=feedback_counters_stale(tenant.pk,
+                                                         own_feedback_id=newest_feedback_id))
+                 .first())
+        if shard is not None:
+            break
+        _shards_ensure(tenant.pk)
+    if shard is None or shard.stale:
+        _counters_recount(tenant.pk)
+        return
+    counts = Counter(shard.counts or {})
     counts.update(delta)
-    counters.counts = {key: n for key, n in sorted(counts.items()) if n}
-    counters.updated_at = timezone.now()
-    counters.save(update_fields=["counts", "last_feedback_id", "updated_at"])
+    shard.counts = {key: n for key, n in sorted(counts.items()) if n}
+    if newest_feedback_id is not None:
+        shard.last_feedback_id = max(shard.last_feedback_id, newest_feedback_id)
+    shard.updated_at = timezone.now()
+    shard.save(update_fields=["counts", "last_feedback_id", "updated_at"])
+
+
+def _shards_ensure(tenant_id: int) -> None:
+    FeedbackCounterShard.objects.bulk_create(
+        [FeedbackCounterShard(tenant_id=tenant_id, shard=i)
+         for i in range(FEEDBACK_COUNTER_SHARDS)], ignore_conflicts=True)
+
+
+def counters_sum(shards: Iterable[FeedbackCounterShard]) -> Counter:
+    """The tenant's counters: the sum of its shards."""
+    total: Counter = Counter()
+    for shard in shards:
+        total.update(shard.counts or {})
+    return total
 
 
 @transaction.atomic
 def feedback_counters_rebuild(*, tenant: Tenant) -> dict:
     """Recount the tenant's counters from the rows (repair tool; tests compare it with the
     maintained numbers). Needed after deleting feedback or messages outside these services."""
-    counters = counters_lock(tenant)
-    _counters_recount(counters)
-    return counters.counts
+    return _counters_recount(tenant.pk)
 
 
-def _counters_recount(counters: FeedbackCounters) -> None:
-    """Grouped aggregate queries (not a Python pass over every row), so a million rows recount
-    in about a second on PostgreSQL."""
-    rows = Feedback.objects.filter(tenant_id=counters.tenant_id)
+def _counters_recount(tenant_id: int) -> dict:
+    """Lock every shard of the tenant (in shard order, so two recounts never deadlock), count
+    the rows, write the total into shard 0 and empty the others.
+
+    Grouped aggregate queries (not a Python pass over every row), so a million rows recount
+    in about a second on PostgreSQL. A writer that updated a shard before the lock commits
+    first and is counted here; one that comes after adds its delta to the recounted numbers.
+    """
+    _shards_ensure(tenant_id)
+    shards = list(FeedbackCounterShard.objects.select_for_update()
+                  .filter(tenant_id=tenant_id).order_by("shard"))
+    rows = Feedback.objects.filter(tenant_id=tenant_id)
     total: Counter = Counter()
     newest = rows.aggregate(newest=Max("id"))["newest"] or 0
     groups = (rows.annotate(unlinked=ExpressionWrapper(Q(message__isnull=True),
@@ -110,14 +196,20 @@ def _counters_recount(counters: FeedbackCounters) -> None:
             "pii_redactions", flat=True).iterator():
         for kind, n in redactions.items():
             total[f"pii_feedback.{kind}"] += n
-    for redactions in Message.objects.filter(tenant_id=counters.tenant_id).exclude(
+    for redactions in Message.objects.filter(tenant_id=tenant_id).exclude(
             pii_redactions={}).values_list("pii_redactions", flat=True).iterator():
         for kind, n in redactions.items():
             total[f"pii_messages.{kind}"] += n
-    counters.counts = {key: n for key, n in sorted(total.items()) if n}
-    counters.last_feedback_id = newest
-    counters.updated_at = timezone.now()
-    counters.save(update_fields=["counts", "last_feedback_id", "updated_at"])
+    counts = {key: n for key, n in sorted(total.items()) if n}
+    now = timezone.now()
+    for shard in shards:
+        first = shard.shard == shards[0].shard
+        shard.counts = counts if first else {}
+        shard.last_feedback_id = newest if first else 0
+        shard.updated_at = now
+    FeedbackCounterShard.objects.bulk_update(shards, ["counts", "last_feedback_id",
+                                                      "updated_at"])
+    return counts
 
 
 def excluded_reason(row: Feedback, *, reported: set[str]) -> str:

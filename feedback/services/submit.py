@@ -15,10 +15,10 @@ from feedback.models import Conversation, Feedback, Message
 from feedback.pii import pii_is_hold, pii_redact
 from feedback.services.counters import (
     counters_apply,
-    counters_lock,
     excluded_reason,
     feedback_contribution,
     feedback_refresh,
+    feedback_write_lock,
     reported_message_ids,
 )
 from tenants.errors import Conflict, InvalidInput
@@ -99,7 +99,8 @@ def feedback_submit(*, tenant: Tenant, conversation_id: str, message_id: str, ty
     A message id known under another conversation is a client error (409). Thumbs, ratings and
     corrections must refer to an assistant message; a report may refer to any message.
     """
-    counters = counters_lock(tenant)
+    # Writers on other messages of the tenant do not wait for this one (issue 16).
+    feedback_write_lock(tenant, message_ids=[message_id])
     metadata = metadata or {}
     message, conversation = _feedback_target(tenant, conversation_id=conversation_id,
                                              message_id=message_id, type=type)
@@ -124,5 +125,5 @@ def feedback_submit(*, tenant: Tenant, conversation_id: str, message_id: str, ty
     if type == Feedback.REPORT or superseded:
         feedback_refresh(tenant, [message_id], delta)
         row.refresh_from_db(fields=["excluded_reason"])
-    counters_apply(counters, delta, newest_feedback_id=row.pk)
+    counters_apply(tenant, delta, newest_feedback_id=row.pk)
     return FeedbackSubmitResult(feedback=row, superseded_ids=superseded)

@@ -25,16 +25,19 @@ def _row_counts() -> dict:
         Dataset,
         DatasetRecord,
         Feedback,
-        FeedbackCounters,
+        FeedbackCounterShard,
         Message,
     )
+    from feedback.services import counters_sum
     from tenants.models import IdempotencyRecord
 
     counts = {model.__name__: model.objects.count()
               for model in (Conversation, Message, Feedback, Dataset, DatasetRecord,
                             IdempotencyRecord)}
-    counts["counters"] = sorted((c.tenant_id, sorted(c.counts.items()))
-                                for c in FeedbackCounters.objects.all())
+    counts["counters"] = sorted(
+        (tenant_id, sorted((k, n) for k, n in counters_sum(
+            FeedbackCounterShard.objects.filter(tenant_id=tenant_id)).items() if n))
+        for tenant_id in set(FeedbackCounterShard.objects.values_list("tenant_id", flat=True)))
     return counts
 
 

@@ -75,5 +75,5 @@ def test_conversation_and_dataset_pages_show_their_contents(staff_client, data):
     html = staff_client.get(reverse("admin:feedback_datasetrecord_change",
                                     args=[record.pk])).content.decode()
     assert "record owner-question" in html
-    assert staff_client.get(reverse("admin:feedback_feedbackcounters_changelist")).status_code \
+    assert staff_client.get(reverse("admin:feedback_feedbackcountershard_changelist")).status_code \
         == 200
