@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -144,7 +145,9 @@ def _run(
     resume_from = _checkpoint_to_resume(checkpoints) if config.resume else None
     if not config.resume and checkpoints.exists() and writer.enabled:
         shutil.rmtree(checkpoints)  # a fresh run must not resume or rotate someone else's state
-    args = _training_args(config, out, has_eval=eval_data is not None)
+    cpu_deepspeed = _cpu_deepspeed_state(config, world)
+    args = _training_args(config, out, has_eval=eval_data is not None,
+                          configured_state=cpu_deepspeed)
 
     # On a bf16-capable GPU the frozen base weights are loaded in bf16 (half the memory traffic of
     # fp32 under autocast); PEFT keeps the trainable LoRA weights in fp32. CPUs stay fp32.
@@ -246,8 +249,21 @@ def _run(
     trainer.remove_callback(PrinterCallback)
     trainable, total = _parameter_counts(trainer.model)
     started_fields["model"].update(parameters=total, trainable_parameters=trainable)
+    distributed = None
+    if config.deepspeed or world > 1:
+        # Every rank says what it runs under in the job log; rank 0's started event keeps it.
+        distributed = distributed_facts(trainer.model)
+        started_fields["distributed"] = distributed
+        print(f"synapsex-distributed {json.dumps(distributed)}", file=sys.stderr, flush=True)
 
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if distributed is not None:
+        engine = getattr(trainer, "deepspeed", None)
+        distributed["engine_zero_stage"] = (engine.zero_optimization_stage()
+                                            if engine is not None else None)
+        distributed["resumed_from"] = resume_from.name if resume_from else None
+        print(f"synapsex-distributed-trained {json.dumps(distributed)}", file=sys.stderr,
+              flush=True)
 
     final_train_eval: dict[str, Any] = {}
     if config.method in ("dpo", "kto"):
@@ -287,6 +303,7 @@ def _run(
         adapter_dir="adapter",
         manifest="manifest.json",
         manifest_path=str(manifest_path),
+        **({"distributed": distributed} if distributed is not None else {}),
     )
 
 
@@ -308,7 +325,68 @@ def _checkpoint_to_resume(checkpoints: Path) -> Path | None:
     return max(candidates)[1] if candidates else None
 
 
-def _training_args(config: JobConfig, out: Path, *, has_eval: bool) -> Any:
+def _cpu_deepspeed_state(config: JobConfig, world: int) -> bool:
+    """DeepSpeed on CPUs across ranks (the local Slurm test of the LUMI launch): set up
+    accelerate's distributed state with gloo before the Trainer's arguments do.
+
+    Left to itself, accelerate (1.x) finds no GPU backend, initialises DeepSpeed's process group
+    but keeps `backend=None`, and then believes it runs alone: every rank is process 0 of 1, the
+    batch-size check fails (train_batch_size 4 != 4 * 1 * 2) and no rank shards the data. Given
+    `backend="gloo"` up front it counts the ranks; the TrainingArguments then use this state
+    (`use_configured_state`). On GPUs (LUMI: RCCL through torch's "nccl") nothing changes.
+    """
+    import torch
+
+    if not config.deepspeed or world < 2 or torch.cuda.is_available():
+        return False
+    os.environ.setdefault("LOCAL_RANK", str(distributed_rank()[1]))
+    from accelerate import PartialState
+
+    previous = os.environ.get("ACCELERATE_USE_DEEPSPEED")
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend="gloo")
+    finally:
+        if previous is None:
+            os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+        else:
+            os.environ["ACCELERATE_USE_DEEPSPEED"] = previous
+    return True
+
+
+def distributed_facts(model: Any) -> dict[str, Any]:
+    """What this rank runs under, for the job log (every rank) and the started event (rank 0):
+    the process group's backend and size, DeepSpeed's accelerator, and under ZeRO-3 how many
+    parameter elements this rank holds of the whole (about 1/world of them when partitioned)."""
+    import torch
+
+    facts: dict[str, Any] = {"rank": distributed_rank()[0], "world_size": 1, "backend": None}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        facts["world_size"] = torch.distributed.get_world_size()
+        facts["rank"] = torch.distributed.get_rank()
+        facts["backend"] = str(torch.distributed.get_backend())
+    try:
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        zero3 = bool(is_deepspeed_zero3_enabled())
+    except ImportError:
+        zero3 = False
+    facts["zero3"] = zero3
+    if zero3:
+        from deepspeed.accelerator import get_accelerator
+
+        facts["accelerator"] = get_accelerator().device_name()
+        local = total = 0
+        for param in model.parameters():
+            if hasattr(param, "ds_tensor"):
+                local += param.ds_tensor.numel()
+                total += param.ds_numel
+        facts["zero3_local_numel"], facts["zero3_total_numel"] = local, total
+    return facts
+
+
+def _training_args(config: JobConfig, out: Path, *, has_eval: bool,
+                   configured_state: bool = False) -> Any:
     import torch
 
     t = config.train
@@ -354,6 +432,8 @@ def _training_args(config: JobConfig, out: Path, *, has_eval: bool) -> Any:
         "dataloader_num_workers": 0,
         "deepspeed": _deepspeed_file(config, out),
     }
+    if configured_state:
+        common["accelerator_config"] = {"use_configured_state": True}
     if config.method == "sft":
         from trl import SFTConfig
 
