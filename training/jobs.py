@@ -24,6 +24,15 @@ def training_job_resume_execute(job_id: str) -> str:
     return training_job_resume_run(job_id=job_id).status
 
 
+def training_auto_check_job(tenant_id: int) -> str | None:
+    """A tenant's automatic-training check after feedback (queue `default`, debounced per
+    tenant). Returns the id of the job it queued, or None."""
+    from training.services.auto import training_auto_check_run
+
+    job = training_auto_check_run(tenant_id=tenant_id)
+    return job.id if job is not None else None
+
+
 def training_job_on_failure(rq_job, connection, exc_type, exc_value, tb) -> None:
     """RQ's on_failure callback: the runner itself crashed (or hit the RQ timeout). The job says
     so in one line with the traceback's tail, and any trainer left running is stopped."""

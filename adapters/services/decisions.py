@@ -16,8 +16,8 @@ When: after each feedback row (adapters.receivers, on commit) `online_decisions_
 queues one check per tenant on the `default` RQ queue, debounced: a Redis key per tenant
 (SET NX, `DECISION_CHECK_DEBOUNCE_SECONDS`) lets only one check wait in the queue; the job
 deletes the key before it reads anything, so feedback committed while it runs queues the next
-check and every row is seen by a check that started after it. Tenants with neither setting on
-cost one query and queue nothing. The request path never runs the statistics.
+check and every row is seen by a check that started after it (`tenants.debounce`). Tenants with
+neither setting on cost one query and queue nothing. The request path never runs the statistics.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.db.models import Q
 
 from adapters.metrics import rollback_check
-from adapters.models import AdapterVersion, parse_version_label
+from adapters.models import AdapterSettings, AdapterVersion, parse_version_label
 from adapters.selectors import adapter_settings_get
 from adapters.services.ab import adapter_ab_test_auto_promote
 from adapters.services.versions import SYSTEM_ACTOR, adapter_version_activate
+from tenants.debounce import debounce_release, tenant_check_enqueue_debounced
 from tenants.models import Tenant
 from tenants.services import audit_log_record
 
@@ -100,51 +102,26 @@ def adapter_online_decisions_check(*, tenant_id: int) -> dict:
 
 
 def _decisions_wanted(tenant_id: int) -> bool:
-    row = adapter_settings_get(tenant=Tenant.objects.get(pk=tenant_id))
-    return bool(row.auto_promote_ab_winner or row.auto_rollback)
+    """One indexed query: no settings row means the defaults, both off."""
+    return AdapterSettings.objects.filter(tenant_id=tenant_id).filter(
+        Q(auto_promote_ab_winner=True) | Q(auto_rollback=True)).exists()
 
 
 def online_decisions_check_enqueue(*, tenant_id: int) -> bool:
-    """Queue the tenant's decision check (debounced, see the module docstring). Returns True
-    when a check was queued now, False when none is wanted or one is already waiting.
-
-    The key holds the waiting job's id; a key whose job is no longer waiting (it ran, failed or
-    was lost with its queue) is stale and replaced."""
-    import uuid
-
-    import django_rq
+    """Queue the tenant's decision check (debounced, see the module docstring and
+    `tenants.debounce`). Returns True when a check was queued now, False when none is wanted or
+    one is already waiting."""
     from django.conf import settings
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job
 
     if not _decisions_wanted(tenant_id):
         return False
-    queue = django_rq.get_queue("default", commit_mode="auto")
-    connection = queue.connection
-    key = DECISION_CHECK_KEY.format(tenant_id=tenant_id)
-    ttl = int(getattr(settings, "DECISION_CHECK_DEBOUNCE_SECONDS", 60))
-    for _ in range(2):
-        job_id = f"decision-check-{tenant_id}-{uuid.uuid4().hex}"
-        if connection.set(key, job_id, nx=True, ex=ttl):
-            queue.enqueue(DECISION_CHECK_JOB, tenant_id, job_id=job_id, result_ttl=3600,
-                          failure_ttl=86400)
-            return True
-        waiting = connection.get(key)
-        try:
-            status = Job.fetch(waiting.decode(), connection=connection).get_status() \
-                if waiting else None
-        except NoSuchJobError:
-            status = None
-        if status in ("queued", "deferred", "scheduled"):
-            return False  # a check is already waiting; it will see this row
-        connection.delete(key)
-    return False
+    return tenant_check_enqueue_debounced(
+        key=DECISION_CHECK_KEY.format(tenant_id=tenant_id), func=DECISION_CHECK_JOB,
+        tenant_id=tenant_id, job_id_prefix="decision-check",
+        ttl=int(getattr(settings, "DECISION_CHECK_DEBOUNCE_SECONDS", 60)))
 
 
 def online_decisions_check_run(*, tenant_id: int) -> dict:
     """The queued check: release the debounce key, then decide (RQ entry in adapters.jobs)."""
-    import django_rq
-
-    connection = django_rq.get_queue("default").connection
-    connection.delete(DECISION_CHECK_KEY.format(tenant_id=tenant_id))
+    debounce_release(key=DECISION_CHECK_KEY.format(tenant_id=tenant_id))
     return adapter_online_decisions_check(tenant_id=tenant_id)

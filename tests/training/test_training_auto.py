@@ -6,8 +6,16 @@ from __future__ import annotations
 from tests.training.conftest import (
     add_corrections,
     corrections,
+    run_worker_burst,
 )
 from training.models import TrainingJob
+
+
+def _waiting_checks() -> list[str]:
+    import django_rq
+
+    return [job_id for job_id in django_rq.get_queue("default").job_ids
+            if job_id.startswith("auto-training-check-")]
 
 
 def test_automatic_training_queues_a_job_once_enough_new_feedback_arrived(
@@ -18,9 +26,15 @@ def test_automatic_training_queues_a_job_once_enough_new_feedback_arrived(
         "auto_training": {"enabled": True, "method": "sft", "min_new_feedback": 50}})
     with django_capture_on_commit_callbacks(execute=True):
         add_corrections(owner, corrections(49))
+    # The check left the request: one debounced check waits on the default queue for 49 rows.
+    assert not TrainingJob.objects.exists()
+    assert len(_waiting_checks()) == 1
+    run_worker_burst(("default",))
     assert not TrainingJob.objects.exists()  # not ready (49 corrections < 50)
     with django_capture_on_commit_callbacks(execute=True):
         add_corrections(owner, corrections(1, offset=49), prefix="late")
+    assert not TrainingJob.objects.exists()
+    run_worker_burst(("default",))
     job = TrainingJob.objects.get()
     assert job.triggered_by == "auto" and job.status == "queued"
     created = job.events.get(type="created")
@@ -32,11 +46,12 @@ def test_automatic_training_queues_a_job_once_enough_new_feedback_arrived(
     # One at a time, and only with enough *new* feedback since the last job.
     with django_capture_on_commit_callbacks(execute=True):
         add_corrections(owner, corrections(3, offset=200), prefix="more")
+    run_worker_burst(("default",))
     assert TrainingJob.objects.count() == 1
 
 
 def test_automatic_training_respects_the_quota_and_the_switch(
-        make_tenant, django_capture_on_commit_callbacks):
+        make_tenant, django_capture_on_commit_callbacks, rq_connection):
     from training.services.settings import training_settings_update
 
     off = make_tenant("off")
@@ -47,6 +62,8 @@ def test_automatic_training_respects_the_quota_and_the_switch(
         "auto_training": {"enabled": True, "min_new_feedback": 1}})
     with django_capture_on_commit_callbacks(execute=True):
         add_corrections(free, corrections(50))
+    assert [job_id.split("-")[3] for job_id in _waiting_checks()] == [str(free.tenant.pk)]
+    run_worker_burst(("default",))
     assert not TrainingJob.objects.exists()
 
 

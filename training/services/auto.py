@@ -1,6 +1,13 @@
 """Automatic training (the seed's "Feedback-Driven Learning"): a job queued by itself when the
 tenant's `auto_training` setting asks for it, checked after each feedback write and by the
-periodic reconciler loop."""
+periodic reconciler loop.
+
+After a feedback write the check does not run in the request: on commit, a tenant with automatic
+training on queues `training.jobs.training_auto_check_job` on the `default` RQ queue, debounced
+per tenant (`tenants.debounce`: one check waits at a time, `AUTO_TRAINING_CHECK_DEBOUNCE_SECONDS`;
+the job releases the key before it reads, so every row is seen by a check that started after
+it). The request pays one settings query, and a Redis SET for tenants that turned it on.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import logging
 
 from django.db import IntegrityError, transaction
 
+from tenants.debounce import debounce_release, tenant_check_enqueue_debounced
 from tenants.errors import DomainError
 from tenants.models import Tenant
 from training import pricing
@@ -18,12 +26,16 @@ from training.services.params import JobRequest
 
 logger = logging.getLogger(__name__)
 
+AUTO_TRAINING_CHECK_KEY = "synapsex:training:auto-check:{tenant_id}"
+AUTO_TRAINING_CHECK_JOB = "training.jobs.training_auto_check_job"
+
+
 def training_auto_check(*, tenant_id: int) -> TrainingJob | None:
     """Queue a job by itself when the tenant's `auto_training` asks for it (the seed's
     "Feedback-Driven Learning"): enabled, enough new usable feedback since the tenant's last
     job (`min_new_feedback`), ready for training, and a quota slot free. Returns the job or None.
-    The event log of the job says `triggered_by=auto`. Runs after each feedback write (on commit)
-    and from `reconcile_training_jobs --loop`.
+    The event log of the job says `triggered_by=auto`. Runs in the debounced RQ job queued after
+    feedback writes (`training_auto_check_enqueue`) and from `reconcile_training_jobs --loop`.
     """
     from feedback.models import Feedback
 
@@ -81,18 +93,36 @@ def training_auto_check_all() -> list[str]:
 
 
 def feedback_saved_auto_train(sender, instance, created=False, raw=False, **kwargs):
-    """post_save receiver on feedback.Feedback (connected in TrainingConfig.ready)."""
+    """post_save receiver on feedback.Feedback (connected in TrainingConfig.ready): queue the
+    tenant's check once the row is committed (nothing runs inside the feedback's transaction)."""
     if raw or not created:
         return
     tenant_id = instance.tenant_id
+
+    def enqueue():
+        try:
+            training_auto_check_enqueue(tenant_id=tenant_id)
+        except Exception:  # noqa: BLE001 - the feedback is stored; the next one queues again
+            logger.exception("Could not queue the auto-training check of tenant %s", tenant_id)
+
+    transaction.on_commit(enqueue)
+
+
+def training_auto_check_enqueue(*, tenant_id: int) -> bool:
+    """Queue the tenant's auto-training check (debounced) when it turned automatic training on.
+    True when a check was queued now."""
+    from django.conf import settings
+
     if not TrainingSettings.objects.filter(tenant_id=tenant_id,
                                            auto_training_enabled=True).exists():
-        return
+        return False
+    return tenant_check_enqueue_debounced(
+        key=AUTO_TRAINING_CHECK_KEY.format(tenant_id=tenant_id), func=AUTO_TRAINING_CHECK_JOB,
+        tenant_id=tenant_id, job_id_prefix="auto-training-check",
+        ttl=int(getattr(settings, "AUTO_TRAINING_CHECK_DEBOUNCE_SECONDS", 60)))
 
-    def check():
-        try:
-            training_auto_check(tenant_id=tenant_id)
-        except Exception:  # noqa: BLE001 - the feedback is stored; the next one checks again
-            logger.exception("Auto-training check failed for tenant %s", tenant_id)
 
-    transaction.on_commit(check)
+def training_auto_check_run(*, tenant_id: int) -> TrainingJob | None:
+    """The queued check: release the debounce key, then check (RQ entry in training.jobs)."""
+    debounce_release(key=AUTO_TRAINING_CHECK_KEY.format(tenant_id=tenant_id))
+    return training_auto_check(tenant_id=tenant_id)

@@ -1,0 +1,48 @@
+"""Debounced per-tenant RQ checks: at most one waiting job per tenant and check.
+
+Checks that follow every feedback row (automatic training, A/B auto-promotion, auto-rollback)
+must not run in the request, nor run once per row. A Redis key per tenant and check (SET NX,
+with a time to live) holds the id of the job waiting in the queue; while it waits, later rows
+queue nothing, because that job will see them. The job deletes the key (`debounce_release`)
+before it reads anything, so rows committed while it runs queue the next check and every row is
+seen by a check that started after it. A key whose job is no longer waiting (it ran, failed, or
+was lost with its queue) is stale and replaced.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+
+def tenant_check_enqueue_debounced(*, key: str, func: str, tenant_id: int, ttl: int,
+                                   job_id_prefix: str, queue_name: str = "default") -> bool:
+    """Queue `func(tenant_id)` (job id `<job_id_prefix>-<tenant>-<hex>`) unless a job for this
+    key is already waiting. True when one was queued now."""
+    import django_rq
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    queue = django_rq.get_queue(queue_name, commit_mode="auto")
+    connection = queue.connection
+    for _ in range(2):
+        job_id = f"{job_id_prefix}-{tenant_id}-{uuid.uuid4().hex}"
+        if connection.set(key, job_id, nx=True, ex=ttl):
+            queue.enqueue(func, tenant_id, job_id=job_id, result_ttl=3600, failure_ttl=86400)
+            return True
+        waiting = connection.get(key)
+        try:
+            status = Job.fetch(waiting.decode(), connection=connection).get_status() \
+                if waiting else None
+        except NoSuchJobError:
+            status = None
+        if status in ("queued", "deferred", "scheduled"):
+            return False  # a check is already waiting; it will see this row
+        connection.delete(key)
+    return False
+
+
+def debounce_release(*, key: str, queue_name: str = "default") -> None:
+    """Called first by the queued job: rows committed from now on queue the next check."""
+    import django_rq
+
+    django_rq.get_queue(queue_name).connection.delete(key)
