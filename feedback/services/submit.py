@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Q
 
 from feedback.models import Conversation, Feedback, Message
 from feedback.pii import pii_is_hold, pii_redact
@@ -19,7 +20,6 @@ from feedback.services.counters import (
     feedback_contribution,
     feedback_refresh,
     feedback_write_lock,
-    reported_message_ids,
 )
 from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
@@ -69,23 +69,28 @@ def _feedback_target(tenant: Tenant, *, conversation_id: str, message_id: str,
 
 
 def _feedback_supersede(tenant: Tenant, *, conversation_id: str, message_id: str, type: str,
-                        user_id: str, delta: Counter) -> list[int]:
-    """Mark the user's earlier latest feedback of the same family as superseded; their ids."""
-    superseded: list[int] = []
-    if not user_id:
-        return superseded
+                        user_id: str, delta: Counter) -> tuple[list[int], bool]:
+    """Mark the user's earlier latest feedback of the same family as superseded. Returns their
+    ids and whether the message is reported (a latest report on it, this user's included: a
+    report only ever supersedes a report). One query finds both."""
     family = [t for t, f in FEEDBACK_FAMILIES.items() if f == FEEDBACK_FAMILIES[type]]
-    earlier = Feedback.objects.filter(
-        tenant=tenant, message_external_id=message_id, user_id=user_id,
-        conversation_external_id=conversation_id, type__in=family, is_latest=True)
-    for row in earlier:
+    mine = Q(user_id=user_id, conversation_external_id=conversation_id,
+             type__in=family) if user_id else Q(pk__in=[])
+    rows = list(Feedback.objects.filter(tenant=tenant, message_external_id=message_id,
+                                        is_latest=True).filter(mine | Q(type=Feedback.REPORT)))
+    reported = any(row.type == Feedback.REPORT for row in rows)
+    superseded: list[int] = []
+    for row in rows:
+        if not (user_id and row.user_id == user_id
+                and row.conversation_external_id == conversation_id and row.type in family):
+            continue
         delta.subtract(feedback_contribution(row))
         row.is_latest = False
         row.excluded_reason = Feedback.EXCLUDED_SUPERSEDED
         delta.update(feedback_contribution(row))
         row.save(update_fields=["is_latest", "excluded_reason"])
         superseded.append(row.pk)
-    return superseded
+    return superseded, reported
 
 
 @transaction.atomic
@@ -107,9 +112,9 @@ def feedback_submit(*, tenant: Tenant, conversation_id: str, message_id: str, ty
     redacted, pii = pii_redact(correction) if correction else ("", {})
     user_id = str(metadata.get("user_id") or "")[:200]
     delta: Counter = Counter()
-    superseded = _feedback_supersede(tenant, conversation_id=conversation_id,
-                                     message_id=message_id, type=type, user_id=user_id,
-                                     delta=delta)
+    superseded, reported = _feedback_supersede(tenant, conversation_id=conversation_id,
+                                               message_id=message_id, type=type,
+                                               user_id=user_id, delta=delta)
     row = Feedback(
         tenant=tenant, conversation=conversation, message=message,
         conversation_external_id=conversation_id, message_external_id=message_id,
@@ -118,11 +123,12 @@ def feedback_submit(*, tenant: Tenant, conversation_id: str, message_id: str, ty
         pii_hold=type == Feedback.CORRECTION and pii_is_hold(redacted, pii),
     )
     row.excluded_reason = excluded_reason(
-        row, reported=reported_message_ids(tenant, [message_id]) | (
-            {message_id} if type == Feedback.REPORT else set()))
+        row, reported={message_id} if reported or type == Feedback.REPORT else set())
     row.save()
     delta.update(feedback_contribution(row))
-    if type == Feedback.REPORT or superseded:
+    # Only a report changes why the other feedback on the message is excluded; a superseded
+    # row was handled above and changes nothing for the others.
+    if type == Feedback.REPORT:
         feedback_refresh(tenant, [message_id], delta)
         row.refresh_from_db(fields=["excluded_reason"])
     counters_apply(tenant, delta, newest_feedback_id=row.pk)
