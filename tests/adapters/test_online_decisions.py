@@ -9,11 +9,7 @@ conversation."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -23,42 +19,10 @@ from feedback.services import conversation_log_turns, feedback_submit
 from tenants.models import AuditLogEntry
 from tests.factories import adapter_version
 from tests.training.conftest import run_worker_burst
+from tests.webhook_receiver import WebhookReceiver, signature_valid
 
 ALPHA = 0.05
 MIN_CONVERSATIONS = 20
-
-
-class Receiver:
-    """A loopback webhook receiver that records every POST."""
-
-    def __init__(self):
-        self.calls: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.calls.append({"headers": dict(self.headers), "body": body})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _signed(secret: str, call: dict) -> bool:
-    timestamp = call["headers"]["X-SynapseX-Timestamp"]
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + call["body"],
-                        hashlib.sha256).hexdigest()
-    return hmac.compare_digest(call["headers"]["X-SynapseX-Signature"], f"sha256={expected}")
 
 
 def _serve(tenant, version, n, prefix, *, answers=1):
@@ -113,7 +77,7 @@ def test_a_version_that_does_significantly_worse_is_rolled_back_by_itself(
 
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     ctx, other = make_tenant("shop"), make_tenant("other-shop")
-    receiver, other_receiver = Receiver(), Receiver()
+    receiver, other_receiver = WebhookReceiver(), WebhookReceiver()
     try:
         secret = _register_webhook(ctx, receiver.url, events=["adapter.auto_rolled_back"])
         _register_webhook(other, other_receiver.url)
@@ -161,7 +125,7 @@ def test_a_version_that_does_significantly_worse_is_rolled_back_by_itself(
 
         [call] = receiver.calls
         assert call["headers"]["X-SynapseX-Event"] == "adapter.auto_rolled_back"
-        assert _signed(secret, call)
+        assert signature_valid(secret, call)
         payload = json.loads(call["body"])
         assert payload["event"] == "adapter.auto_rolled_back" and payload["tenant"] == "shop"
         assert payload["data"]["active"]["bad"] == expected
@@ -186,7 +150,7 @@ def test_the_ab_winner_is_promoted_at_the_first_significant_look(make_tenant, rq
                                                                   settings):
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     ctx = make_tenant("shop")
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     try:
         secret = _register_webhook(ctx, receiver.url)  # no filter: every event
         v1 = adapter_version(ctx.tenant, 1, active=True)
@@ -219,7 +183,7 @@ def test_the_ab_winner_is_promoted_at_the_first_significant_look(make_tenant, rq
 
         events = [c["headers"]["X-SynapseX-Event"] for c in receiver.calls]
         assert events == ["adapter.ab_promoted"]
-        assert _signed(secret, receiver.calls[0])
+        assert signature_valid(secret, receiver.calls[0])
         data = json.loads(receiver.calls[0]["body"])["data"]
         assert data["version"] == "v2" and data["comparison"][0]["bad_b"] == expected
         shown = ctx.client.get(ctx.url("lora/metrics")).json()["decisions"]

@@ -9,16 +9,13 @@ One trained job is reused for every assertion (training is the expensive part)."
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.training.conftest import add_corrections, run_worker_burst
+from tests.webhook_receiver import WebhookReceiver, signature_valid
 
 # Ten policies, six phrasings each: the corrections teach the tenant's answers, and held-out
 # phrasings of a known policy are predictable (so eval loss falls with training, as it would for
@@ -46,40 +43,6 @@ def correction_set() -> list[tuple[str, str, str]]:
             for topic, answer in TOPICS for p in PHRASINGS]
 
 
-class Receiver:
-    """A loopback webhook receiver; `fail_first` answers 500 that many times."""
-
-    def __init__(self, fail_first: int = 0):
-        self.calls: list[dict] = []
-        self.fail_first = fail_first
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.calls.append({"headers": dict(self.headers), "body": body})
-                failing = len(outer.calls) <= outer.fail_first
-                self.send_response(500 if failing else 200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-
-
-def _verify(secret: str, call: dict) -> bool:
-    timestamp = call["headers"]["X-SynapseX-Timestamp"]
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + call["body"],
-                        hashlib.sha256).hexdigest()
-    return hmac.compare_digest(call["headers"]["X-SynapseX-Signature"], f"sha256={expected}")
-
-
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_connection,
                                                              training_paths, base_model,
@@ -92,7 +55,7 @@ def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_co
 
     ctx = make_tenant("shop", plan="pro")
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]  # the loopback receivers below
-    good, flaky = Receiver(), Receiver(fail_first=1)
+    good, flaky = WebhookReceiver(), WebhookReceiver(fail_first=1)
     try:
         for receiver in (good, flaky):
             response = ctx.client.post(ctx.url("webhooks"), {"url": receiver.url}, format="json")
@@ -174,7 +137,7 @@ def test_it_trains_an_sft_adapter_from_corrections_end_to_end(make_tenant, rq_co
         received = [json.loads(c["body"])["event"] for c in good.calls]
         assert sorted(received) == sorted(["training.job.queued", "training.job.running",
                                            "training.job.completed"])
-        assert all(_verify(secret, call) for call in good.calls)
+        assert all(signature_valid(secret, call) for call in good.calls)
         # The completed webhook waited for the new version's evaluation and carries it.
         completed = next(json.loads(c["body"]) for c in good.calls
                          if json.loads(c["body"])["event"] == "training.job.completed")

@@ -9,12 +9,10 @@ servers on 127.0.0.1, reachable only because the tests that expect delivery allo
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from tests.security.helpers import assert_envelope
+from tests.webhook_receiver import WebhookReceiver
 
 REFUSED_URLS = [
     "http://localhost/hook",                      # a name, resolved to 127.0.0.1
@@ -37,40 +35,9 @@ REFUSED_URLS = [
 ]
 
 
-class Receiver:
-    """A loopback HTTP server recording calls; `redirect_to` makes it answer 307 there."""
-
-    def __init__(self, redirect_to: str = ""):
-        self.calls: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.calls.append({"headers": dict(self.headers), "body": body,
-                                    "path": self.path})
-                if redirect_to:
-                    self.send_response(307)
-                    self.send_header("Location", redirect_to)
-                else:
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_port
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    server = Receiver()
+    server = WebhookReceiver()
     yield server
     server.close()
 
@@ -163,7 +130,7 @@ def test_redirects_are_not_followed(owner, receiver, settings):
 
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.WEBHOOK_RETRY_INTERVALS = []
-    redirector = Receiver(redirect_to=f"http://127.0.0.1:{receiver.port}/stolen")
+    redirector = WebhookReceiver(redirect_to=f"http://127.0.0.1:{receiver.port}/stolen")
     try:
         delivery = _delivery(owner.tenant, f"http://127.0.0.1:{redirector.port}/hook")
         with pytest.raises(WebhookDeliveryError):
@@ -246,7 +213,7 @@ def test_https_is_pinned_to_the_checked_address_and_still_verifies_the_host_name
 
     cert, key = _self_signed(tmp_path, "localhost")
     monkeypatch.setattr(certifi, "where", lambda: str(cert))
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
