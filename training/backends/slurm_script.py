@@ -210,14 +210,48 @@ def trainer_argv(config: SlurmConfig, job_dir: str, *, resume: bool) -> list[str
 
 def render_batch_script(config: SlurmConfig, job_id: str, *, resume: bool = False,
                         attempt: int = 1) -> str:
-    """The batch script of one attempt of a job. Deterministic (a reviewed fixture pins it).
+    """The batch script of one attempt of a job. Deterministic (a reviewed fixture pins it)."""
+    attempt = int(attempt)
+    title = (f"# SynapseX training job {job_id}, attempt {attempt}"
+             + (" (resumes from the last checkpoint)" if resume else "")
+             + ". Rendered by training/backends/slurm_script.py.")
+    job_dir = config.job_dir(job_id)
+    return _render(config, job_id, title=title, attempt=attempt,
+                   task_argv=trainer_argv(config, job_dir, resume=resume))
 
-    Long on purpose: it writes the script top to bottom, so it reads in the order of the
-    reviewed fixture it must match.
-    """
+
+PROBE_BATCH_LINES = (
+    'echo "== batch step on $(hostname): job $SLURM_JOB_ID, $SLURM_NNODES node(s), '
+    '$SLURM_NTASKS task(s), nodes $SLURM_JOB_NODELIST"',
+    "(command -v module >/dev/null && module list) 2>&1 || true",
+    "command -v singularity >/dev/null && singularity --version || echo 'no singularity on PATH'",
+    "command -v rocm-smi >/dev/null && rocm-smi --showproductname || echo 'no rocm-smi on PATH'",
+)
+
+
+def render_probe_script(config: SlurmConfig, probe_id: str, *, time_limit: str = "00:10:00",
+                        size_mb: float | None = None) -> str:
+    """A dry-run job from the same template as a training job: the same #SBATCH lines (but a
+    short time limit), modules, environment, srun, CPU masks and container, with
+    `python -m training.trainer.probe` as each task instead of the trainer (see its module
+    docstring), after a few batch-step lines that print the module list, singularity's version
+    and rocm-smi. Stage <job dir>/code/ like a job's before submitting it."""
+    config = config.with_(time_limit=time_limit)
+    argv = [config.remote_python, "-m", "training.trainer.probe"]
+    if size_mb is not None:
+        argv += ["--size-mb", f"{float(size_mb):g}"]
+    title = (f"# SynapseX dry run {probe_id}: prints each rank's environment and times an "
+             "all_reduce. Rendered by training/backends/slurm_script.py.")
+    return _render(config, probe_id, title=title, attempt=0, task_argv=argv,
+                   batch_lines=PROBE_BATCH_LINES)
+
+
+def _render(config: SlurmConfig, job_id: str, *, title: str, attempt: int,
+            task_argv: list[str], batch_lines: tuple[str, ...] = ()) -> str:
+    """Long on purpose: it writes the script top to bottom, so it reads in the order of the
+    reviewed fixture it must match."""
     job_id = checked_job_id(job_id)
     config = config.validated()
-    attempt = int(attempt)
     job_dir = config.job_dir(job_id)
     q = shlex.quote
     lines = ["#!/bin/bash"]
@@ -242,9 +276,7 @@ def render_batch_script(config: SlurmConfig, job_id: str, *, resume: bool = Fals
             raise SlurmConfigError(f"whitespace in #SBATCH {directive!r}")
         lines.append(f"#SBATCH {directive}")
     lines += [
-        f"# SynapseX training job {job_id}, attempt {attempt}"
-        + (" (resumes from the last checkpoint)" if resume else "")
-        + ". Rendered by training/backends/slurm_script.py.",
+        title,
         "set -eo pipefail",
         f"JOB_DIR={q(job_dir)}",
         'cd "$JOB_DIR"',
@@ -257,14 +289,17 @@ def render_batch_script(config: SlurmConfig, job_id: str, *, resume: bool = Fals
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         f"export SYNAPSEX_JOB_ID={q(job_id)} SYNAPSEX_ATTEMPT={attempt}",
     ]
-    trainer = shlex.join(trainer_argv(config, job_dir, resume=resume))
+    lines += list(batch_lines)
+    trainer = shlex.join(task_argv)
     if config.launcher == "plain":
         lines.append(f"exec {trainer}")
         return "\n".join(lines) + "\n"
 
     lines += [
         'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
-        'export MASTER_PORT="1${SLURM_JOB_ID:0-4}"',
+        # LUMI's "1${SLURM_JOB_ID:0-4}" (1 + the id's last 4 digits), but also for ids under
+        # 1000, where the substring is empty and the port would be 1 (a fresh cluster's ids).
+        'export MASTER_PORT="$((10000 + SLURM_JOB_ID % 10000))"',
         'export WORLD_SIZE="$SLURM_NPROCS"',
     ]
     srun = "srun"
@@ -283,7 +318,11 @@ def render_batch_script(config: SlurmConfig, job_id: str, *, resume: bool = Fals
 
 
 def render_deepspeed_json(config: SlurmConfig) -> str | None:
-    """The DeepSpeed config for launchers that start one task per GPU; None for `plain`."""
-    if config.launcher == "plain" or not config.gpus_per_node:
+    """The DeepSpeed config for launchers that start ranks with srun: one task per GPU, or on a
+    CPU-only cluster more than one task (the local test of the LUMI launch: gloo on the CPU).
+    None for `plain`, and for a single CPU task."""
+    if config.launcher == "plain":
+        return None
+    if not config.gpus_per_node and config.nodes * config.ntasks_per_node < 2:
         return None
     return json.dumps(deepspeed_config(config.deepspeed_stage), indent=2) + "\n"
