@@ -29,3 +29,8 @@ class AdaptersConfig(AppConfig):
         tenant_settings_register_validator("lora_ab_test", lora_ab_test_validate)
         post_save.connect(receivers.feedback_saved_check_ab_winner, sender="feedback.Feedback",
                           dispatch_uid="adapters.feedback_saved_check_ab_winner")
+        # The feedback hook caches "decisions wanted?"; a settings save forgets it.
+        from adapters.services.decisions import adapter_settings_saved
+
+        post_save.connect(adapter_settings_saved, sender="adapters.AdapterSettings",
+                          dispatch_uid="adapters.settings_saved_forget")

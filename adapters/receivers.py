@@ -6,7 +6,8 @@
   on and a significant A/B winner, the winner is activated and the split disabled; with
   `auto_rollback` on and the active version significantly worse than the one before it, the
   previous version is activated again. The sequential test keeps these repeated looks valid.
-  The request pays one settings query (and a Redis SET for tenants that turned one on).
+  The request pays a cache read (the settings answer, `tenants.debounce`) and a Redis SET for
+  tenants that turned one on.
 * Training's questions (training.signals): the version a job continues from and the versions an
   erasure marks; connected here with @receiver when this module is imported in ready().
 * A version made by a job whose snapshot lost rows (erasure, dataset delete, revoked consent)

@@ -7,11 +7,21 @@ queue nothing, because that job will see them. The job deletes the key (`debounc
 before it reads anything, so rows committed while it runs queue the next check and every row is
 seen by a check that started after it. A key whose job is no longer waiting (it ran, failed, or
 was lost with its queue) is stale and replaced.
+
+Whether a tenant wants a check at all (its settings) is asked on every feedback row, so the
+answer is kept in the shared cache (`tenant_setting_cached`) and forgotten by a post_save
+receiver of the settings model (`tenant_setting_forget`: at once and again on commit, so a read
+racing the change cannot keep the old answer past the commit; the time to live bounds it for
+writes that bypass save()). A check that was queued anyway reads the settings again.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+
+# Bounds how long a settings change made without save() (a queryset update) goes unnoticed.
+SETTING_CACHE_SECONDS = 60
 
 
 def tenant_check_enqueue_debounced(*, key: str, func: str, tenant_id: int, ttl: int,
@@ -46,3 +56,24 @@ def debounce_release(*, key: str, queue_name: str = "default") -> None:
     import django_rq
 
     django_rq.get_queue(queue_name).connection.delete(key)
+
+
+def tenant_setting_cached(*, key: str, read: Callable[[], bool]) -> bool:
+    """`read()` (a settings query), answered from the shared cache while it holds the answer."""
+    from django.core.cache import cache
+
+    found = cache.get(key)
+    if found is not None:
+        return bool(found)
+    answer = bool(read())
+    cache.set(key, int(answer), SETTING_CACHE_SECONDS)
+    return answer
+
+
+def tenant_setting_forget(*, key: str) -> None:
+    """Forget a cached settings answer now and again once the caller's transaction commits."""
+    from django.core.cache import cache
+    from django.db import transaction
+
+    cache.delete(key)
+    transaction.on_commit(lambda: cache.delete(key))

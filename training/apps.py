@@ -16,6 +16,12 @@ class TrainingConfig(AppConfig):
 
         post_save.connect(feedback_saved_auto_train, sender=Feedback,
                           dispatch_uid="training.auto_train_on_feedback")
+        # The feedback hook caches "automatic training on?"; a settings save forgets it.
+        from training.models import TrainingSettings
+        from training.services.auto import training_settings_saved
+
+        post_save.connect(training_settings_saved, sender=TrainingSettings,
+                          dispatch_uid="training.settings_saved_forget")
 
         # Dataset deletes and revoked consent (feedback app) reach past snapshots and versions.
         from feedback.signals import feedback_data_withdrawing

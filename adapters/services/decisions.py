@@ -17,7 +17,8 @@ queues one check per tenant on the `default` RQ queue, debounced: a Redis key pe
 (SET NX, `DECISION_CHECK_DEBOUNCE_SECONDS`) lets only one check wait in the queue; the job
 deletes the key before it reads anything, so feedback committed while it runs queues the next
 check and every row is seen by a check that started after it (`tenants.debounce`). Tenants with
-neither setting on cost one query and queue nothing. The request path never runs the statistics.
+neither setting on cost a cache read (the settings answer, cached) and queue nothing. The
+request path never runs the statistics.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from adapters.models import AdapterSettings, AdapterVersion, parse_version_label
 from adapters.selectors import adapter_settings_get
 from adapters.services.ab import adapter_ab_test_auto_promote
 from adapters.services.versions import SYSTEM_ACTOR, adapter_version_activate
-from tenants.debounce import debounce_release, tenant_check_enqueue_debounced
+from tenants.debounce import (
+    debounce_release,
+    tenant_check_enqueue_debounced,
+    tenant_setting_cached,
+    tenant_setting_forget,
+)
 from tenants.models import Tenant
 from tenants.services import audit_log_record
 
@@ -41,6 +47,7 @@ logger = logging.getLogger(__name__)
 AUTO_ROLLBACK_REASON = "auto-rollback"
 DECISION_CHECK_KEY = "synapsex:adapters:decision-check:{tenant_id}"
 DECISION_CHECK_JOB = "adapters.jobs.online_decisions_check_job"
+DECISIONS_WANTED_KEY = "adapters:decisions-wanted:{tenant_id}"
 
 
 def rollback_summary(decision: dict) -> dict:
@@ -102,9 +109,18 @@ def adapter_online_decisions_check(*, tenant_id: int) -> dict:
 
 
 def _decisions_wanted(tenant_id: int) -> bool:
-    """One indexed query: no settings row means the defaults, both off."""
-    return AdapterSettings.objects.filter(tenant_id=tenant_id).filter(
-        Q(auto_promote_ab_winner=True) | Q(auto_rollback=True)).exists()
+    """One indexed query, cached (`tenants.debounce`): no settings row means the defaults, both
+    off."""
+    return tenant_setting_cached(
+        key=DECISIONS_WANTED_KEY.format(tenant_id=tenant_id),
+        read=lambda: AdapterSettings.objects.filter(tenant_id=tenant_id).filter(
+            Q(auto_promote_ab_winner=True) | Q(auto_rollback=True)).exists())
+
+
+def adapter_settings_saved(sender, instance, raw=False, **kwargs):
+    """post_save receiver on AdapterSettings (AdaptersConfig.ready): the cached answer of
+    "decisions wanted?" goes, now and once the change commits."""
+    tenant_setting_forget(key=DECISIONS_WANTED_KEY.format(tenant_id=instance.tenant_id))
 
 
 def online_decisions_check_enqueue(*, tenant_id: int) -> bool:

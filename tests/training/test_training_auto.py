@@ -85,3 +85,19 @@ def test_the_reconcile_command_reports_and_starts_due_automatic_jobs(owner, rq_c
     job = TrainingJob.objects.get()
     assert job.triggered_by == "auto"
     assert "auto_started=1" in out.getvalue() and job.id in out.getvalue()
+
+
+def test_the_next_feedback_row_sees_automatic_training_turned_on(
+        owner, django_capture_on_commit_callbacks, rq_connection):
+    """The feedback hook caches "automatic training on?" per tenant; saving the settings forgets
+    it, so the first row after the change queues the check."""
+    from training.services.settings import training_settings_update
+
+    with django_capture_on_commit_callbacks(execute=True):
+        add_corrections(owner, corrections(1))
+    assert _waiting_checks() == []  # off, and the answer is now cached
+    training_settings_update(tenant=owner.tenant, changes={
+        "auto_training": {"enabled": True, "min_new_feedback": 1}})
+    with django_capture_on_commit_callbacks(execute=True):
+        add_corrections(owner, corrections(1, offset=1), prefix="on")
+    assert len(_waiting_checks()) == 1

@@ -6,7 +6,8 @@ After a feedback write the check does not run in the request: on commit, a tenan
 training on queues `training.jobs.training_auto_check_job` on the `default` RQ queue, debounced
 per tenant (`tenants.debounce`: one check waits at a time, `AUTO_TRAINING_CHECK_DEBOUNCE_SECONDS`;
 the job releases the key before it reads, so every row is seen by a check that started after
-it). The request pays one settings query, and a Redis SET for tenants that turned it on.
+it). The request pays a cache read (whether the tenant turned it on: `TrainingSettings`, cached
+in the shared cache and forgotten whenever a row is saved), and a Redis SET for tenants that did.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import logging
 
 from django.db import IntegrityError, transaction
 
-from tenants.debounce import debounce_release, tenant_check_enqueue_debounced
+from tenants.debounce import (
+    debounce_release,
+    tenant_check_enqueue_debounced,
+    tenant_setting_cached,
+    tenant_setting_forget,
+)
 from tenants.errors import DomainError
 from tenants.models import Tenant
 from training import pricing
@@ -28,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 AUTO_TRAINING_CHECK_KEY = "synapsex:training:auto-check:{tenant_id}"
 AUTO_TRAINING_CHECK_JOB = "training.jobs.training_auto_check_job"
+AUTO_TRAINING_WANTED_KEY = "training:auto-training-wanted:{tenant_id}"
 
 
 def training_auto_check(*, tenant_id: int) -> TrainingJob | None:
@@ -113,8 +120,10 @@ def training_auto_check_enqueue(*, tenant_id: int) -> bool:
     True when a check was queued now."""
     from django.conf import settings
 
-    if not TrainingSettings.objects.filter(tenant_id=tenant_id,
-                                           auto_training_enabled=True).exists():
+    if not tenant_setting_cached(
+            key=AUTO_TRAINING_WANTED_KEY.format(tenant_id=tenant_id),
+            read=lambda: TrainingSettings.objects.filter(
+                tenant_id=tenant_id, auto_training_enabled=True).exists()):
         return False
     return tenant_check_enqueue_debounced(
         key=AUTO_TRAINING_CHECK_KEY.format(tenant_id=tenant_id), func=AUTO_TRAINING_CHECK_JOB,
@@ -126,3 +135,9 @@ def training_auto_check_run(*, tenant_id: int) -> TrainingJob | None:
     """The queued check: release the debounce key, then check (RQ entry in training.jobs)."""
     debounce_release(key=AUTO_TRAINING_CHECK_KEY.format(tenant_id=tenant_id))
     return training_auto_check(tenant_id=tenant_id)
+
+
+def training_settings_saved(sender, instance, raw=False, **kwargs):
+    """post_save receiver on TrainingSettings (TrainingConfig.ready): the cached answer of
+    "automatic training on?" goes, now and once the change commits."""
+    tenant_setting_forget(key=AUTO_TRAINING_WANTED_KEY.format(tenant_id=instance.tenant_id))
