@@ -5,8 +5,9 @@ feedback write adds its delta to one shard picked at random, at the end of its t
 (`counters_apply`), so the counts stay exact and the shard's row lock is held only from that
 update to the commit; the stats read sums the shards. Writes that must not interleave (a user's
 newer feedback superseding the earlier one, a report excluding the feedback on its message,
-logging a message linking the feedback that waited for it) lock what they touch, the tenant's
-message and conversation ids (`feedback_write_lock`), not the whole tenant. A row's
+logging a message linking the feedback that waited for it) lock what they touch, the message
+(its row once logged) and the tenant's message and conversation ids (`feedback_write_lock`),
+not the whole tenant. A row's
 `excluded_reason` says why it never reaches training ("" = usable); `feedback_refresh`
 recomputes it whenever something it depends on changes.
 """

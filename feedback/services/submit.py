@@ -44,9 +44,20 @@ class FeedbackSubmitResult:
 
 def _feedback_target(tenant: Tenant, *, conversation_id: str, message_id: str,
                      type: str) -> tuple[Message | None, Conversation | None]:
-    """The message the feedback is about (None when not logged yet) and its conversation."""
-    message = (Message.objects.select_related("conversation")
-               .filter(tenant=tenant, external_id=message_id).first())
+    """The message the feedback is about (None when not logged yet) and its conversation,
+    locked until the end of the transaction: feedback on one message is written one at a time
+    (a user's newer feedback supersedes the earlier one, a report excludes the others), while
+    writers on other messages of the tenant go on (issue 16).
+
+    A logged message is locked by its row (no extra round trip); an id not logged yet by the
+    advisory lock that logging it takes too (`feedback_write_lock`), after which it is looked
+    up again, since a log holding that lock may just have committed it."""
+    messages = (Message.objects.select_for_update(of=("self",), no_key=True)
+                .select_related("conversation").filter(tenant=tenant, external_id=message_id))
+    message = messages.first()
+    if message is None:
+        feedback_write_lock(tenant, message_ids=[message_id])
+        message = messages.first()
     if message is None:
         return None, Conversation.objects.filter(tenant=tenant,
                                                  external_id=conversation_id).first()
@@ -104,8 +115,6 @@ def feedback_submit(*, tenant: Tenant, conversation_id: str, message_id: str, ty
     A message id known under another conversation is a client error (409). Thumbs, ratings and
     corrections must refer to an assistant message; a report may refer to any message.
     """
-    # Writers on other messages of the tenant do not wait for this one (issue 16).
-    feedback_write_lock(tenant, message_ids=[message_id])
     metadata = metadata or {}
     message, conversation = _feedback_target(tenant, conversation_id=conversation_id,
                                              message_id=message_id, type=type)
