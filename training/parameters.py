@@ -68,6 +68,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("beta", "float", methods=(DPO, KTO), maximum=10.0, positive=True,
               help_text="DPO and KTO: how far the adapter may move from the base",
               in_form=True),
+    Parameter("replay_rows", "int", methods=(SFT,), minimum=0, maximum=1000,
+              label="Replay rows (SFT)",
+              help_text="How many of the model's own answers to general prompts train with the "
+                        "job, so that it keeps what it knew (0: none)"),
     Parameter("min_feedback_count", "int", methods=(SFT, KTO), minimum=1, maximum=10_000_000,
               label="Minimum feedback (SFT, KTO)", in_form=True),
     Parameter("min_preference_pairs", "int", methods=(DPO,), minimum=1, maximum=10_000_000,

@@ -17,7 +17,8 @@ from training.models import TrainingJob
     ("batch_size", 0), ("batch_size", 513), ("warmup_ratio", -0.1), ("warmup_ratio", 0.6),
     ("weight_decay", -0.01), ("weight_decay", 1.5), ("lora_r", "sixteen"), ("epochs", 2.5),
     ("preset", "turbo"), ("target_modules", "everything"), ("learning_rte", 1e-4),
-    ("lora_dropout", 1.0), ("min_feedback_count", 0),
+    ("lora_dropout", 1.0), ("min_feedback_count", 0), ("replay_rows", -1),
+    ("replay_rows", 1001),
 ])
 def test_it_refuses_bad_lora_parameters(ready, field, value):
     response = ready.client.post(ready.url("train/lora"), {**LORA_SMALL, field: value},
@@ -29,7 +30,8 @@ def test_it_refuses_bad_lora_parameters(ready, field, value):
 
 
 @pytest.mark.parametrize("field,value", [("beta", 0), ("beta", 10.5), ("beta", -1),
-                                         ("min_preference_pairs", 0), ("epochs", 1000)])
+                                         ("min_preference_pairs", 0), ("epochs", 1000),
+                                         ("replay_rows", 10)])
 def test_it_refuses_bad_dpo_parameters(ready, field, value):
     response = ready.client.post(ready.url("train/dpo"),
                                  {"min_preference_pairs": 5, field: value}, format="json")

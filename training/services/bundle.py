@@ -57,6 +57,8 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
     }
     if job.method in ("dpo", "kto"):
         train["beta"] = params["beta"]
+    if job.method == "sft" and params.get("replay_rows"):
+        train["replay_rows"] = params["replay_rows"]
     return {
         "job_id": job.id,
         "method": job.method,

@@ -131,6 +131,9 @@ class TrainSpec:
     log_every: int = 1
     max_grad_norm: float = 1.0
     keep_checkpoints: int = 2
+    # SFT: how many of the model's own answers to general prompts to mix in against forgetting
+    # (training.trainer.replay); 0 replays nothing.
+    replay_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -314,7 +317,11 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
             f"train.batch_size must be at least {KTO_MIN_BATCH_SIZE} for kto (its KL reference "
             "point pairs each prompt with another completion of the same batch)"
         )
+    replay_rows = _int("train.replay_rows", values["replay_rows"], minimum=0)
+    if replay_rows and method != "sft":
+        raise JobConfigError("train.replay_rows applies to sft only (replay is supervised)")
     return TrainSpec(
+        replay_rows=replay_rows,
         epochs=_number("train.epochs", values["epochs"], minimum=0, exclusive=True),
         learning_rate=_number(
             "train.learning_rate", values["learning_rate"], minimum=0, exclusive=True

@@ -139,6 +139,18 @@ def _run(
     if problem:
         raise DataError(f"the base model cannot be trained on chats: {problem}")
 
+    if config.method == "sft" and config.train.replay_rows:
+        # Before the Trainer's arguments: the answers come from a plain copy of the model as it
+        # is before the job, never from the one ZeRO-3 partitions as it loads.
+        from training.trainer.replay import replay_generate
+
+        replayed, note = replay_generate(
+            base=config.base_model.name_or_path, revision=config.base_model.revision,
+            init_adapter=config.init_adapter, rows=config.train.replay_rows,
+            seed=config.train.seed)
+        train_data.records.extend(replayed)
+        train_data.notes.append(note)
+
     # The Trainer's arguments come before the model: under ZeRO-3 they register the DeepSpeed
     # config so from_pretrained can partition the weights as it loads them.
     checkpoints = out / "checkpoints"

@@ -1,0 +1,123 @@
+"""Replay against forgetting: the model's own answers to general prompts, trained with the job.
+
+A LoRA job on a tenant's corrections of invented or domain facts makes a small base answer real
+questions of the same shape with the new names ("The capital of Norway is Petrakand"): measured
+on SmolLM2-135M-Instruct it kept only 36 of the 57 general questions it answered right (README,
+"Defaults on a real base"). Replaying what the model itself answers to other general prompts
+(self-distillation: its own greedy answers, right or wrong, so only the tenant's rows change
+what it says) keeps those answers in place while the corrections are learned.
+
+The prompts ship with the trainer (`assets/replay_prompts.jsonl`); they share no question with
+the platform's evaluation sets (`adapters/assets/general_knowledge.jsonl` and
+`assets/base_knowledge.jsonl`), so what replay keeps is measured on questions it never saw. The
+answers are generated at the start of the job by the model being trained, as it is before the
+job (the base, or the base with the adapter the job continues from), greedily and as served.
+An answer that does not finish within `max_new_tokens` is left out (training a cut answer
+followed by the end-of-turn marker would teach the model to stop mid-sentence).
+
+No Django here; the same code runs in the local worker and on the cluster. Generation uses its
+own copy of the model, loaded before the Trainer's arguments register any DeepSpeed config, so
+ZeRO-3's partitioned loading of the model that trains is not involved.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+REPLAY_PROMPTS = Path(__file__).resolve().parent / "assets" / "replay_prompts.jsonl"
+MAX_NEW_TOKENS = 96
+BATCH = 16
+
+
+def replay_prompts(path: str | Path | None = None) -> list[str]:
+    """The replay prompts: one JSON object per line with a `prompt` string."""
+    lines = Path(path or REPLAY_PROMPTS).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["prompt"] for line in lines if line.strip()]
+
+
+def replay_pick(prompts: list[str], *, rows: int, seed: int) -> list[str]:
+    """`rows` prompts, a seeded sample when fewer than all are asked (the same job, the same
+    sample)."""
+    if rows >= len(prompts):
+        return list(prompts)
+    return random.Random(seed).sample(prompts, rows)
+
+
+def replay_records(model: Any, tokenizer: Any, prompts: list[str], *,
+                   max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[dict[str, Any]], int]:
+    """SFT records of the model's own finished greedy answers to `prompts`, and how many prompts
+    were left out because their answer did not finish."""
+    import torch
+
+    from training.trainer.generation import (
+        end_of_turn_strings,
+        generation_kwargs,
+        reply_clean,
+        stop_token_ids,
+    )
+
+    kwargs = generation_kwargs(model, tokenizer, max_new_tokens=max_new_tokens)
+    ends = end_of_turn_strings(tokenizer, kwargs["generation_config"])
+    stops = set(stop_token_ids(kwargs))
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    records: list[dict[str, Any]] = []
+    unfinished = 0
+    try:
+        for start in range(0, len(prompts), BATCH):
+            chunk = prompts[start:start + BATCH]
+            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                                                   tokenize=False, add_generation_prompt=True)
+                     for p in chunk]
+            encoded = tokenizer(texts, return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(device)
+            with torch.no_grad():
+                generated = model.generate(**encoded, **kwargs)
+            rows = generated[:, encoded["input_ids"].shape[1]:]
+            for index, (prompt, row) in enumerate(zip(chunk, rows, strict=True), start=start):
+                answer = reply_clean(tokenizer.decode(row, skip_special_tokens=False), ends)
+                if not stops & set(row.tolist()) or not answer:
+                    unfinished += 1
+                    continue
+                records.append({
+                    "id": f"replay-{index}",
+                    "messages": [{"role": "user", "content": prompt},
+                                 {"role": "assistant", "content": answer}],
+                })
+    finally:
+        tokenizer.padding_side = side
+    return records, unfinished
+
+
+def replay_generate(*, base: str, revision: str | None, init_adapter: str | None, rows: int,
+                    seed: int, prompts_path: str | Path | None = None) -> tuple[list[dict], str]:
+    """Load the model as it is before the job, answer `rows` replay prompts, free the model.
+
+    Returns the SFT records and a note for the job's events ("replayed 97 of the model's own
+    answers ...").
+    """
+    import gc
+
+    import torch
+
+    from training.trainer.modeling import load_model_and_tokenizer
+
+    device = "cuda" if torch.cuda.is_available() else None
+    dtype = torch.bfloat16 if device and torch.cuda.is_bf16_supported() else None
+    model, tokenizer = load_model_and_tokenizer(base, init_adapter, revision=revision,
+                                                dtype=dtype, device=device)
+    try:
+        picked = replay_pick(replay_prompts(prompts_path), rows=rows, seed=seed)
+        records, unfinished = replay_records(model, tokenizer, picked)
+    finally:
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    note = (f"replayed {len(records)} of the model's own answers to general prompts against "
+            f"forgetting ({len(picked)} asked, {unfinished} left out unfinished)")
+    return records, note
