@@ -4,7 +4,7 @@
 server, the same DRF stack (API-key authentication, tenant scoping, throttle, JSON parsing and
 rendering, the error envelope) and the same request body, but no work of its own: it parses the
 body and answers 201 with a tiny JSON object. The difference to `POST .../feedback` is then what
-the feedback path itself costs (validation, PII pass, the transaction, the counters row).
+the feedback path itself costs (validation, PII pass, the transaction, the counter shard).
 """
 
 from django.http import HttpResponse
