@@ -51,6 +51,12 @@ _IBAN_LENGTHS = {
     "PT": 25, "RO": 24, "SE": 24, "SI": 19, "SK": 24,
 }
 _PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS.values()))
+# Every detector after the e-mail one (IBAN, card, SSN, henkilötunnus, phonenumbers' own
+# patterns) matches `\d` digits only, so a text without one cannot hold what they look for; the
+# C-level search is what makes skipping them cheap (a per-character Python loop cost more than
+# the regexes it saved on a 100,000-record upload).
+_DIGIT = re.compile(r"\d")
+_NON_DIGITS = re.compile(r"\D+")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -104,13 +110,13 @@ def _sub_checked(pattern: re.Pattern, text: str, placeholder: str, check) -> tup
 
 
 def _card_check(match: re.Match) -> bool:
-    digits = re.sub(r"\D", "", match.group(0))
+    digits = _NON_DIGITS.sub("", match.group(0))
     return 13 <= len(digits) <= 19 and luhn_valid(digits)
 
 
 def _redact_phones(text: str) -> tuple[str, int]:
     # Cheap pre-check: a phone number has at least 7 digits; most texts have fewer.
-    if sum(ch.isdigit() for ch in text) < 7:
+    if len(_DIGIT.findall(text)) < 7:
         return text, 0
     regions = getattr(settings, "PII_PHONE_REGIONS", DEFAULT_PHONE_REGIONS)
     count = 0
@@ -120,7 +126,7 @@ def _redact_phones(text: str) -> tuple[str, int]:
         for start, end in reversed(spans):
             text = text[:start] + PLACEHOLDERS["phone"] + text[end:]
             count += 1
-        if sum(ch.isdigit() for ch in text) < 7:
+        if len(_DIGIT.findall(text)) < 7:
             break
     return text, count
 
@@ -133,7 +139,7 @@ def pii_redact(text: str) -> tuple[str, dict[str, int]]:
     if "@" in text:
         text, n = _sub_checked(_EMAIL, text, PLACEHOLDERS["email"], lambda m: True)
         counts["email"] = n
-    if any(ch.isdigit() for ch in text):
+    if _DIGIT.search(text):
         text, n = _sub_checked(_IBAN, text, PLACEHOLDERS["iban"],
                                lambda m: iban_valid(m.group(0)))
         counts["iban"] = n
@@ -154,7 +160,8 @@ def pii_redact_value(value: Any) -> tuple[Any, dict[str, int]]:
     def walk(node):
         if isinstance(node, str):
             redacted, counts = pii_redact(node)
-            totals.update(counts)
+            if counts:  # most texts have none; Counter.update of {} is not free
+                totals.update(counts)
             return redacted
         if isinstance(node, dict):
             return {key: walk(item) for key, item in node.items()}

@@ -142,9 +142,20 @@ def preference_record_normalize(record: dict) -> dict:
     return data
 
 
-def record_content_hash(data: dict) -> str:
+# One encoder for every record: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def record_canonical_json(data: dict) -> str:
+    """A stored record as canonical JSON (sorted keys, no spaces): what its hash is taken of, and
+    what the PostgreSQL bulk writer sends as the `data` column (jsonb stores the same value)."""
+    return _CANONICAL.encode(data)
+
+
+def record_content_hash(data: dict, canonical: str | None = None) -> str:
     """Stable hash of a stored record (canonical JSON), the duplicate key within a dataset."""
-    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    if canonical is None:
+        canonical = record_canonical_json(data)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

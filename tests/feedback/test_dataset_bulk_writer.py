@@ -1,0 +1,93 @@
+"""The upload writer: COPY on PostgreSQL (straight into an empty dataset, through a temporary
+table into one that has records), the ORM on SQLite; both must store and report the same."""
+
+import pytest
+from django.db import connection, transaction
+
+from feedback.models import Dataset, DatasetRecord
+from feedback.services import dataset_upload, upload_items_from_list
+from tenants.errors import InvalidInput
+
+pytestmark = pytest.mark.django_db
+
+
+def conv(q, a="an answer", **extra):
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+            **extra}
+
+
+def upload(ctx, dataset, records, **kwargs):
+    return dataset_upload(tenant=ctx.tenant, dataset=dataset,
+                          items=upload_items_from_list(records), **kwargs)
+
+
+@pytest.fixture
+def dataset(owner):
+    return Dataset.objects.create(tenant=owner.tenant, name="d", type=Dataset.CONVERSATIONS)
+
+
+def test_it_stores_every_column_as_the_orm_would(owner, dataset):
+    report = upload(owner, dataset, [
+        conv("plain"), conv("mail me at ann@example.com", user_id="u-1"),
+        {"messages": [{"role": "user", "content": "x", "extra": 1},
+                      {"role": "assistant", "content": "y"}], "meta": {"k": "v"}}])
+    assert (report["stored"], report["duplicates"], report["pii_redactions"]) == (
+        3, 0, {"email": 1})
+    rows = list(DatasetRecord.objects.order_by("id"))
+    assert [r.user_id for r in rows] == ["", "u-1", ""]
+    assert [r.pii_redactions for r in rows] == [{}, {"email": 1}, {}]
+    assert rows[1].data == conv("mail me at [EMAIL]")
+    assert rows[2].data == conv("x", "y")  # only role and content are kept
+    assert all(r.tenant_id == owner.tenant.pk and r.created_at is not None for r in rows)
+    assert len({r.content_hash for r in rows}) == 3
+
+
+def test_duplicates_of_stored_and_of_earlier_records_are_listed_in_input_order(owner, dataset):
+    upload(owner, dataset, [conv("a"), conv("b"), conv("write to bob@example.com")])
+    dataset.refresh_from_db()
+    report = upload(owner, dataset, [
+        conv("new 1"), conv("b"), conv("new 1"), conv("write to bob@example.com"),
+        conv("new 2", user_id="u-2"), conv("a"), conv("new 3 carl@example.com")])
+    assert (report["stored"], report["duplicates"], report["record_count"]) == (3, 4, 6)
+    assert report["duplicate_records"] == [{"index": 1}, {"index": 2}, {"index": 3},
+                                           {"index": 5}]
+    # Only what was stored counts: the repeated record's e-mail is not counted again.
+    assert report["pii_redactions"] == {"email": 1}
+    dataset.refresh_from_db()
+    assert (dataset.record_count, dataset.duplicate_count) == (6, 4)
+    assert dataset.pii_redaction_counts == {"email": 2}
+    assert [r.data["messages"][0]["content"] for r in DatasetRecord.objects.order_by("id")][3:] \
+        == ["new 1", "new 2", "new 3 [EMAIL]"]
+    assert DatasetRecord.objects.get(data__messages__0__content="new 2").user_id == "u-2"
+
+
+def test_a_refused_upload_into_a_dataset_with_records_stores_nothing(owner, dataset):
+    upload(owner, dataset, [conv("a")])
+    with pytest.raises(InvalidInput) as refused:
+        upload(owner, dataset, [conv("b"), {"messages": []}, conv("c")])
+    assert refused.value.code == "invalid_records"
+    assert DatasetRecord.objects.count() == 1
+    report = upload(owner, dataset, [conv("b"), {"messages": []}, conv("a")], skip_invalid=True)
+    assert (report["stored"], report["duplicates"], report["skipped"]) == (1, 1, 1)
+    assert report["duplicate_records"] == [{"index": 2}]
+
+
+def test_two_uploads_in_one_transaction(owner, dataset):
+    """The temporary table of one upload is gone before the next (one request may upload
+    twice, a test or a script may wrap several uploads in one transaction)."""
+    with transaction.atomic():
+        upload(owner, dataset, [conv("a")])
+        upload(owner, dataset, [conv("a"), conv("b")])
+        upload(owner, dataset, [conv("c"), conv("b")])
+    assert DatasetRecord.objects.count() == 3
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'upload_rows_%%'")
+            assert cur.fetchone()[0] == 0
+
+
+def test_a_large_upload_lists_at_most_a_thousand_duplicates(owner, dataset):
+    upload(owner, dataset, [conv(f"q{i}") for i in range(1100)])
+    report = upload(owner, dataset, [conv(f"q{i}") for i in range(1200)] + [conv("q0")])
+    assert (report["stored"], report["duplicates"]) == (100, 1101)
+    assert report["duplicate_records"] == [{"index": i} for i in range(1000)]
