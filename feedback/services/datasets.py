@@ -7,7 +7,6 @@ before they are stored; an upload is atomic unless the client asks to skip inval
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,12 +145,6 @@ class _Upload:
     pii_total: dict[str, int] = field(default_factory=dict)
     batch: list[tuple[dict, str, dict, dict, str]] = field(default_factory=list)
 
-    def __enter__(self) -> _Upload:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
     def add(self, locator: dict, data: dict, pii: dict, user_id: str) -> None:
         self.batch.append((locator, record_content_hash(data), data, pii, user_id))
         if len(self.batch) >= UPLOAD_BATCH_SIZE:
@@ -183,104 +176,83 @@ class _Upload:
         self.batch.clear()
 
 
-_RECORD_COLUMNS = ("content_hash", "data", "pii_redactions", "user_id")
+COPY_CHUNK_SIZE = 5000
+_COPY_COLUMNS = ("tenant_id", "dataset_id", "content_hash", "data", "pii_redactions", "user_id",
+                 "created_at")
 
 
 @dataclass
 class _CopyUpload(_Upload):
-    """The PostgreSQL writer: one COPY stream, open for the whole pass, in the upload's
-    transaction (bulk_create spent more time building its INSERTs than the records took to check).
+    """The PostgreSQL writer: records go into the table with COPY, in the upload's transaction
+    (bulk_create spent more time building its INSERTs than the records took to check).
 
-    Duplicates inside the upload are dropped here, by hash, as they come. Into an empty dataset
-    (the locked dataset cannot gain rows meanwhile) the COPY goes straight into the table. Into a
-    dataset that has records it goes into a temporary table; `finish` then takes out the rows
-    whose hash the dataset already holds (they are duplicates: counted and listed in input order
-    with the upload's own, their PII counts taken back) and inserts the rest. A conflict left
-    after that would be a bug or a writer that skipped the dataset lock: the unique constraint
-    refuses it and the upload rolls back, as the ORM writer's would.
+    Duplicates inside the upload are dropped here, by hash, as they come; the canonical JSON that
+    was hashed is sent as the `data` column (jsonb stores the same value the ORM would). Records
+    wait in chunks of `COPY_CHUNK_SIZE`: when the dataset had records before this upload, one
+    indexed query per chunk finds those it already holds (duplicates, listed with the upload's
+    own in input order), and the rest are copied. The dataset row is locked for the whole upload,
+    so nothing else adds records meanwhile; a conflict would still be refused by the unique
+    constraint and roll the upload back, as with the ORM writer.
     """
 
-    direct: bool = True
     created_at: Any = None
+    check_stored: bool = True
     _hashes: set = field(default_factory=set)
     _listed: list[tuple[int, dict]] = field(default_factory=list)  # (position, locator)
-    _cursor: Any = None
-    _copy_context: Any = None
-    _copy: Any = None
-    _table: str = ""
+    _chunk: list[tuple[int, dict, str, str, dict, str]] = field(default_factory=list)
 
-    def __enter__(self) -> _CopyUpload:
+    def __post_init__(self) -> None:
         self.created_at = timezone.now()
-        self.direct = not DatasetRecord.objects.filter(dataset=self.dataset).exists()
-        self._cursor = connection.cursor()
-        raw = self._cursor.cursor  # psycopg's own cursor, for COPY
-        if self.direct:
-            self._table = DatasetRecord._meta.db_table
-            columns = ("tenant_id", "dataset_id", *_RECORD_COLUMNS, "created_at")
-        else:
-            self._table = f"upload_rows_{uuid.uuid4().hex[:12]}"
-            raw.execute(f"CREATE TEMPORARY TABLE {self._table} (position integer, "
-                        "content_hash varchar(64), data jsonb, pii_redactions jsonb, "
-                        "user_id varchar(200), locator text) ON COMMIT DROP")
-            columns = ("position", *_RECORD_COLUMNS, "locator")
-        self._copy_context = raw.copy(
-            f"COPY {self._table} ({', '.join(columns)}) FROM STDIN")
-        self._copy = self._copy_context.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self._copy_context.__exit__(*exc)
-        finally:
-            if exc[0] is not None:
-                self._cursor.close()
+        self.check_stored = DatasetRecord.objects.filter(dataset=self.dataset).exists()
 
     def add(self, locator: dict, data: dict, pii: dict, user_id: str) -> None:
         canonical = record_canonical_json(data)
         content_hash = record_content_hash(data, canonical)
         if content_hash in self._hashes:
-            self.duplicates += 1
-            if len(self._listed) < MAX_LISTED_PROBLEMS:
-                self._listed.append((self.received, locator))
+            self._duplicate(self.received, locator)
             return
         self._hashes.add(content_hash)
-        pii_json = json.dumps(pii) if pii else "{}"
-        if pii:
-            self.pii_total = pii_counts_add(self.pii_total, pii)
-        if self.direct:
-            self._copy.write_row((self.tenant.pk, self.dataset.pk, content_hash, canonical,
-                                  pii_json, user_id, self.created_at))
-        else:
-            self._copy.write_row((self.received, content_hash, canonical, pii_json, user_id,
-                                  json.dumps(locator)))
-        self.stored += 1
+        self._chunk.append((self.received, locator, content_hash, canonical, pii, user_id))
+        if len(self._chunk) >= COPY_CHUNK_SIZE:
+            self.flush()
+
+    def _duplicate(self, position: int, locator: dict) -> None:
+        # Duplicates of stored records are found a chunk later than the upload's own, so keep the
+        # first positions seen so far rather than the first found.
+        self.duplicates += 1
+        self._listed.append((position, locator))
+        if len(self._listed) >= 2 * MAX_LISTED_PROBLEMS:
+            self._listed.sort(key=lambda pair: pair[0])
+            del self._listed[MAX_LISTED_PROBLEMS:]
 
     def finish(self) -> None:
-        with self._cursor:
-            if not self.direct:
-                self._insert_new_rows(self._cursor.cursor)
-        self.duplicate_records = [locator for _, locator in self._listed]
+        if self._chunk:
+            self.flush()
+        self._listed.sort(key=lambda pair: pair[0])
+        self.duplicate_records = [locator for _, locator in self._listed[:MAX_LISTED_PROBLEMS]]
 
-    def _insert_new_rows(self, cur) -> None:
-        cur.execute(f"DELETE FROM {self._table} AS u USING {DatasetRecord._meta.db_table} AS r "
-                    "WHERE r.dataset_id = %s AND r.content_hash = u.content_hash "
-                    "RETURNING u.position, u.locator, u.pii_redactions::text",
-                    [self.dataset.pk])
-        known = cur.fetchall()
-        for pii_json in (pii_json for _, _, pii_json in known if pii_json != "{}"):
-            self.pii_total = pii_counts_add(
-                self.pii_total, {kind: -n for kind, n in json.loads(pii_json).items()})
-        self.duplicates += len(known)
-        self.stored -= len(known)
-        listed = [(position, json.loads(locator)) for position, locator, _ in known]
-        self._listed = sorted(self._listed + listed, key=lambda pair: pair[0])
-        del self._listed[MAX_LISTED_PROBLEMS:]
-        columns = ", ".join(_RECORD_COLUMNS)
-        cur.execute(f"INSERT INTO {DatasetRecord._meta.db_table} "
-                    f"(tenant_id, dataset_id, {columns}, created_at) "
-                    f"SELECT %s, %s, {columns}, %s FROM {self._table} ORDER BY position",
-                    [self.tenant.pk, self.dataset.pk, self.created_at])
-        cur.execute(f"DROP TABLE {self._table}")
+    def flush(self) -> None:
+        chunk, self._chunk = self._chunk, []
+        with connection.cursor() as cursor:
+            raw = cursor.cursor  # psycopg's own cursor, for COPY
+            stored: set[str] = set()
+            if self.check_stored:
+                raw.execute(f"SELECT content_hash FROM {DatasetRecord._meta.db_table} "
+                            "WHERE dataset_id = %s AND content_hash = ANY(%s)",
+                            [self.dataset.pk, [row[2] for row in chunk]])
+                stored = {content_hash for content_hash, in raw.fetchall()}
+            ids = (self.tenant.pk, self.dataset.pk)
+            with raw.copy(f"COPY {DatasetRecord._meta.db_table} ({', '.join(_COPY_COLUMNS)}) "
+                          "FROM STDIN") as copy:
+                for position, locator, content_hash, canonical, pii, user_id in chunk:
+                    if content_hash in stored:
+                        self._duplicate(position, locator)
+                        continue
+                    if pii:
+                        self.pii_total = pii_counts_add(self.pii_total, pii)
+                    copy.write_row((*ids, content_hash, canonical,
+                                    json.dumps(pii) if pii else "{}", user_id, self.created_at))
+                    self.stored += 1
 
 
 def _record_user_id(value: Any) -> tuple[str, list]:
@@ -320,20 +292,19 @@ def _dataset_upload_locked(tenant, dataset, items, *, skip_invalid, source, file
     locked = Dataset.objects.select_for_update().get(pk=dataset.pk, tenant=tenant)
     writer = _CopyUpload if connection.vendor == "postgresql" else _Upload
     upload = writer(tenant=tenant, dataset=locked)
-    with upload:  # one pass: check, redact, de-duplicate and write each record as it comes
-        for item in items:
-            upload.received += 1
-            errors, data, pii, user_id = _upload_item_check(item, locked.type)
-            if errors:
-                upload.invalid += 1
-                if len(upload.invalid_records) < MAX_LISTED_PROBLEMS:
-                    upload.invalid_records.append({**item.locator, "errors": [
-                        {"field": _field_path(locked.type, item.locator, f), "message": m}
-                        for f, m in errors]})
-                continue
-            if upload.invalid and not skip_invalid:
-                continue  # the upload will be refused; keep validating to list every bad record
-            upload.add(item.locator, data, pii, user_id)
+    for item in items:  # one pass: check, redact, de-duplicate and write records as they come
+        upload.received += 1
+        errors, data, pii, user_id = _upload_item_check(item, locked.type)
+        if errors:
+            upload.invalid += 1
+            if len(upload.invalid_records) < MAX_LISTED_PROBLEMS:
+                upload.invalid_records.append({**item.locator, "errors": [
+                    {"field": _field_path(locked.type, item.locator, f), "message": m}
+                    for f, m in errors]})
+            continue
+        if upload.invalid and not skip_invalid:
+            continue  # the upload will be refused; keep validating to list every bad record
+        upload.add(item.locator, data, pii, user_id)
 
     report = {
         "at": timezone.now().isoformat(), "source": source, "filename": filename,
