@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
@@ -43,9 +44,13 @@ DEFAULT_JSON_MAX_DEPTH = 64
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
-# One token: a whole JSON string (escapes included) or a bracket. Everything else is skipped by
-# the regex engine in C, so scanning a 10 MB body stays fast.
-_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# A whole JSON string (escapes included): taken out first, so brackets inside text do not count.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# What is left becomes one signed byte per bracket (+1 opening, -1 closing), everything else
+# deleted; the deepest nesting is the largest running sum. All of it runs in C: a Python loop over
+# the tokens cost 30 ms a 1,000-conversation upload body (issue 16).
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 _NUL_ESCAPE = re.compile(rb"\\u0000", re.IGNORECASE)
 NUL_MESSAGE = "Null characters (U+0000) are not allowed."
 
@@ -70,16 +75,8 @@ def body_limit_for(content_type: str) -> int:
 
 def json_depth_exceeds(body: bytes, limit: int) -> bool:
     """Whether brackets outside strings nest deeper than `limit` (no recursion, no parse)."""
-    depth = 0
-    for match in _JSON_TOKENS.finditer(body):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif token in (b"]", b"}"):
-            depth -= 1
-    return False
+    steps = _JSON_STRING.sub(b"", body).translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    return max(accumulate(memoryview(steps).cast("b")), default=0) > limit
 
 
 def nul_path(value, path: str = "") -> str | None:
