@@ -94,3 +94,26 @@ def test_a_large_upload_lists_at_most_a_thousand_duplicates(owner, dataset):
     report = upload(owner, dataset, [conv(f"q{i}") for i in range(1200)] + [conv("q0")])
     assert (report["stored"], report["duplicates"]) == (100, 1101)
     assert report["duplicate_records"] == [{"index": i} for i in range(1000)]
+
+
+@pytest.mark.django_db(False)
+@pytest.mark.parametrize("text, may", [
+    ('{"messages":[{"content":"no numbers here","role":"user"}]}', False),
+    ("write to ann@example.com", True), ("call 040 1234567", True),
+    ("fullwidth ０４０１２３４５６７", True), ('line\\nbreak \\"quoted\\"', False),
+])
+def test_the_pii_fast_path_only_skips_texts_without_an_at_sign_or_a_digit(text, may):
+    from feedback.pii import pii_may_be_in, pii_redact
+
+    assert pii_may_be_in(text) is may
+    if not may:
+        assert pii_redact(text) == (text, {})
+
+
+def test_records_without_an_at_sign_or_a_digit_are_stored_as_given(owner, dataset):
+    report = upload(owner, dataset, [conv("hello there", "général\ttab"),
+                                     conv("ring +358 40 123 4567 now")])
+    assert report["stored"] == 2
+    contents = [r.data["messages"][0]["content"] for r in DatasetRecord.objects.order_by("id")]
+    assert contents[0] == "hello there" and "4567" not in contents[1]
+    assert DatasetRecord.objects.order_by("id")[0].data["messages"][1]["content"] == "général\ttab"
