@@ -122,6 +122,9 @@ class Feedback(models.Model):
             models.Index(fields=["tenant", "message_external_id"]),
             models.Index(fields=["tenant", "is_latest", "excluded_reason"],
                          name="feedback_usable_idx"),
+            # The counters' staleness probe (newest row of a tenant above a bound) is one probe
+            # here, whatever the other tenants wrote since (issue 16).
+            models.Index(fields=["tenant", "id"], name="feedback_tenant_id_idx"),
         ]
         verbose_name_plural = "feedback"
 

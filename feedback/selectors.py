@@ -50,7 +50,7 @@ def feedback_stats(*, tenant: Tenant) -> dict:
     """
     shards = list(FeedbackCounterShard.objects.filter(tenant=tenant)
                   .annotate(stale=feedback_counters_stale(tenant.pk)))
-    if not shards or shards[0].stale:
+    if not shards or shards[0].stale is not None:
         # Rows were written around the services (a bulk load): recount once, then it's fresh.
         feedback_counters_rebuild(tenant=tenant)
         shards = list(FeedbackCounterShard.objects.filter(tenant=tenant))

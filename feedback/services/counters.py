@@ -23,7 +23,6 @@ from django.db import connection, transaction
 from django.db.models import (
     BooleanField,
     Count,
-    Exists,
     ExpressionWrapper,
     Max,
     Q,
@@ -94,12 +93,15 @@ def _lock_key(tenant_id: int, name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def feedback_counters_stale(tenant_id: int, *, own_feedback_id: int | None = None) -> Exists:
-    """An expression, true when the tenant has a feedback row newer than every shard counted
+def feedback_counters_stale(tenant_id: int, *, own_feedback_id: int | None = None) -> Subquery:
+    """An expression: the id of a feedback row of the tenant newer than every shard counted
     (rows written around these services: a bulk load, a data migration), other than the
-    caller's own new row. Evaluated inside the query that reads the shards, so the shards and
-    the probe see one snapshot (a write committing in between cannot look like one around the
-    services)."""
+    caller's own new row; NULL when there is none (the counters are fresh).
+
+    Evaluated inside the query that reads the shards, so the shards and the probe see one
+    snapshot (a write committing in between cannot look like one around the services). One
+    probe of the (tenant, id) index: `ORDER BY id LIMIT 1`, not EXISTS, because the planner
+    does not know the bound before it runs and would scan the whole table for an EXISTS."""
     counted = Coalesce(Subquery(
         FeedbackCounterShard.objects.filter(tenant_id=tenant_id).order_by()
         .values("tenant_id").annotate(newest=Max("last_feedback_id")).values("newest")[:1]),
@@ -107,7 +109,7 @@ def feedback_counters_stale(tenant_id: int, *, own_feedback_id: int | None = Non
     newer = Feedback.objects.filter(tenant_id=tenant_id, pk__gt=counted)
     if own_feedback_id is not None:
         newer = newer.exclude(pk=own_feedback_id)
-    return Exists(newer)
+    return Subquery(newer.order_by("pk").values("pk")[:1])
 
 
 def counters_apply(tenant: Tenant, delta: Counter,
@@ -151,7 +153,7 @@ def _shard_add_orm(tenant_id: int, index: int, delta: Counter,
         shard.last_feedback_id = max(shard.last_feedback_id, newest_feedback_id)
     shard.updated_at = timezone.now()
     shard.save(update_fields=["counts", "last_feedback_id", "updated_at"])
-    return shard.stale
+    return shard.stale is not None
 
 
 def _shard_add_postgresql(tenant_id: int, index: int, delta: Counter,
@@ -173,10 +175,11 @@ def _shard_add_postgresql(tenant_id: int, index: int, delta: Counter,
             last_feedback_id = GREATEST(s.last_feedback_id, %s),
             updated_at = %s
         WHERE s.tenant_id = %s AND s.shard = %s
-        RETURNING EXISTS (
-            SELECT 1 FROM {feedback} AS f
+        RETURNING (
+            SELECT f.id FROM {feedback} AS f
             WHERE f.tenant_id = %s AND f.id <> %s AND f.id > COALESCE(
-                (SELECT MAX(c.last_feedback_id) FROM {shards} AS c WHERE c.tenant_id = %s), 0))
+                (SELECT MAX(c.last_feedback_id) FROM {shards} AS c WHERE c.tenant_id = %s), 0)
+            ORDER BY f.id LIMIT 1)
     """  # noqa: S608 - table names from the models; every value is a parameter
     newest = newest_feedback_id or 0
     with connection.cursor() as cursor:
@@ -184,7 +187,7 @@ def _shard_add_postgresql(tenant_id: int, index: int, delta: Counter,
                              timezone.now(), tenant_id, index, tenant_id,
                              newest_feedback_id or -1, tenant_id])
         found = cursor.fetchone()
-    return None if found is None else bool(found[0])
+    return None if found is None else found[0] is not None
 
 
 def _shards_ensure(tenant_id: int) -> None:
