@@ -40,6 +40,8 @@ def text_field_errors(value: Any, field: str, *, max_chars: int) -> list[FieldEr
 def conversation_record_errors(record: Any) -> list[FieldError]:
     """SFT conversation: an optional system turn first, then user/assistant alternating, starting
     with a user turn and ending with an assistant turn (the turn SFT learns to produce)."""
+    if _conversation_plainly_valid(record):
+        return []
     if not isinstance(record, dict):
         return [("", f"A record must be an object with 'messages', not {type(record).__name__}.")]
     messages = record.get("messages")
@@ -78,6 +80,37 @@ def conversation_record_errors(record: Any) -> list[FieldError]:
                                    f"most {MAX_RECORD_CHARS}."))
     errors.extend(_role_order_errors(roles))
     return errors
+
+
+def _conversation_plainly_valid(record: Any) -> bool:
+    """True only for a record the checks below would pass: one tight loop for the common case
+    (plain JSON objects, well-formed turns), without the per-turn paths and lists the full check
+    builds to name problems. Anything unusual (including subclasses) gets the full check."""
+    if type(record) is not dict:
+        return False
+    messages = record.get("messages")
+    if type(messages) is not list or len(messages) > MAX_MESSAGES_PER_RECORD:
+        return False
+    start = 1 if messages and type(messages[0]) is dict and messages[0].get("role") == "system" \
+        else 0
+    if len(messages) - start < 2:
+        return False
+    expected = "user"
+    total_chars = 0
+    for i, message in enumerate(messages):
+        if type(message) is not dict:
+            return False
+        content = message.get("content")
+        if (type(content) is not str or len(content) > MAX_CONTENT_CHARS or "\x00" in content
+                or not content.strip()):
+            return False
+        total_chars += len(content)
+        if i < start:
+            continue  # the system turn, checked above
+        if message.get("role") != expected:
+            return False
+        expected = "assistant" if expected == "user" else "user"
+    return expected == "user" and total_chars <= MAX_RECORD_CHARS  # ended on an assistant turn
 
 
 def _role_order_errors(roles: list[str | None]) -> list[FieldError]:

@@ -117,3 +117,58 @@ def test_records_without_an_at_sign_or_a_digit_are_stored_as_given(owner, datase
     contents = [r.data["messages"][0]["content"] for r in DatasetRecord.objects.order_by("id")]
     assert contents[0] == "hello there" and "4567" not in contents[1]
     assert DatasetRecord.objects.order_by("id")[0].data["messages"][1]["content"] == "général\ttab"
+
+
+@pytest.mark.django_db(False)
+def test_the_validation_fast_path_passes_only_what_the_full_check_passes():
+    import random
+    from collections import OrderedDict
+
+    from feedback import validation
+
+    rng = random.Random(16)
+    roles = ["system", "user", "assistant", "bot", None, 3]
+    contents = ["hi", "  ", "", None, 5, "a\x00b", "x" * (validation.MAX_CONTENT_CHARS + 1),
+                "fine text"]
+
+    def message():
+        kind = rng.random()
+        if kind < 0.05:
+            return rng.choice(["text", None, ["role"], OrderedDict(role="user", content="q")])
+        m = {"role": rng.choice(roles), "content": rng.choice(contents)}
+        if rng.random() < 0.1:
+            del m[rng.choice(["role", "content"])]
+        return m
+
+    def record():
+        if rng.random() < 0.03:
+            return rng.choice([None, [], "r", {"messages": "x"}, {"messages": None}, {}])
+        return {"messages": [message() for _ in range(rng.randrange(6))]}
+
+    def plausible():
+        turns = [{"role": "system", "content": "sys"}] if rng.random() < 0.3 else []
+        for i in range(rng.randrange(1, 5) * 2):
+            turns.append({"role": "user" if i % 2 == 0 else "assistant", "content": f"t{i}"})
+        if rng.random() < 0.3:
+            turns[rng.randrange(len(turns))] = message()
+        return {"messages": turns}
+
+    def full_check(candidate):
+        saved = validation._conversation_plainly_valid
+        validation._conversation_plainly_valid = lambda record: False
+        try:
+            return validation.conversation_record_errors(candidate)
+        finally:
+            validation._conversation_plainly_valid = saved
+
+    fast_passed = 0
+    for _ in range(20000):
+        candidate = record() if rng.random() < 0.5 else plausible()
+        if validation._conversation_plainly_valid(candidate):
+            fast_passed += 1
+            assert full_check(candidate) == [], candidate
+    assert fast_passed > 1000
+    too_long = {"messages": [{"role": r, "content": "y" * 30_000}
+                             for r in ["user", "assistant"] * 7]}  # 420,000 characters
+    assert not validation._conversation_plainly_valid(too_long)
+    assert validation.conversation_record_errors(too_long)[0][0] == "messages"
