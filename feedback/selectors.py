@@ -61,7 +61,8 @@ def feedback_stats(*, tenant: Tenant) -> dict:
 
     methods: dict = {}
     for _, answer in feedback_readiness_requested.send(sender=Tenant, tenant=tenant,
-                                                       stamp=updated_at.isoformat()):
+                                                       stamp=updated_at.isoformat(),
+                                                       rows=c.get("received", 0)):
         methods.update(answer or {})
     by_type = {t: c.get(f"type.{t}", 0) for t in FEEDBACK_TYPES}
     thumbs = by_type[Feedback.THUMBS_UP] + by_type[Feedback.THUMBS_DOWN]

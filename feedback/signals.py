@@ -27,8 +27,9 @@ def withdrawal_answers_merge(responses) -> dict:
     return merged
 
 
-# `feedback_readiness_requested` is sent by `feedback_stats` with `tenant` and `stamp` (when the
-# tenant's feedback counters last changed). A receiver that knows what training really needs
-# (training compiles the data) returns `{method: {...}}` per training method; the stats document
-# carries the merged answers as `readiness.methods`. No receiver: `readiness.methods` is empty.
+# `feedback_readiness_requested` is sent by `feedback_stats` with `tenant`, `stamp` (when the
+# tenant's feedback counters last changed) and `rows` (feedback rows received). A receiver that
+# knows what training really needs (training compiles the data) returns `{method: {...}}` per
+# training method; the stats document carries the merged answers as `readiness.methods`. No
+# receiver: `readiness.methods` is empty.
 feedback_readiness_requested = Signal()

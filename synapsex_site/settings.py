@@ -265,6 +265,9 @@ BASE_MODEL_CACHE_SIZE = env_int("BASE_MODEL_CACHE_SIZE", 2, minimum=1)
 CHAT_MAX_NEW_TOKENS = env_int("CHAT_MAX_NEW_TOKENS", 256, minimum=1)
 
 # --- Evaluation of every new version (adapters.services.evaluation) --------------------------
+# Up to this many feedback rows a stats read compiles readiness.methods in the request; above,
+# it answers from the last compile and an RQ job compiles again (training.readiness).
+READINESS_SYNC_MAX_ROWS = env_int("READINESS_SYNC_MAX_ROWS", 20_000, minimum=0)
 EVALUATION_ENABLED = env_bool("EVALUATION_ENABLED", True)
 # Items per set (golden, trained, general, safety); each is asked of the new version, the active
 # one and the base (whose answers are cached), so these bound the cost of a job's evaluation.

@@ -33,6 +33,13 @@ def training_auto_check_job(tenant_id: int) -> str | None:
     return job.id if job is not None else None
 
 
+def training_readiness_job(tenant_id: int, stamp: str) -> None:
+    """Compile a large tenant's per-method readiness for the stats (queue `default`)."""
+    from training.readiness import training_readiness_recompute
+
+    training_readiness_recompute(tenant_id=tenant_id, stamp=stamp)
+
+
 def training_job_on_failure(rq_job, connection, exc_type, exc_value, tb) -> None:
     """RQ's on_failure callback: the runner itself crashed (or hit the RQ timeout). The job says
     so in one line with the traceback's tail, and any trainer left running is stopped."""

@@ -73,3 +73,37 @@ def test_readiness_per_method_is_what_a_job_would_get(owner, outsider):
     # Another tenant sees none of it.
     other = outsider.client.get(outsider.url("feedback/stats")).json()["readiness"]["methods"]
     assert {m: v["usable"] for m, v in other.items()} == {"sft": 0, "dpo": 0, "kto": 0}
+
+
+def test_a_large_tenants_readiness_comes_from_a_queued_compile_not_the_request(
+        owner, settings, rq_connection):
+    """Above READINESS_SYNC_MAX_ROWS feedback rows a stats read does not compile (minutes at a
+    million rows): it answers from the last compile, marked `current: false` with its `as_of`
+    (or `computing` before the first), and one RQ job compiles again. The threshold is lowered
+    here so that a few rows are "large"; the compile is the same code either way."""
+    from tests.training.conftest import run_worker_burst
+
+    settings.READINESS_SYNC_MAX_ROWS = 5
+    add_corrections(owner, corrections(12))
+
+    first = owner.client.get(owner.url("feedback/stats")).json()["readiness"]["methods"]
+    assert first == {m: {"status": "computing", "current": False} for m in ("sft", "dpo", "kto")}
+    again = owner.client.get(owner.url("feedback/stats")).json()["readiness"]["methods"]
+    assert again == first
+    import django_rq
+
+    assert django_rq.get_queue("default").count == 1  # one compile queued for both reads
+    run_worker_burst(("default",))
+    fresh = owner.client.get(owner.url("feedback/stats")).json()["readiness"]["methods"]
+    assert {m: fresh[m]["usable"] for m in ("sft", "dpo", "kto")} == {
+        "sft": 12, "dpo": 12, "kto": 24}
+    assert "current" not in fresh["sft"]
+
+    # New feedback: the last answer, marked stale, until the queued compile has run.
+    _lone_thumbs(owner, 3, up=True, prefix="late")
+    stale = owner.client.get(owner.url("feedback/stats")).json()["readiness"]["methods"]
+    assert stale["kto"]["usable"] == 24 and stale["kto"]["current"] is False
+    assert stale["kto"]["as_of"]
+    run_worker_burst(("default",))
+    fresh = owner.client.get(owner.url("feedback/stats")).json()["readiness"]["methods"]
+    assert fresh["kto"]["usable"] == 27 and "current" not in fresh["kto"]
