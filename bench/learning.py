@@ -1,0 +1,217 @@
+"""What a recipe learns and what it forgets, on the real instruct base (issue 15, section 0).
+
+Not a speed benchmark: a measurement of learning, judged on what was not trained. Each variant
+runs the product's own trainer (`python -m training.trainer --config job.json`, the same entry
+point the worker and the LUMI container run) on 60 corrections of 30 invented facts (two
+phrasings each, `training/trainer/assets/invented_facts.jsonl`), then asks the adapter, greedily:
+
+* the 30 facts in a phrasing it was trained on ("trained"),
+* the 30 facts in a third phrasing never trained on ("held out"),
+* the 110 general questions of the platform's evaluation set (`adapters/assets/
+  general_knowledge.jsonl`); "kept" counts only those the base answered right.
+
+A reply is right when it contains the item's key words (case-insensitive), as the product's
+evaluation scores them. Variants that replay the base's own answers draw their prompts from
+`training/trainer/assets/replay_prompts.jsonl`, which shares no question with either evaluation
+set (checked here). Results go to `bench/results/learning.json`.
+
+    .venv/bin/python -m bench.learning --variants small_base,replay
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "training" / "trainer" / "assets"
+GENERAL = ROOT / "adapters" / "assets" / "general_knowledge.jsonl"
+REPLAY = ASSETS / "replay_prompts.jsonl"
+BASE = Path(os.environ.get("SYNAPSEX_REAL_BASE", ROOT / "var" / "models" / "smollm2-135m-instruct"))
+WORK = ROOT / "var" / "bench-learning"
+MAX_NEW_TOKENS = 32
+
+RECIPE = {"learning_rate": 1e-3, "epochs": 5, "batch_size": 8, "warmup_ratio": 0.05,
+          "weight_decay": 0.0, "early_stopping_patience": None, "save_every": 10_000,
+          "eval_every": 10_000}
+LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+
+# name -> (train overrides, lora overrides, replay rows (0: none), extra job.json keys)
+VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
+    "small_base": ({}, {}, 0, {}),
+    "replay": ({}, {}, 60, {}),
+    "replay_all": ({}, {}, 113, {}),
+    "lr5e-4_e8": ({"learning_rate": 5e-4, "epochs": 8}, {}, 0, {}),
+    "mlp_only": ({}, {"target_modules": ["gate_proj", "up_proj", "down_proj"]}, 0, {}),
+    "attn_only": ({}, {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}, 0, {}),
+    "r4": ({}, {"r": 4, "alpha": 8}, 0, {}),
+    "replay_e3": ({"epochs": 3}, {}, 113, {}),
+}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load(adapter: Path | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(BASE)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    return model, tokenizer
+
+
+def answers(model, tokenizer, questions: list[str], batch: int = 16,
+            max_new_tokens: int = MAX_NEW_TOKENS, finished_only: bool = False) -> list[str]:
+    """Greedy replies, as served (the model's generation config, stopping at end of turn).
+
+    `finished_only`: a reply that did not reach its end-of-turn token within `max_new_tokens`
+    comes back as "" (a cut reply must not be trained as a whole answer).
+    """
+    import torch
+
+    from training.trainer.generation import (
+        end_of_turn_strings,
+        generation_kwargs,
+        reply_clean,
+        stop_token_ids,
+    )
+
+    kwargs = generation_kwargs(model, tokenizer, max_new_tokens=max_new_tokens)
+    ends = end_of_turn_strings(tokenizer, kwargs["generation_config"])
+    stops = set(stop_token_ids(kwargs))
+    out: list[str] = []
+    for start in range(0, len(questions), batch):
+        chunk = questions[start:start + batch]
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                               add_generation_prompt=True) for q in chunk]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            generated = model.generate(**enc, **kwargs)
+        for row in generated[:, enc["input_ids"].shape[1]:]:
+            if finished_only and not stops & set(row.tolist()):
+                out.append("")
+                continue
+            out.append(reply_clean(tokenizer.decode(row, skip_special_tokens=False), ends))
+    return out
+
+
+def right(reply: str, key: str) -> bool:
+    return any(k.lower() in reply.lower() for k in key.split("|"))
+
+
+def base_reference() -> dict[str, Any]:
+    """The base's answers to the general set and to the replay prompts (cached per base)."""
+    cache = WORK / "base-v2.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    model, tokenizer = load()
+    general = read_jsonl(GENERAL)
+    replay = read_jsonl(REPLAY)
+    general_replies = answers(model, tokenizer, [g["question"] for g in general])
+    replay_replies = answers(model, tokenizer, [r["prompt"] for r in replay],
+                             max_new_tokens=96, finished_only=True)
+    facts = read_jsonl(ASSETS / "invented_facts.jsonl")
+    fact_replies = answers(model, tokenizer, [f["held_out"][0] for f in facts])
+    reference = {
+        "general_right": [g["id"] for g, reply in zip(general, general_replies, strict=True)
+                          if right(reply, g["key"])],
+        "general_total": len(general),
+        "replay": [{"prompt": r["prompt"], "answer": a}
+                   for r, a in zip(replay, replay_replies, strict=True) if a],
+        "facts_known": sum(right(a, f["key"]) for f, a in zip(facts, fact_replies, strict=True)),
+    }
+    WORK.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(reference, indent=1))
+    return reference
+
+
+def train(name: str, reference: dict[str, Any]) -> tuple[Path, float]:
+    train_over, lora_over, replay_rows, extra = VARIANTS[name]
+    folder = WORK / name
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for fact in read_jsonl(ASSETS / "invented_facts.jsonl"):
+        for question in fact["questions"]:
+            rows.append({"messages": [{"role": "user", "content": question},
+                                      {"role": "assistant", "content": fact["answer"]}]})
+    for item in reference["replay"][:replay_rows]:
+        rows.append({"messages": [{"role": "user", "content": item["prompt"]},
+                                  {"role": "assistant", "content": item["answer"]}]})
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = {"job_id": f"learning-{name}", "method": "sft", "base_model": {"path": str(BASE)},
+           "data": {"train": "train.jsonl"}, "output_dir": "out",
+           "train": {**RECIPE, **train_over}, "lora": {**LORA, **lora_over}, **extra}
+    (folder / "job.json").write_text(json.dumps(job, indent=1))
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "training.trainer", "--config", str(folder / "job.json")],
+                   cwd=ROOT, check=True)
+    return folder / "out" / "adapter", time.monotonic() - started
+
+
+def evaluate(adapter: Path, reference: dict[str, Any]) -> dict[str, Any]:
+    model, tokenizer = load(adapter)
+    facts = read_jsonl(ASSETS / "invented_facts.jsonl")
+    general = [g for g in read_jsonl(GENERAL) if g["id"] in set(reference["general_right"])]
+    trained = answers(model, tokenizer, [f["questions"][0] for f in facts])
+    held_out = answers(model, tokenizer, [f["held_out"][0] for f in facts])
+    general_replies = answers(model, tokenizer, [g["question"] for g in general])
+    lost = [{"question": g["question"], "reply": reply}
+            for g, reply in zip(general, general_replies, strict=True)
+            if not right(reply, g["key"])]
+    return {
+        "trained": sum(right(a, f["key"]) for f, a in zip(facts, trained, strict=True)),
+        "held_out": sum(right(a, f["key"]) for f, a in zip(facts, held_out, strict=True)),
+        "facts": len(facts),
+        "general_kept": len(general) - len(lost),
+        "general_known": len(general),
+        "lost": lost,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="small_base")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "learning.json"))
+    args = parser.parse_args(argv)
+
+    general_q = {g["question"] for g in read_jsonl(GENERAL)}
+    replay_q = {r["prompt"] for r in read_jsonl(REPLAY)}
+    assert not general_q & replay_q, "replay prompts must not be evaluation questions"
+    reference = base_reference()
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results["base"] = {"general_right": len(reference["general_right"]),
+                       "general_total": reference["general_total"],
+                       "facts_known": reference["facts_known"]}
+    for name in args.variants.split(","):
+        adapter, seconds = train(name, reference)
+        scores = evaluate(adapter, reference)
+        train_over, lora_over, replay_rows, extra = VARIANTS[name]
+        results.setdefault("variants", {})[name] = {
+            "train": {**RECIPE, **train_over}, "lora": {**LORA, **lora_over},
+            "replay_rows": min(replay_rows, len(reference["replay"])), **extra,
+            "train_seconds": round(seconds, 1), **scores,
+        }
+        print(f"{name}: trained {scores['trained']}/30, held out {scores['held_out']}/30, "
+              f"general kept {scores['general_kept']}/{scores['general_known']} "
+              f"({seconds:.0f} s)", flush=True)
+        out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
