@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
@@ -20,6 +21,10 @@ MAX_PREFERENCE_FIELD_CHARS = 32_000
 MAX_JSONL_LINE_BYTES = 1_048_576
 
 FieldError = tuple[str, str]
+
+
+# Lone UTF-16 surrogates (a JSON "\ud800" without its pair) are not text: encoding them raises.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def text_field_errors(value: Any, field: str, *, max_chars: int) -> list[FieldError]:
@@ -34,6 +39,8 @@ def text_field_errors(value: Any, field: str, *, max_chars: int) -> list[FieldEr
         return [(field, f"Too long: {len(value)} characters, at most {max_chars}.")]
     if "\x00" in value:  # PostgreSQL refuses NUL in text and jsonb: a 400 here, not a 500 later
         return [(field, "Null characters (U+0000) are not allowed.")]
+    if _LONE_SURROGATE.search(value):  # a JSONL line's "\ud800": not text, cannot be encoded
+        return [(field, "Unpaired surrogates (U+D800 to U+DFFF) are not valid text.")]
     return []
 
 
@@ -102,7 +109,7 @@ def _conversation_plainly_valid(record: Any) -> bool:
             return False
         content = message.get("content")
         if (type(content) is not str or len(content) > MAX_CONTENT_CHARS or "\x00" in content
-                or not content.strip()):
+                or not content.strip() or _LONE_SURROGATE.search(content)):
             return False
         total_chars += len(content)
         if i < start:

@@ -55,6 +55,11 @@ _BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 _NUL_ESCAPE = re.compile(rb"\\u0000", re.IGNORECASE)
 NUL_MESSAGE = "Null characters (U+0000) are not allowed."
+# A \uD800-\uDFFF escape not paired with its other half decodes to a lone surrogate, which is not
+# text: encoding it (to hash or store it) raises UnicodeEncodeError, a 500.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE_MESSAGE = "Unpaired surrogates (U+D800 to U+DFFF) are not valid text."
 
 
 def _error(request, status: int, code: str, message: str, details: dict | None = None):
@@ -81,18 +86,26 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return max(accumulate(memoryview(steps).cast("b")), default=0) > limit
 
 
-def nul_path(value, path: str = "") -> str | None:
+def _has_nul(text: str) -> bool:
+    return "\x00" in text
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    return LONE_SURROGATE.search(text) is not None
+
+
+def nul_path(value, path: str = "", *, bad=_has_nul) -> str | None:
     """The first path (`metadata.k`, `conversations[0].messages[1].content`) whose key or text
-    holds U+0000, or None. Iterative, so it cannot recurse too deep."""
+    holds U+0000 (or what `bad` says), or None. Iterative, so it cannot recurse too deep."""
     stack = [(value, path)]
     while stack:
         item, where = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
+            if bad(item):
                 return where or "body"
         elif isinstance(item, dict):
             for key, child in reversed(list(item.items())):
-                if "\x00" in key:
+                if bad(key):
                     return where or "body"
                 stack.append((child, f"{where}.{key}" if where else key))
         elif isinstance(item, list):
@@ -101,13 +114,13 @@ def nul_path(value, path: str = "") -> str | None:
     return None
 
 
-def _json_nul_path(body: bytes) -> str | None:
+def _json_nul_path(body: bytes, escape=_NUL_ESCAPE, bad=_has_nul) -> str | None:
     """Only decodes the body when the raw bytes contain a \\u0000 escape (cheap otherwise)."""
-    if not _NUL_ESCAPE.search(body):
+    if not escape.search(body):
         return None
     # An escaped backslash followed by "u0000" is harmless text; only a real NUL counts.
     try:
-        return nul_path(json.loads(body))
+        return nul_path(json.loads(body), bad=bad)
     except (ValueError, RecursionError):
         return None  # not JSON: the parser answers that with its own 400
 
@@ -155,6 +168,10 @@ class RequestHardeningMiddleware:
             where = _json_nul_path(body)
             if where is not None:
                 return _error(request, 400, "null_character", NUL_MESSAGE, {where: [NUL_MESSAGE]})
+            where = _json_nul_path(body, _SURROGATE_ESCAPE, _has_lone_surrogate)
+            if where is not None:
+                return _error(request, 400, "invalid_unicode", SURROGATE_MESSAGE,
+                              {where: [SURROGATE_MESSAGE]})
         return None
 
 

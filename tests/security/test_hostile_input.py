@@ -339,3 +339,30 @@ def test_no_csv_export_endpoint_bypasses_the_safe_writer():
             if "text/csv" in text and "csv_export" not in text and path.name != "csv_export.py":
                 offenders.append(str(path.relative_to(root)))
     assert not offenders, f"CSV written without synapsex_site.csv_export: {offenders}"
+
+
+def test_it_refuses_unpaired_surrogates_in_json_bodies_and_jsonl_records(owner, datasets,
+                                                                         unchanged):
+    """`"\\ud800"` decodes to a lone surrogate, which no encoder accepts (hashing or storing it
+    was a 500): a 400 naming where it is. A proper pair (an emoji) is text and is stored."""
+    body = (b'{"conversations": [{"messages": [{"role": "user", "content": "q\\ud800"}, '
+            b'{"role": "assistant", "content": "a"}]}]}')
+    response = owner.client.post(
+        owner.url(f"datasets/{datasets['conversations']}/upload/conversations"), body,
+        content_type="application/json")
+    error = assert_envelope(response, 400, "invalid_unicode")
+    assert "conversations[0].messages[0].content" in error["details"]
+    record = (b'{"messages": [{"role": "user", "content": "q\\udfff x"}, '
+              b'{"role": "assistant", "content": "a"}]}\n')
+    response = owner.client.post(owner.url(f"datasets/{datasets['conversations']}/upload"),
+                                 {"file": _jsonl_file(record)}, format="multipart")
+    error = assert_envelope(response, 400)
+    assert "surrogates" in str(error["details"]), error
+    unchanged()
+
+    paired = (b'{"conversations": [{"messages": [{"role": "user", "content": "q\\ud83d\\ude00"}, '
+              b'{"role": "assistant", "content": "a"}]}]}')
+    response = owner.client.post(
+        owner.url(f"datasets/{datasets['conversations']}/upload/conversations"), paired,
+        content_type="application/json")
+    assert response.status_code == 201, response.content
