@@ -5,7 +5,7 @@ endpoint then answers with the corrected facts, also for paraphrases never train
 general questions the base answered right before training are still answered right.
 
 Nothing here is tuned to this test: the request states no hyperparameters, so the defaults for
-small bases apply (chosen from the measurements on a different, larger fact set in the README's
+small bases apply (replay of the model's own answers to the shipped general prompts included) (chosen from the measurements on a different, larger fact set in the README's
 "Defaults on a real base" table). A real RQ worker (SimpleWorker, burst) runs the real trainer.
 The size is the measurement's (README): 30 facts, 60 corrections (both phrasings trained; one
 phrasing of each is asked back), so the recipe makes the same number of optimizer steps; 12
@@ -116,9 +116,12 @@ def test_it_learns_corrections_on_the_real_base_and_keeps_what_it_knew(
     # 6/9 general kept), set before this test's first run at this size.
     assert sum(trained_hits) >= 0.8 * len(trained_q)
     assert sum(held_hits) >= 0.6 * len(held_out)
-    # Forgetting is not solved (issue 15): this bound only guards against the collapse seen when
-    # a small set was over-trained (0/7 kept), not a goal.
-    assert sum(kept_hits) >= len(known) / 3
+    # The recipe replays the model's own answers to general prompts (none of them asked here):
+    # bench/learning.py measured 42/57 kept with it, 36/57 without, on the 110-question set.
+    # Set below that before this test's first run with replay; forgetting is not solved
+    # (issue 15's goal is 95%), this guards against losing what replay gained and against the
+    # collapse of an over-trained small set (0/7 kept).
+    assert sum(kept_hits) >= len(known) / 2
 
 
     # The job evaluated itself, on the numbers the activation gate and the dashboard show: the
