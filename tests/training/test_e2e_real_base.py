@@ -5,8 +5,9 @@ endpoint then answers with the corrected facts, also for paraphrases never train
 general questions the base answered right before training are still answered right.
 
 Nothing here is tuned to this test: the request states no hyperparameters, so the defaults for
-small bases apply (replay of the model's own answers to the shipped general prompts included) (chosen from the measurements on a different, larger fact set in the README's
-"Defaults on a real base" table). A real RQ worker (SimpleWorker, burst) runs the real trainer.
+small bases apply, replay of the model's own answers to the shipped general prompts included
+(chosen from the measurements on a different, larger fact set in the README's "Defaults on a
+real base" tables). A real RQ worker (SimpleWorker, burst) runs the real trainer.
 The size is the measurement's (README): 30 facts, 60 corrections (both phrasings trained; one
 phrasing of each is asked back), so the recipe makes the same number of optimizer steps; 12
 general questions; short greedy replies (about 80 chat calls in all). Smaller sets were tried
