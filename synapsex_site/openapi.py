@@ -30,7 +30,7 @@ ERROR_ENVELOPE = {
 
 ERROR_STATUSES = {
     "400": "Invalid request (validation_error, malformed_json, json_too_deep, null_character, "
-           "invalid_unicode, "
+           "invalid_unicode, too_many_fields, "
            "or a business rule such as not_ready_for_training)",
     "401": "No API key, or an invalid or revoked one",
     "403": "The key is read-only (read_only_key) or the plan does not allow the action",

@@ -3,7 +3,7 @@
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -115,6 +115,10 @@ def api_exception_handler(exc, context):
             envelope("payload_too_large", "The request body is larger than the server accepts."),
             status=413,
         )
+    elif isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        # Django's form parsers stop at DATA_UPLOAD_MAX_NUMBER_FIELDS / _FILES (a 400 of
+        # Django's own, raised inside DRF's request.data, where it would otherwise be a 500).
+        return Response(envelope("too_many_fields", str(exc)), status=400)
 
     response = exception_handler(exc, context)
     if response is None:

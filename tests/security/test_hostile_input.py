@@ -366,3 +366,14 @@ def test_it_refuses_unpaired_surrogates_in_json_bodies_and_jsonl_records(owner, 
         owner.url(f"datasets/{datasets['conversations']}/upload/conversations"), paired,
         content_type="application/json")
     assert response.status_code == 201, response.content
+
+
+def test_a_form_body_with_too_many_fields_gets_the_envelope(owner, settings):
+    """Django stops form parsing at DATA_UPLOAD_MAX_NUMBER_FIELDS (TooManyFieldsSent, raised
+    inside DRF's request.data): a 400 with the envelope, not a 500 (found by the schema fuzz on
+    the review endpoint with a multipart body of repeated `ids`)."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    response = owner.client.post(owner.url("feedback/review"),
+                                 {"ids": list(range(20)), "action": "approve"},
+                                 format="multipart")
+    assert_envelope(response, 400, "too_many_fields")
