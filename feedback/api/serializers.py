@@ -26,6 +26,9 @@ class FeedbackCreateSerializer(FlatErrorsMixin, serializers.Serializer):
     rating = serializers.IntegerField(min_value=1, max_value=5, required=False, allow_null=True)
     metadata = serializers.DictField(required=False, default=dict,
                                      validators=[JsonMaxBytes(MAX_METADATA_BYTES)])
+    # The seed sends the end user in `metadata.user_id`; the answer shows it as `user_id`, so a
+    # client may send it there too (it is then stored in metadata, as the seed's).
+    user_id = StrictCharField(max_length=MAX_ID_CHARS, required=False)
 
     def validate_rating(self, value):
         if isinstance(self.initial_data.get("rating"), bool | float | str):
@@ -45,6 +48,12 @@ class FeedbackCreateSerializer(FlatErrorsMixin, serializers.Serializer):
             errors["rating"] = ["Required for type 'rating': a whole number from 1 to 5."]
         if kind != Feedback.RATING and rating is not None:
             errors["rating"] = [f"Only allowed with type 'rating', not {kind!r}."]
+        user_id = attrs.pop("user_id", None)
+        in_metadata = attrs.get("metadata", {}).get("user_id")
+        if user_id and in_metadata not in (None, user_id):
+            errors["user_id"] = ["Differs from metadata.user_id; send one of them."]
+        elif user_id:
+            attrs["metadata"] = {**attrs.get("metadata", {}), "user_id": user_id}
         if errors:
             raise serializers.ValidationError(errors)
         return attrs

@@ -130,6 +130,18 @@ def test_the_latest_feedback_of_a_user_counts_and_history_stays(owner, log_conve
     assert stats(owner)["thumbs_up"] == 3
 
 
+def test_user_id_may_also_be_sent_where_the_answer_shows_it(owner, log_conversation):
+    """The seed sends `metadata.user_id`; a top-level `user_id` (where the answer shows it) is
+    the same user, stored in metadata; two different ones are refused."""
+    log_conversation("conv_1")
+    first = post_feedback(owner, type="thumbs_up", user_id="u9").json()
+    assert first["user_id"] == "u9" and first["metadata"] == {"user_id": "u9"}
+    second = post_feedback(owner, type="thumbs_down", metadata={"user_id": "u9"}).json()
+    assert second["supersedes"] == [first["id"]]
+    clash = post_feedback(owner, type="thumbs_up", user_id="u9", metadata={"user_id": "u8"})
+    assert clash.status_code == 400 and "user_id" in clash.json()["error"]["details"]
+
+
 def test_a_report_excludes_the_message_from_training(owner, log_conversation):
     log_conversation("conv_1")
     post_feedback(owner, type="thumbs_up", metadata={"user_id": "u1"})

@@ -5,6 +5,7 @@ restart prints the same ones instead of piling up keys.
 """
 
 import json
+import os
 import secrets
 
 from django.conf import settings
@@ -49,5 +50,6 @@ class Command(BaseCommand):
         path.chmod(0o600)
         self.stdout.write(f"Tenant:   {tenant.slug} (plan {tenant.plan.name})")
         self.stdout.write(f"Login:    admin / {password}  (dashboard and /admin/)")
-        self.stdout.write(f"API base: http://127.0.0.1:8000/v1/tenants/{tenant.slug}/")
+        port = os.environ.get("PORT", "8000")  # scripts/run.sh's web port
+        self.stdout.write(f"API base: http://127.0.0.1:{port}/v1/tenants/{tenant.slug}/")
         self.stdout.write(f"API key:  {api_key}")
