@@ -281,32 +281,14 @@ class ModelRuntime:
                        batch_size: int = 16) -> list[str]:
         """Greedy replies to many conversations (left-padded batches; the evaluation's path).
         Holds the runtime for the whole call: chat requests wait, as for any generation."""
-        import torch
+        from training.trainer.generation import greedy_replies
 
-        from training.trainer.generation import generation_kwargs, reply_clean
-
-        replies: list[str] = []
         with self._lock:
             loaded, context = self._prepare(adapter, base)
-            tokenizer = loaded.tokenizer
-            kwargs = generation_kwargs(loaded.model, tokenizer, max_new_tokens=max_new_tokens)
-            pad_id = kwargs["generation_config"].pad_token_id
-            device = next(loaded.model.parameters()).device
-            with context, torch.no_grad():
-                for start in range(0, len(conversations), batch_size):
-                    rows = [list(tokenizer.apply_chat_template(
-                        c, add_generation_prompt=True, tokenize=True,
-                        return_dict=True)["input_ids"])
-                        for c in conversations[start:start + batch_size]]
-                    width = max(len(r) for r in rows)
-                    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
-                    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-                    output = loaded.model.generate(input_ids=ids.to(device),
-                                                   attention_mask=mask.to(device), **kwargs)
-                    for row in output[:, width:]:
-                        replies.append(reply_clean(
-                            tokenizer.decode(row, skip_special_tokens=True), loaded.end_strings))
-        return replies
+            with context:
+                replies = greedy_replies(loaded.model, loaded.tokenizer, conversations,
+                                         max_new_tokens=max_new_tokens, batch_size=batch_size)
+        return [text for text, _ in replies]
 
     def stream(self, *, messages: list[dict], adapter: AdapterRef | None, max_new_tokens: int,
                temperature: float = 0.0, top_p: float | None = None,

@@ -64,7 +64,6 @@ def load(adapter: Path | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(BASE)
-    tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32)
     if adapter is not None:
         from peft import PeftModel
@@ -74,39 +73,16 @@ def load(adapter: Path | None = None):
     return model, tokenizer
 
 
-def answers(model, tokenizer, questions: list[str], batch: int = 16,
-            max_new_tokens: int = MAX_NEW_TOKENS, finished_only: bool = False) -> list[str]:
-    """Greedy replies, as served (the model's generation config, stopping at end of turn).
+def answers(model, tokenizer, questions: list[str], max_new_tokens: int = MAX_NEW_TOKENS,
+            finished_only: bool = False) -> list[str]:
+    """Greedy replies, as served (training.trainer.generation.greedy_replies). `finished_only`:
+    a reply that did not reach its end-of-turn token comes back as "" (a cut reply must not be
+    trained as a whole answer)."""
+    from training.trainer.generation import greedy_replies
 
-    `finished_only`: a reply that did not reach its end-of-turn token within `max_new_tokens`
-    comes back as "" (a cut reply must not be trained as a whole answer).
-    """
-    import torch
-
-    from training.trainer.generation import (
-        end_of_turn_strings,
-        generation_kwargs,
-        reply_clean,
-        stop_token_ids,
-    )
-
-    kwargs = generation_kwargs(model, tokenizer, max_new_tokens=max_new_tokens)
-    ends = end_of_turn_strings(tokenizer, kwargs["generation_config"])
-    stops = set(stop_token_ids(kwargs))
-    out: list[str] = []
-    for start in range(0, len(questions), batch):
-        chunk = questions[start:start + batch]
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                               add_generation_prompt=True) for q in chunk]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            generated = model.generate(**enc, **kwargs)
-        for row in generated[:, enc["input_ids"].shape[1]:]:
-            if finished_only and not stops & set(row.tolist()):
-                out.append("")
-                continue
-            out.append(reply_clean(tokenizer.decode(row, skip_special_tokens=False), ends))
-    return out
+    chats = [[{"role": "user", "content": q}] for q in questions]
+    replies = greedy_replies(model, tokenizer, chats, max_new_tokens=max_new_tokens)
+    return ["" if finished_only and not finished else text for text, finished in replies]
 
 
 def right(reply: str, key: str) -> bool:

@@ -104,3 +104,37 @@ def reply_clean(text: str, end_strings: list[str]) -> str:
         if marker and marker in text:
             text = text.split(marker, 1)[0]
     return text.strip()
+
+
+def greedy_replies(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], *,
+                   max_new_tokens: int, batch_size: int = 16) -> list[tuple[str, bool]]:
+    """Greedy replies to many conversations in left-padded batches, as served.
+
+    Each is `(reply, finished)`: `finished` says the reply reached an end-of-turn token within
+    `max_new_tokens` (a cut reply must not be trained as a whole answer). The one batched path:
+    the evaluation (adapters.runtime), replay (training.trainer.replay) and bench/learning.py.
+    """
+    import torch
+
+    kwargs = generation_kwargs(model, tokenizer, max_new_tokens=max_new_tokens)
+    pad_id = kwargs["generation_config"].pad_token_id
+    stops = set(stop_token_ids(kwargs))
+    ends = end_of_turn_strings(tokenizer, kwargs["generation_config"])
+    device = next(model.parameters()).device
+    replies: list[tuple[str, bool]] = []
+    with torch.no_grad():
+        for start in range(0, len(conversations), batch_size):
+            rows = [list(tokenizer.apply_chat_template(
+                c, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+                for c in conversations[start:start + batch_size]]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+            output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                    **kwargs)
+            for row in output[:, width:].tolist():
+                cut = next((i for i, token in enumerate(row) if token in stops), None)
+                text = tokenizer.decode(row if cut is None else row[:cut],
+                                        skip_special_tokens=True)
+                replies.append((reply_clean(text, ends), cut is not None))
+    return replies

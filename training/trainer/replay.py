@@ -29,7 +29,6 @@ from typing import Any
 
 REPLAY_PROMPTS = Path(__file__).resolve().parent / "assets" / "replay_prompts.jsonl"
 MAX_NEW_TOKENS = 96
-BATCH = 16
 
 
 def replay_prompts(path: str | Path | None = None) -> list[str]:
@@ -50,47 +49,19 @@ def replay_records(model: Any, tokenizer: Any, prompts: list[str], *,
                    max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[dict[str, Any]], int]:
     """SFT records of the model's own finished greedy answers to `prompts`, and how many prompts
     were left out because their answer did not finish."""
-    import torch
+    from training.trainer.generation import greedy_replies
 
-    from training.trainer.generation import (
-        end_of_turn_strings,
-        generation_kwargs,
-        reply_clean,
-        stop_token_ids,
-    )
-
-    kwargs = generation_kwargs(model, tokenizer, max_new_tokens=max_new_tokens)
-    ends = end_of_turn_strings(tokenizer, kwargs["generation_config"])
-    stops = set(stop_token_ids(kwargs))
-    device = next(model.parameters()).device
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
+    replies = greedy_replies(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts],
+                             max_new_tokens=max_new_tokens)
     records: list[dict[str, Any]] = []
-    unfinished = 0
-    try:
-        for start in range(0, len(prompts), BATCH):
-            chunk = prompts[start:start + BATCH]
-            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}],
-                                                   tokenize=False, add_generation_prompt=True)
-                     for p in chunk]
-            encoded = tokenizer(texts, return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(device)
-            with torch.no_grad():
-                generated = model.generate(**encoded, **kwargs)
-            rows = generated[:, encoded["input_ids"].shape[1]:]
-            for index, (prompt, row) in enumerate(zip(chunk, rows, strict=True), start=start):
-                answer = reply_clean(tokenizer.decode(row, skip_special_tokens=False), ends)
-                if not stops & set(row.tolist()) or not answer:
-                    unfinished += 1
-                    continue
-                records.append({
-                    "id": f"replay-{index}",
-                    "messages": [{"role": "user", "content": prompt},
-                                 {"role": "assistant", "content": answer}],
-                })
-    finally:
-        tokenizer.padding_side = side
-    return records, unfinished
+    for index, (prompt, (answer, finished)) in enumerate(zip(prompts, replies, strict=True)):
+        if finished and answer:
+            records.append({
+                "id": f"replay-{index}",
+                "messages": [{"role": "user", "content": prompt},
+                             {"role": "assistant", "content": answer}],
+            })
+    return records, len(prompts) - len(records)
 
 
 def replay_generate(*, base: str, revision: str | None, init_adapter: str | None, rows: int,
