@@ -38,3 +38,19 @@ def online_decisions_check_job(tenant_id: int) -> dict:
     result = online_decisions_check_run(tenant_id=tenant_id)
     return {key: (version.version if version is not None else None)
             for key, version in result.items()}
+
+
+def inference_adapter_register_job(version_id: int) -> str | None:
+    """Register a new version on the inference server (queue `default`)."""
+    from adapters.models import AdapterVersion
+    from adapters.services.inference import inference_adapter_register
+
+    version = AdapterVersion.objects.select_related("tenant").filter(pk=version_id).first()
+    return inference_adapter_register(version=version) if version is not None else None
+
+
+def inference_adapter_unregister_job(served_name: str) -> bool:
+    """Unload an archived version from the inference server (queue `default`)."""
+    from adapters.services.inference import inference_adapter_unregister
+
+    return inference_adapter_unregister(served_name=served_name)

@@ -39,9 +39,10 @@ class AdapterRef:
     storage_prefix: str
     files: dict  # file name -> sha256
     base: BaseRef | None = None
+    tenant_slug: str = ""
 
     @classmethod
-    def of(cls, version) -> AdapterRef:
+    def of(cls, version, *, tenant_slug: str | None = None) -> AdapterRef:
         return cls(
             name=f"t{version.tenant_id}_v{version.number}_{version.sha256[:12]}",
             label=version.version,
@@ -49,7 +50,14 @@ class AdapterRef:
             storage_prefix=version.storage_prefix,
             files={n: s for n, s in (version.files or {}).items() if n in SERVED_FILES},
             base=version_base_ref(version),
+            tenant_slug=tenant_slug if tenant_slug is not None else version.tenant.slug,
         )
+
+    @property
+    def served_name(self) -> str:
+        """The name a multi-LoRA server serves it under: `<tenant>-v<N>` (adapters.
+        inference_server)."""
+        return f"{self.tenant_slug}-{self.label}" if self.tenant_slug else self.name
 
 
 @dataclass

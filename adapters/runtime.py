@@ -38,24 +38,12 @@ How it works
 Serving at scale: vLLM or LoRAX
 -------------------------------
 A larger deployment hands generation to a multi-LoRA inference server and keeps everything else
-(version rows, activation, A/B routing, logging, metrics) in this app:
-
-* **vLLM** (`vllm serve <base> --enable-lora --max-loras 8 --max-lora-rank 64
-  --max-cpu-loras 64`, plus `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`): adapters are registered at
-  run time with `POST /v1/load_lora_adapter {"lora_name": "acme-v3", "lora_path": "/adapters/
-  acme/v3"}` and unregistered with `/v1/unload_lora_adapter`; a request selects one with
-  `"model": "acme-v3"` on the OpenAI-compatible `/v1/chat/completions`. vLLM batches requests for
-  different adapters together (punica/S-LoRA kernels), so there is no global lock.
-* **LoRAX** (`lorax-launcher --model-id <base>`): adapters are fetched on demand per request,
-  `"adapter_id": "/adapters/acme/v3", "adapter_source": "local"` (or `s3`), with its own
-  GPU/CPU adapter cache and continuous multi-adapter batching.
-* **Export**: both load the standard PEFT layout, exactly what the download endpoint returns and
-  what storage holds under `tenants/<tenant>/adapters/v<N>/`: `adapter_model.safetensors` +
-  `adapter_config.json` (with `base_model_name_or_path` pointing at the same base and revision).
-  A deployment syncs verified folders (sha256 checked, as here) onto the inference servers'
-  adapter volume, or points LoRAX at the S3 prefix; the chat service then sends the request to
-  the server with `model`/`adapter_id` = the routed version instead of calling this runtime.
-  Lineage, A/B stickiness and per-version metrics do not change.
+(version rows, activation, A/B routing, logging, metrics) in this app: with
+`INFERENCE_SERVER_URL` set, `adapters.inference_server` registers each version on a server that
+speaks vLLM's API and sends chat requests there; this runtime then serves only versions on other
+bases and the evaluation. LoRAX (`"adapter_id"`, `"adapter_source": "local"` or `s3`) loads the
+same PEFT layout: `adapter_model.safetensors` + `adapter_config.json`, exactly what the download
+endpoint returns and what storage holds under `tenants/<tenant>/adapters/v<N>/`.
 """
 
 from __future__ import annotations
@@ -156,47 +144,13 @@ class ModelRuntime:
     # -- adapters ----------------------------------------------------------------------------
 
     def _materialize(self, ref: AdapterRef) -> Path:
-        """Copy the adapter's files from storage into the local cache, verified by sha256."""
-        from adapters.services import (
-            AdapterIntegrityError,
-            safetensors_header_check,
-            sha256_of_file,
-            stored_files_read,
-        )
+        from adapters.services import AdapterIntegrityError
 
-        missing = [n for n in SERVED_FILES if n not in ref.files]
-        if missing:
-            raise AdapterIntegrityError(f"{ref.label} has no recorded sha256 for {missing}.")
-        target = self.cache_dir / str(ref.tenant_id) / ref.name
-        if target.is_dir():
-            # A local copy from an earlier load (or another process): verify it again anyway.
-            if all((target / n).is_file() and sha256_of_file(target / n) == ref.files[n]
-                   for n in SERVED_FILES):
-                return target
-            shutil.rmtree(target, ignore_errors=True)
-        staging = target.with_name(f".{ref.name}.{uuid.uuid4().hex[:8]}")
-        staging.mkdir(parents=True, exist_ok=True)
         try:
-            contents, problems = stored_files_read(
-                storage_prefix=ref.storage_prefix,
-                expected={name: ref.files[name] for name in SERVED_FILES})
-            for name, data in contents.items():
-                (staging / name).write_bytes(data)
-            if problems:
-                self.stats["integrity_errors"] += 1
-                raise AdapterIntegrityError(
-                    f"Adapter {ref.label} failed its integrity check and was not loaded.",
-                    details={"version": ref.label, "files": problems})
-            safetensors_header_check((staging / SERVED_FILES[0]).read_bytes(),
-                                     name=SERVED_FILES[0])
-            if target.exists():  # another thread/process won the race with identical files
-                shutil.rmtree(staging, ignore_errors=True)
-            else:
-                staging.rename(target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            return adapter_files_materialize(ref, self.cache_dir)
+        except AdapterIntegrityError:
+            self.stats["integrity_errors"] += 1
             raise
-        return target
 
     def _ensure_adapter(self, base: LoadedBase, ref: AdapterRef) -> None:
         if ref.name in self._adapters:
@@ -323,6 +277,50 @@ class ModelRuntime:
             raise
         stream._thread = thread
         return stream
+
+
+def adapter_files_materialize(ref: AdapterRef, cache_dir: Path) -> Path:
+    """Copy the adapter's files from storage into `cache_dir/<tenant id>/<name>`, each verified
+    by its sha256 (and the weights' safetensors header); an existing copy is verified again."""
+    from adapters.services import (
+        AdapterIntegrityError,
+        safetensors_header_check,
+        sha256_of_file,
+        stored_files_read,
+    )
+
+    missing = [n for n in SERVED_FILES if n not in ref.files]
+    if missing:
+        raise AdapterIntegrityError(f"{ref.label} has no recorded sha256 for {missing}.")
+    target = Path(cache_dir) / str(ref.tenant_id) / ref.name
+    if target.is_dir():
+        # A local copy from an earlier load (or another process): verify it again anyway.
+        if all((target / n).is_file() and sha256_of_file(target / n) == ref.files[n]
+               for n in SERVED_FILES):
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+    staging = target.with_name(f".{ref.name}.{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        contents, problems = stored_files_read(
+            storage_prefix=ref.storage_prefix,
+            expected={name: ref.files[name] for name in SERVED_FILES})
+        for name, data in contents.items():
+            (staging / name).write_bytes(data)
+        if problems:
+            raise AdapterIntegrityError(
+                f"Adapter {ref.label} failed its integrity check and was not loaded.",
+                details={"version": ref.label, "files": problems})
+        safetensors_header_check((staging / SERVED_FILES[0]).read_bytes(),
+                                 name=SERVED_FILES[0])
+        if target.exists():  # another thread/process won the race with identical files
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 _runtime: ModelRuntime | None = None

@@ -7,8 +7,10 @@ Which version answers a request, in order:
    changed), else `ab_route(conversation_id, weights)` - a stable hash, so stateless and sticky;
 3. the tenant's active version; none = the base model (`adapter_version: null`).
 The version is read from the database on every request: an activation is served by the next
-request, without a restart. A version is served on the base model it was trained on; "base" is
-the tenant's base (`serving_base_for_tenant`).
+request, without a restart. What generates is the process's runtime, or, with
+`INFERENCE_SERVER_URL` set, a multi-LoRA server speaking vLLM's API (adapters.inference_server).
+A version is served on the base model it was trained on; "base" is the tenant's base
+(`serving_base_for_tenant`).
 
 `serving_models_list` names exactly what `model` accepts: "base" and "<tenant>:v<N>" for each ready
 version (`model_name_of`), in OpenAI's list shape.
@@ -32,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.inference_server import serving_runtime
 from adapters.models import AdapterVersion, parse_version_label
 from adapters.runtime import (
     AdapterRef,
@@ -41,7 +44,6 @@ from adapters.runtime import (
     ModelUnavailableError,
     base_ref_resolve,
     default_base_ref,
-    runtime_get,
 )
 from adapters.selectors import ab_route, ab_test_arms
 from tenants.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -148,7 +150,7 @@ def _prepare(*, tenant: Tenant, conversation_id: str | None, adapter_version: st
     conversation_id = conversation_id or new_public_id("conv")
     routed = serving_version_select(tenant=tenant, conversation_id=conversation_id,
                                     adapter_version=adapter_version, model=model)
-    adapter = AdapterRef.of(routed.version) if routed.version else None
+    adapter = AdapterRef.of(routed.version, tenant_slug=tenant.slug) if routed.version else None
     return conversation_id, routed, adapter, serving_base_for_tenant(tenant)
 
 
@@ -177,7 +179,7 @@ def chat_completion_create(*, tenant: Tenant, messages: list[dict], max_tokens: 
         model=model)
     prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
     try:
-        completion = runtime_get().generate(
+        completion = serving_runtime(adapter, base).generate(
             messages=prompt, adapter=adapter, base=base, max_new_tokens=max_tokens,
             temperature=temperature, top_p=top_p)
     except ModelUnavailableError as exc:
@@ -223,9 +225,9 @@ def chat_completion_stream(*, tenant: Tenant, messages: list[dict], max_tokens: 
         model=model)
     prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
     try:
-        stream = runtime_get().stream(messages=prompt, adapter=adapter, base=base,
-                                      max_new_tokens=max_tokens, temperature=temperature,
-                                      top_p=top_p)
+        stream = serving_runtime(adapter, base).stream(
+            messages=prompt, adapter=adapter, base=base, max_new_tokens=max_tokens,
+            temperature=temperature, top_p=top_p)
     except ModelUnavailableError as exc:
         raise Unavailable("model_unavailable", str(exc)) from exc
     return ChatEventStream(tenant=tenant, conversation_id=conversation_id, messages=messages,

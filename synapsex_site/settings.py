@@ -263,6 +263,17 @@ ADAPTER_CACHE_SIZE = env_int("ADAPTER_CACHE_SIZE", 8, minimum=1)
 # Base models resident at once in a serving process (LRU): versions trained on different bases.
 BASE_MODEL_CACHE_SIZE = env_int("BASE_MODEL_CACHE_SIZE", 2, minimum=1)
 CHAT_MAX_NEW_TOKENS = env_int("CHAT_MAX_NEW_TOKENS", 256, minimum=1)
+# A multi-LoRA inference server that speaks vLLM's HTTP API (adapters.inference_server): when set,
+# chat requests for its base are generated there, each ready version registered as <tenant>-v<N>.
+INFERENCE_SERVER_URL = env_str("INFERENCE_SERVER_URL", "") or ""
+INFERENCE_SERVER_API_KEY = env_str("INFERENCE_SERVER_API_KEY", "") or ""
+# The name the server serves the base under (vllm serve --served-model-name; default its path).
+INFERENCE_SERVER_BASE_MODEL = env_str("INFERENCE_SERVER_BASE_MODEL", "") or ""
+INFERENCE_SERVER_TIMEOUT = env_float("INFERENCE_SERVER_TIMEOUT", 120.0)
+# Verified adapter copies for the server (a volume it reads), and that folder as it mounts it.
+INFERENCE_SERVER_ADAPTER_DIR = env_str("INFERENCE_SERVER_ADAPTER_DIR",
+                                       str(VAR_DIR / "inference-adapters"))
+INFERENCE_SERVER_ADAPTER_DIR_ON_SERVER = env_str("INFERENCE_SERVER_ADAPTER_DIR_ON_SERVER", "") or ""
 
 # --- Evaluation of every new version (adapters.services.evaluation) --------------------------
 # Up to this many feedback rows a stats read compiles readiness.methods in the request; above,

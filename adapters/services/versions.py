@@ -43,6 +43,10 @@ from django.utils import timezone
 
 from adapters.models import AdapterVersion
 from adapters.selectors import ab_test_arms
+from adapters.services.inference import (
+    inference_adapter_register_enqueue,
+    inference_adapter_unregister_enqueue,
+)
 from adapters.services.integrity import (
     ADAPTER_WEIGHTS,
     MANIFEST,
@@ -149,6 +153,7 @@ def _version_insert(*, job, manifest: dict, contents: dict[str, bytes], manifest
     )
     _version_created_audit(tenant=tenant, version=version, job=job)
     adapter_versions_enforce_plan_limit(tenant=tenant, keep={version.pk})
+    inference_adapter_register_enqueue(version=version)
     return version
 
 
@@ -324,6 +329,7 @@ def _archive(version: AdapterVersion) -> None:
     version.status = AdapterVersion.ARCHIVED
     version.archived_at = timezone.now()
     version.save(update_fields=["status", "archived_at"])
+    inference_adapter_unregister_enqueue(version=version)
 
 
 def adapter_version_archive(
