@@ -29,6 +29,11 @@ How it works
   unless the request asks for a temperature, stopping at the chat template's end-of-turn token,
   which never reaches the reply's text. `generate` answers whole; `stream` runs `generate` in a
   thread with transformers' `TextIteratorStreamer` and hands out the text as it comes.
+* Batching: greedy `generate` calls go through one batcher thread per runtime. Requests that
+  arrive within `SERVING_BATCH_WINDOW_MS` of the oldest waiting one (up to `SERVING_MAX_BATCH`,
+  same base, no more distinct adapters than the cache holds) are generated in one left-padded
+  call; rows with different adapters use PEFT's mixed-adapter batch (`adapter_names`). Each
+  request gets the completion it gets alone (its own length limit and stop), or its own error.
 * One lock serialises generation: `set_adapter` changes state shared by every thread, so two
   requests must not interleave between switching and generating. A stream holds the lock from
   the request's thread (loading and switching) to the end of its generation thread (a plain
@@ -54,6 +59,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,23 +86,44 @@ from adapters.streaming import CompletionStream
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class _Request:
+    """One greedy chat request waiting for the batcher."""
+
+    messages: list[dict]
+    adapter: AdapterRef | None
+    base: BaseRef
+    max_new_tokens: int
+    queued_at: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    completion: Completion | None = None
+    error: BaseException | None = None
+
+
 class ModelRuntime:
     """An LRU of base models, each with its PEFT adapters; thread-safe, one generation at a
     time. `source`/`revision` name the base that answers when a request names none (default:
     the settings' default base, read per request)."""
 
     def __init__(self, *, source: str | None = None, revision: str | None = None,
-                 cache_size: int, cache_dir: Path, base_cache_size: int = 2):
+                 cache_size: int, cache_dir: Path, base_cache_size: int = 2,
+                 max_batch: int = 1, batch_window: float = 0.0):
         self.source = source
         self.revision = revision
         self.cache_size = max(1, int(cache_size))
         self.base_cache_size = max(1, int(base_cache_size))
         self.cache_dir = Path(cache_dir)
+        self.max_batch = max(1, int(max_batch))
+        self.batch_window = max(0.0, float(batch_window))
         self._lock = threading.Lock()
         self._bases: OrderedDict[str, LoadedBase] = OrderedDict()
         self._adapters: OrderedDict[str, tuple[str, AdapterRef]] = OrderedDict()
+        self._queue: list[_Request] = []
+        self._queue_cond = threading.Condition()
+        self._batcher: threading.Thread | None = None
         self.stats = {"base_loads": 0, "base_evictions": 0, "adapter_loads": 0, "evictions": 0,
-                      "integrity_errors": 0}
+                      "integrity_errors": 0, "batches": 0, "batched_requests": 0,
+                      "largest_batch": 0, "mixed_batches": 0}
 
     # -- base models -------------------------------------------------------------------------
 
@@ -205,7 +232,13 @@ class ModelRuntime:
     def generate(self, *, messages: list[dict], adapter: AdapterRef | None,
                  max_new_tokens: int, temperature: float = 0.0, top_p: float | None = None,
                  base: BaseRef | None = None) -> Completion:
-        """The assistant's whole reply, by `adapter` on its base (None = the base model)."""
+        """The assistant's whole reply, by `adapter` on its base (None = the base model).
+
+        Greedy requests go through the batcher (when `max_batch` > 1): those that arrive
+        together are generated in one batch, whatever adapter each needs."""
+        if self.max_batch > 1 and not (temperature and temperature > 0):
+            return self._generate_batched(messages=messages, adapter=adapter, base=base,
+                                          max_new_tokens=max_new_tokens)
         import torch
 
         from training.trainer.generation import generation_kwargs, reply_clean, stop_token_ids
@@ -229,6 +262,150 @@ class ModelRuntime:
             finish_reason=finish_reason(new_tokens, stop_token_ids(kwargs),
                                        max_new_tokens),
             adapter_name=adapter.name if adapter else None, seconds=seconds)
+
+    # -- batching: requests that arrive together, one generate call ---------------------------
+
+    def _generate_batched(self, *, messages: list[dict], adapter: AdapterRef | None,
+                          base: BaseRef | None, max_new_tokens: int) -> Completion:
+        wanted = (adapter.base if adapter is not None else None) or base or self._default_base()
+        request = _Request(messages=messages, adapter=adapter, base=wanted,
+                           max_new_tokens=int(max_new_tokens))
+        with self._queue_cond:
+            self._queue.append(request)
+            if self._batcher is None or not self._batcher.is_alive():
+                self._batcher = threading.Thread(target=self._batch_loop, name="chat-batcher",
+                                                 daemon=True)
+                self._batcher.start()
+            self._queue_cond.notify()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.completion
+
+    def _batch_loop(self) -> None:
+        while True:
+            with self._queue_cond:
+                while not self._queue:
+                    self._queue_cond.wait()
+                first = self._queue[0]
+            # The batching window counts from the first waiting request's arrival, so a request
+            # that waited for the previous batch to finish does not wait again.
+            delay = first.queued_at + self.batch_window - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            with self._lock:
+                with self._queue_cond:
+                    batch = self._batch_take()
+                self._batch_run(batch)
+
+    def _batch_take(self) -> list[_Request]:
+        """The oldest request and the next ones on its base, up to `max_batch` requests and as
+        many distinct adapters as the cache holds (so loading one never evicts another of the
+        same batch). Call with the queue's condition held."""
+        base_key = self._queue[0].base.key
+        batch: list[_Request] = []
+        adapters: set[str] = set()
+        for request in list(self._queue):
+            if len(batch) >= self.max_batch:
+                break
+            if request.base.key != base_key:
+                continue
+            name = request.adapter.name if request.adapter is not None else None
+            if name is not None and name not in adapters and len(adapters) >= self.cache_size:
+                continue
+            if name is not None:
+                adapters.add(name)
+            batch.append(request)
+            self._queue.remove(request)
+        return batch
+
+    def _batch_run(self, batch: list[_Request]) -> None:
+        """Load what the batch needs and generate it; each request gets its completion or its
+        own error (a tampered adapter fails its requests only). Call with the lock held."""
+        ready: list[_Request] = []
+        try:
+            loaded = self._ensure_base(batch[0].base)
+        except BaseException as exc:  # noqa: BLE001 - handed to each waiting request
+            for request in batch:
+                request.error = exc
+                request.done.set()
+            return
+        for request in batch:
+            try:
+                if request.adapter is not None:
+                    self._ensure_adapter(loaded, request.adapter)
+                ready.append(request)
+            except BaseException as exc:  # noqa: BLE001
+                request.error = exc
+                request.done.set()
+        if not ready:
+            return
+        try:
+            for request, completion in zip(ready, self._batch_generate(loaded, ready),
+                                           strict=True):
+                request.completion = completion
+        except BaseException as exc:  # noqa: BLE001
+            logger.exception("batched generation failed")
+            for request in ready:
+                request.error = ModelUnavailableError(f"Generation failed: {exc}")
+        finally:
+            for request in ready:
+                request.done.set()
+
+    def _batch_generate(self, loaded: LoadedBase, requests: list[_Request]) -> list[Completion]:
+        """One left-padded greedy `generate` for all; rows with different adapters run as
+        PEFT's mixed-adapter batch (`adapter_names`, "__base__" for the base model)."""
+        import contextlib
+
+        import torch
+        from peft import PeftModel
+
+        from training.trainer.generation import generation_kwargs, reply_clean, stop_token_ids
+
+        started = time.monotonic()
+        tokenizer, model = loaded.tokenizer, loaded.model
+        kwargs = generation_kwargs(model, tokenizer, max_new_tokens=max(
+            r.max_new_tokens for r in requests))
+        pad_id = kwargs["generation_config"].pad_token_id
+        stops = stop_token_ids(kwargs)
+        rows = [list(tokenizer.apply_chat_template(
+            r.messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+            for r in requests]
+        width = max(len(r) for r in rows)
+        device = next(model.parameters()).device
+        ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        names = [r.adapter.name if r.adapter is not None else None for r in requests]
+        context: Any = contextlib.nullcontext()
+        extra: dict[str, Any] = {}
+        if isinstance(model, PeftModel):
+            if len(set(names)) > 1:
+                extra["adapter_names"] = [n or "__base__" for n in names]
+                self.stats["mixed_batches"] += 1
+            elif names[0] is not None:
+                model.set_adapter(names[0])
+            else:
+                context = model.disable_adapter()
+        with context, torch.no_grad():
+            output = model.generate(input_ids=ids, attention_mask=mask, **kwargs, **extra)
+        seconds = time.monotonic() - started
+        self.stats["batches"] += 1
+        self.stats["batched_requests"] += len(requests)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(requests))
+        completions = []
+        for row, request, prompt in zip(output[:, width:].tolist(), requests, rows,
+                                        strict=True):
+            row = row[:request.max_new_tokens]
+            cut = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))
+            new_tokens = row[:cut]
+            text = reply_clean(tokenizer.decode(new_tokens, skip_special_tokens=True),
+                               loaded.end_strings)
+            completions.append(Completion(
+                text=text, prompt_tokens=len(prompt), completion_tokens=len(new_tokens),
+                finish_reason=finish_reason(new_tokens, stops, request.max_new_tokens),
+                adapter_name=request.adapter.name if request.adapter else None,
+                seconds=seconds))
+        return completions
 
     def generate_batch(self, *, conversations: list[list[dict]], adapter: AdapterRef | None,
                        max_new_tokens: int, base: BaseRef | None = None,
@@ -330,7 +507,9 @@ _runtime_lock = threading.Lock()
 def _wanted_config() -> dict:
     return {"cache_size": int(settings.ADAPTER_CACHE_SIZE),
             "base_cache_size": int(getattr(settings, "BASE_MODEL_CACHE_SIZE", 2)),
-            "cache_dir": local_cache_dir()}
+            "cache_dir": local_cache_dir(),
+            "max_batch": int(getattr(settings, "SERVING_MAX_BATCH", 1)),
+            "batch_window": float(getattr(settings, "SERVING_BATCH_WINDOW_MS", 0)) / 1000.0}
 
 
 def runtime_get() -> ModelRuntime:
@@ -351,7 +530,9 @@ def runtime_get() -> ModelRuntime:
 def _matches(runtime: ModelRuntime, wanted: dict) -> bool:
     return (runtime.source is None and runtime.cache_size == wanted["cache_size"]
             and runtime.base_cache_size == wanted["base_cache_size"]
-            and runtime.cache_dir == Path(wanted["cache_dir"]))
+            and runtime.cache_dir == Path(wanted["cache_dir"])
+            and runtime.max_batch == wanted["max_batch"]
+            and runtime.batch_window == wanted["batch_window"])
 
 
 def runtime_reset() -> None:

@@ -263,6 +263,10 @@ ADAPTER_CACHE_SIZE = env_int("ADAPTER_CACHE_SIZE", 8, minimum=1)
 # Base models resident at once in a serving process (LRU): versions trained on different bases.
 BASE_MODEL_CACHE_SIZE = env_int("BASE_MODEL_CACHE_SIZE", 2, minimum=1)
 CHAT_MAX_NEW_TOKENS = env_int("CHAT_MAX_NEW_TOKENS", 256, minimum=1)
+# Greedy chat requests that arrive within this window of each other are generated in one batch
+# (up to SERVING_MAX_BATCH, whatever adapter each needs: PEFT's mixed-adapter batch); 1 = off.
+SERVING_MAX_BATCH = env_int("SERVING_MAX_BATCH", 8, minimum=1)
+SERVING_BATCH_WINDOW_MS = env_int("SERVING_BATCH_WINDOW_MS", 10, minimum=0)
 # A multi-LoRA inference server that speaks vLLM's HTTP API (adapters.inference_server): when set,
 # chat requests for its base are generated there, each ready version registered as <tenant>-v<N>.
 INFERENCE_SERVER_URL = env_str("INFERENCE_SERVER_URL", "") or ""
