@@ -268,6 +268,10 @@ class ModelRuntime:
     def _generate_batched(self, *, messages: list[dict], adapter: AdapterRef | None,
                           base: BaseRef | None, max_new_tokens: int) -> Completion:
         wanted = (adapter.base if adapter is not None else None) or base or self._default_base()
+        if adapter is not None and adapter.name not in self._adapters:
+            # Fetch and verify a cold adapter's files here, outside the generation lock (object
+            # storage round trips); loading it into the model waits for the batcher.
+            self._materialize(adapter)
         request = _Request(messages=messages, adapter=adapter, base=wanted,
                            max_new_tokens=int(max_new_tokens))
         with self._queue_cond:

@@ -52,6 +52,10 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     "attn_only": ({}, {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}, 0, {}),
     "r4": ({}, {"r": 4, "alpha": 8}, 0, {}),
     "replay_e3": ({"epochs": 3}, {}, 113, {}),
+    # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
+    "small12": ({}, {}, 0, {"facts": 12}),
+    "small12_replay_all": ({}, {}, 113, {"facts": 12}),
+    "small12_replay24": ({}, {}, 24, {"facts": 12}),
 }
 
 
@@ -115,18 +119,26 @@ def base_reference() -> dict[str, Any]:
     return reference
 
 
-def train(name: str, reference: dict[str, Any]) -> tuple[Path, float]:
+def train(name: str, reference: dict[str, Any]) -> tuple[Path, float, int]:
     train_over, lora_over, replay_rows, extra = VARIANTS[name]
+    extra = {k: v for k, v in extra.items() if k != "facts"}
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for fact in read_jsonl(ASSETS / "invented_facts.jsonl"):
+    for fact in facts_of(name):
         for question in fact["questions"]:
             rows.append({"messages": [{"role": "user", "content": question},
                                       {"role": "assistant", "content": fact["answer"]}]})
-    for item in reference["replay"][:replay_rows]:
-        rows.append({"messages": [{"role": "user", "content": item["prompt"]},
-                                  {"role": "assistant", "content": item["answer"]}]})
+    # The prompts the product's trainer would pick (training.trainer.replay.replay_pick, seed
+    # 42 as the recipe's), those whose answer finished.
+    from training.trainer.replay import replay_pick
+
+    finished = {item["prompt"]: item["answer"] for item in reference["replay"]}
+    picked = replay_pick([r["prompt"] for r in read_jsonl(REPLAY)], rows=replay_rows, seed=42)
+    replayed = [p for p in picked if p in finished] if replay_rows else []
+    for prompt in replayed:
+        rows.append({"messages": [{"role": "user", "content": prompt},
+                                  {"role": "assistant", "content": finished[prompt]}]})
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     job = {"job_id": f"learning-{name}", "method": "sft", "base_model": {"path": str(BASE)},
            "data": {"train": "train.jsonl"}, "output_dir": "out",
@@ -135,12 +147,18 @@ def train(name: str, reference: dict[str, Any]) -> tuple[Path, float]:
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "training.trainer", "--config", str(folder / "job.json")],
                    cwd=ROOT, check=True)
-    return folder / "out" / "adapter", time.monotonic() - started
+    return folder / "out" / "adapter", time.monotonic() - started, len(replayed)
 
 
-def evaluate(adapter: Path, reference: dict[str, Any]) -> dict[str, Any]:
-    model, tokenizer = load(adapter)
+def facts_of(name: str) -> list[dict[str, Any]]:
+    """The variant's facts: the first `facts` of the asset (all 30 by default)."""
     facts = read_jsonl(ASSETS / "invented_facts.jsonl")
+    return facts[:VARIANTS[name][3].get("facts", len(facts))]
+
+
+def evaluate(adapter: Path, reference: dict[str, Any], name: str) -> dict[str, Any]:
+    model, tokenizer = load(adapter)
+    facts = facts_of(name)
     general = [g for g in read_jsonl(GENERAL) if g["id"] in set(reference["general_right"])]
     trained = answers(model, tokenizer, [f["questions"][0] for f in facts])
     held_out = answers(model, tokenizer, [f["held_out"][0] for f in facts])
@@ -174,15 +192,16 @@ def main(argv: list[str] | None = None) -> int:
                        "general_total": reference["general_total"],
                        "facts_known": reference["facts_known"]}
     for name in args.variants.split(","):
-        adapter, seconds = train(name, reference)
-        scores = evaluate(adapter, reference)
+        adapter, seconds, replayed = train(name, reference)
+        scores = evaluate(adapter, reference, name)
         train_over, lora_over, replay_rows, extra = VARIANTS[name]
         results.setdefault("variants", {})[name] = {
             "train": {**RECIPE, **train_over}, "lora": {**LORA, **lora_over},
-            "replay_rows": min(replay_rows, len(reference["replay"])), **extra,
+            "replay_rows": replayed, **extra,
             "train_seconds": round(seconds, 1), **scores,
         }
-        print(f"{name}: trained {scores['trained']}/30, held out {scores['held_out']}/30, "
+        print(f"{name}: trained {scores['trained']}/{scores['facts']}, held out "
+              f"{scores['held_out']}/{scores['facts']}, "
               f"general kept {scores['general_kept']}/{scores['general_known']} "
               f"({seconds:.0f} s)", flush=True)
         out.write_text(json.dumps(results, indent=1) + "\n")
