@@ -52,6 +52,8 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     "attn_only": ({}, {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}, 0, {}),
     "r4": ({}, {"r": 4, "alpha": 8}, 0, {}),
     "replay_e3": ({"epochs": 3}, {}, 113, {}),
+    "replay_attn": ({}, {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}, 113, {}),
+    "replay_r8": ({}, {"r": 8, "alpha": 16}, 113, {}),
     # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
     "small12": ({}, {}, 0, {"facts": 12}),
     "small12_replay_all": ({}, {}, 113, {"facts": 12}),
