@@ -169,3 +169,15 @@ def make_untrained_result_dir(base_path: str | Path, out: Path, *, seed: int = 0
     peft_model.save_pretrained(str(out / "adapter"), safe_serialization=True)
     write_manifest(out, base_model=str(base_path), eval_loss=eval_loss)
     return out
+
+
+def stored_file_tamper(path: str, *, offset: int = 100) -> None:
+    """Flip one bit of a stored file (default storage), as corruption or an attacker would."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    with default_storage.open(path, "rb") as handle:
+        data = bytearray(handle.read())
+    data[offset] ^= 0x01
+    default_storage.delete(path)
+    default_storage.save(path, ContentFile(bytes(data)))

@@ -118,16 +118,10 @@ def test_a_mixed_batch_answers_each_row_as_its_adapter_does_alone(real_versions,
 
 def test_a_tampered_adapter_fails_only_its_own_requests(owner, base_model, make_version,
                                                         tmp_path):
-    from django.core.files.base import ContentFile
-    from django.core.files.storage import default_storage
+    from tests.factories import stored_file_tamper
 
     good, bad = (AdapterRef.of(make_version(owner.tenant)) for _ in range(2))
-    path = f"{bad.storage_prefix}/adapter_model.safetensors"
-    with default_storage.open(path, "rb") as handle:
-        data = bytearray(handle.read())
-    data[100] ^= 0x01
-    default_storage.delete(path)
-    default_storage.save(path, ContentFile(bytes(data)))
+    stored_file_tamper(f"{bad.storage_prefix}/adapter_model.safetensors")
 
     runtime = _runtime(tmp_path, max_batch=8, window=0.5)
     got = _together(runtime, [("Hello", good, 12), ("Hello", bad, 12), ("Hello", None, 12)])

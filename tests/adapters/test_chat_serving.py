@@ -2,13 +2,12 @@
 follows activation without a restart, and never loads a tampered adapter."""
 
 import pytest
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 
 from adapters.runtime import runtime_get, runtime_reset
 from adapters.services import ab_route
 from feedback.models import Conversation, Message
 from tests.adapters.conftest import SECRET_PROMPT, TRAINED_ANSWERS
+from tests.factories import stored_file_tamper
 
 pytestmark = pytest.mark.django_db
 
@@ -114,12 +113,7 @@ def test_a_tampered_adapter_is_refused_at_load(owner, base_model, make_version,
                                                adapter_cache_dir):
     runtime_reset()  # a cold runtime and local cache: nothing verified earlier may be reused
     version = make_version(owner.tenant)
-    path = f"{version.storage_prefix}/adapter_model.safetensors"
-    with default_storage.open(path, "rb") as handle:
-        data = bytearray(handle.read())
-    data[100] ^= 0x01
-    default_storage.delete(path)
-    default_storage.save(path, ContentFile(bytes(data)))
+    stored_file_tamper(f"{version.storage_prefix}/adapter_model.safetensors")
 
     response = _ask(owner)
 
