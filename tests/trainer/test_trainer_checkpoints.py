@@ -116,3 +116,31 @@ def test_early_stopping_exports_the_best_checkpoint_not_the_last(tmp_path, tiny_
     assert later > best["step"]
     last_ckpt = load_file(out / "checkpoints" / f"checkpoint-{later}" / "adapter_model.safetensors")
     assert not all(torch.equal(exported[k], last_ckpt[k]) for k in exported)
+
+
+def test_a_tiny_held_out_split_reports_but_does_not_pick_the_checkpoint(tmp_path, tiny_base,
+                                                                        corrections):
+    """The same conflicting eval set cut to 4 rows (under train.select_min_eval_rows, 16): its
+    loss still rises and is reported at every evaluation, but on so few rows it neither stops
+    the run nor picks an earlier checkpoint: the last weights are exported, and the started
+    event says why. (A fresh-clone CI run had exported step 133 of 252 on a 6-row split.)"""
+    train = write_jsonl(tmp_path / "train.jsonl", corrections)
+    conflicting = write_jsonl(
+        tmp_path / "eval.jsonl",
+        [chat(question(r), "Sorry, I do not know that.") for r in corrections[:4]],
+    )
+    params = {"epochs": 3, "learning_rate": 2e-3, "batch_size": 8, "warmup_ratio": 0.0,
+              "weight_decay": 0.0, "seed": 0, "eval_every": 3, "save_every": 6,
+              "early_stopping_patience": 2}
+    run_job(parse_job_config(job(tmp_path, tiny_base, train, conflicting, train_params=params)))
+    out = tmp_path / "out"
+
+    evals = events_of(out, "eval")
+    (started,) = events_of(out, "started")
+    (completed,) = events_of(out, "completed")
+    best = min(evals, key=lambda e: e["eval_loss"])
+    assert best["step"] < evals[-1]["step"] and evals[-1]["eval_loss"] > best["eval_loss"]
+    assert completed["steps"] == started["totals"]["total_steps"]  # not stopped early
+    assert completed["best_step"] == completed["steps"]  # the last weights were exported
+    assert evals[-1]["step"] == completed["steps"]
+    assert any("fewer than 16" in note for note in started["notes"])

@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.trainer.config import load_job_config
     from training.trainer.events import EventWriter
-    from training.trainer.run import distributed_rank, install_sigterm_handler, run_job
+    from training.trainer.run import (
+        distributed_rank,
+        distributed_teardown,
+        install_sigterm_handler,
+        run_job,
+    )
 
     install_sigterm_handler()
     config_path = Path(args.config)
@@ -56,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingFailure as failure:
         print(f"failed ({failure.category}): {failure.reason}", file=sys.stderr)
         return EXIT_CODES[failure.category]
+    distributed_teardown()
     if completed:
         print(json.dumps({"completed": completed.get("manifest_path")}))
     return 0

@@ -76,6 +76,23 @@ def classify_exception(exc: BaseException) -> TrainingFailure:
     return TrainingFailure(CRASH, f"{type(exc).__name__}: {first_line}"[:500])
 
 
+def distributed_teardown() -> None:
+    """Wait for every rank, then destroy the process group, before the interpreter exits.
+
+    Left to interpreter shutdown, a gloo rank could abort after the job had completed
+    ("terminate called without an active exception", exit 134: a fresh-clone CI run of the
+    two-rank srun test), which fails the whole Slurm step."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 def run_job(
     config: JobConfig,
     *,
@@ -158,8 +175,15 @@ def _run(
     if not config.resume and checkpoints.exists() and writer.enabled:
         shutil.rmtree(checkpoints)  # a fresh run must not resume or rotate someone else's state
     cpu_deepspeed = _cpu_deepspeed_state(config, world)
+    select_best = (eval_data is not None
+                   and len(eval_data.records) >= config.train.select_min_eval_rows)
+    if eval_data is not None and not select_best:
+        train_data.notes.append(
+            f"the held-out split has {len(eval_data.records)} rows (fewer than "
+            f"{config.train.select_min_eval_rows}): its eval loss is reported but does not pick "
+            "the exported checkpoint or stop early; the last weights are exported")
     args = _training_args(config, out, has_eval=eval_data is not None,
-                          configured_state=cpu_deepspeed)
+                          select_best=select_best, configured_state=cpu_deepspeed)
 
     # On a bf16-capable GPU the frozen base weights are loaded in bf16 (half the memory traffic of
     # fp32 under autocast); PEFT keeps the trainable LoRA weights in fp32. CPUs stay fp32.
@@ -236,7 +260,8 @@ def _run(
     events = EventsCallback(writer, started_fields=started_fields, gpus=gpus)
     callbacks: list[Any] = [RunTotals(), events]
     if eval_rows:
-        callbacks.append(BestCheckpointCallback())
+        callbacks.append(BestCheckpointCallback(select=select_best))
+    if eval_rows and select_best:
         if config.train.early_stopping_patience:
             from transformers import EarlyStoppingCallback
 
@@ -285,7 +310,7 @@ def _run(
 
     adapter_dir = _export_adapter(trainer, out)
     totals = find_totals(trainer)
-    metrics = _final_metrics(config, trainer, events, final_train_eval)
+    metrics = _final_metrics(config, trainer, events, final_train_eval, selected=select_best)
     if not writer.enabled:
         return {}
     manifest = _manifest(
@@ -397,14 +422,14 @@ def distributed_facts(model: Any) -> dict[str, Any]:
     return facts
 
 
-def _training_args(config: JobConfig, out: Path, *, has_eval: bool,
+def _training_args(config: JobConfig, out: Path, *, has_eval: bool, select_best: bool = True,
                    configured_state: bool = False) -> Any:
     import torch
 
     t = config.train
     use_bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     save_every = t.save_every
-    if has_eval and save_every % t.eval_every:
+    if has_eval and select_best and save_every % t.eval_every:
         # load_best_model_at_end needs saves on evaluation steps; round up to the next multiple.
         save_every = (save_every // t.eval_every + 1) * t.eval_every
     common: dict[str, Any] = {
@@ -428,7 +453,7 @@ def _training_args(config: JobConfig, out: Path, *, has_eval: bool,
         "save_steps": save_every,
         "save_total_limit": t.keep_checkpoints,
         "save_only_model": False,
-        "load_best_model_at_end": has_eval,
+        "load_best_model_at_end": has_eval and select_best,
         "metric_for_best_model": "eval_loss" if has_eval else None,
         "greater_is_better": False if has_eval else None,
         "restore_callback_states_from_checkpoint": True,
@@ -556,15 +581,18 @@ def _export_adapter(trainer: Any, out: Path) -> Path:
 
 
 def _final_metrics(
-    config: JobConfig, trainer: Any, events: Any, final_train_eval: dict[str, Any]
+    config: JobConfig, trainer: Any, events: Any, final_train_eval: dict[str, Any],
+    *, selected: bool = True,
 ) -> dict[str, Any]:
+    """`best_step` is the step of the exported weights: the best evaluation's when the held-out
+    split picked the checkpoint, else the last step (`best_eval_loss` stays the lowest seen)."""
     state = trainer.state
     train_losses = [h["loss"] for h in state.log_history if "loss" in h and "eval_loss" not in h]
     metrics: dict[str, Any] = {
         "train_loss": events.train_summary.get("train_loss"),
         "last_train_loss": train_losses[-1] if train_losses else None,
         "global_step": state.global_step,
-        "best_step": state.best_global_step or state.global_step,
+        "best_step": (state.best_global_step if selected else None) or state.global_step,
         "best_eval_loss": state.best_metric,
     }
     if config.method == "kto":

@@ -306,12 +306,18 @@ class BestCheckpointCallback(TrainerCallback):
     evaluation, not only at the periodic save steps, and the final weights compete too.
     """
 
+    def __init__(self, *, select: bool = True) -> None:
+        # select=False (a held-out split too small to decide on): only the last evaluation.
+        self.select = select
+
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps and args.eval_strategy != "no":
             control.should_evaluate = True
         return control
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not self.select:
+            return control
         value = (metrics or {}).get("eval_loss")
         # The Trainer updates state.best_metric only after this callback, so this compares with the
         # best before this evaluation.
