@@ -364,7 +364,12 @@ class ModelRuntime:
         import torch
         from peft import PeftModel
 
-        from training.trainer.generation import generation_kwargs, reply_clean, stop_token_ids
+        from training.trainer.generation import (
+            chat_batch,
+            generation_kwargs,
+            reply_clean,
+            stop_token_ids,
+        )
 
         started = time.monotonic()
         tokenizer, model = loaded.tokenizer, loaded.model
@@ -372,13 +377,10 @@ class ModelRuntime:
             r.max_new_tokens for r in requests))
         pad_id = kwargs["generation_config"].pad_token_id
         stops = stop_token_ids(kwargs)
-        rows = [list(tokenizer.apply_chat_template(
-            r.messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-            for r in requests]
-        width = max(len(r) for r in rows)
-        device = next(model.parameters()).device
-        ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        ids, mask, prompt_lengths = chat_batch(tokenizer, [r.messages for r in requests],
+                                               pad_id=pad_id,
+                                               device=next(model.parameters()).device)
+        width = ids.shape[1]
         names = [r.adapter.name if r.adapter is not None else None for r in requests]
         context: Any = contextlib.nullcontext()
         extra: dict[str, Any] = {}
@@ -397,15 +399,15 @@ class ModelRuntime:
         self.stats["batched_requests"] += len(requests)
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(requests))
         completions = []
-        for row, request, prompt in zip(output[:, width:].tolist(), requests, rows,
-                                        strict=True):
+        for row, request, prompt_tokens in zip(output[:, width:].tolist(), requests,
+                                               prompt_lengths, strict=True):
             row = row[:request.max_new_tokens]
             cut = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))
             new_tokens = row[:cut]
             text = reply_clean(tokenizer.decode(new_tokens, skip_special_tokens=True),
                                loaded.end_strings)
             completions.append(Completion(
-                text=text, prompt_tokens=len(prompt), completion_tokens=len(new_tokens),
+                text=text, prompt_tokens=prompt_tokens, completion_tokens=len(new_tokens),
                 finish_reason=finish_reason(new_tokens, stops, request.max_new_tokens),
                 adapter_name=request.adapter.name if request.adapter else None,
                 seconds=seconds))

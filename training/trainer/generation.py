@@ -106,6 +106,21 @@ def reply_clean(text: str, end_strings: list[str]) -> str:
     return text.strip()
 
 
+def chat_batch(tokenizer: Any, conversations: list[list[dict[str, str]]], *, pad_id: int,
+               device: Any = None) -> tuple[Any, Any, list[int]]:
+    """Left-padded `(input_ids, attention_mask)` of the conversations' generation prompts, and
+    each prompt's length in tokens."""
+    import torch
+
+    rows = [list(tokenizer.apply_chat_template(
+        c, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        for c in conversations]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask, [len(r) for r in rows]
+
+
 def greedy_replies(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], *,
                    max_new_tokens: int, batch_size: int = 16) -> list[tuple[str, bool]]:
     """Greedy replies to many conversations in left-padded batches, as served.
@@ -124,15 +139,10 @@ def greedy_replies(model: Any, tokenizer: Any, conversations: list[list[dict[str
     replies: list[tuple[str, bool]] = []
     with torch.no_grad():
         for start in range(0, len(conversations), batch_size):
-            rows = [list(tokenizer.apply_chat_template(
-                c, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-                for c in conversations[start:start + batch_size]]
-            width = max(len(r) for r in rows)
-            ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
-            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-            output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                    **kwargs)
-            for row in output[:, width:].tolist():
+            ids, mask, _ = chat_batch(tokenizer, conversations[start:start + batch_size],
+                                      pad_id=pad_id, device=device)
+            output = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            for row in output[:, ids.shape[1]:].tolist():
                 cut = next((i for i, token in enumerate(row) if token in stops), None)
                 text = tokenizer.decode(row if cut is None else row[:cut],
                                         skip_special_tokens=True)
