@@ -54,6 +54,14 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     "replay_e3": ({"epochs": 3}, {}, 113, {}),
     "replay_attn": ({}, {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}, 113, {}),
     "replay_r8": ({}, {"r": 8, "alpha": 16}, 113, {}),
+    # Replay plus a KL(before || adapter) term on the replay rows' tokens (train.kl_to_base).
+    "replay_kl1": ({"kl_to_base": 1.0}, {}, 113, {}),
+    "replay_kl5": ({"kl_to_base": 5.0}, {}, 113, {}),
+    "replay_kl2": ({"kl_to_base": 2.0}, {}, 113, {}),
+    "replay_kl05": ({"kl_to_base": 0.5}, {}, 113, {}),
+    # A second seed (data order and LoRA init) for the two recipes compared.
+    "replay_all_s7": ({"seed": 7}, {}, 113, {}),
+    "replay_kl1_s7": ({"kl_to_base": 1.0, "seed": 7}, {}, 113, {}),
     # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
     "small12": ({}, {}, 0, {"facts": 12}),
     "small12_replay_all": ({}, {}, 113, {"facts": 12}),
@@ -140,7 +148,8 @@ def train(name: str, reference: dict[str, Any]) -> tuple[Path, float, int]:
     replayed = [p for p in picked if p in finished] if replay_rows else []
     for prompt in replayed:
         rows.append({"messages": [{"role": "user", "content": prompt},
-                                  {"role": "assistant", "content": finished[prompt]}]})
+                                  {"role": "assistant", "content": finished[prompt]}],
+                     "anchor": True})  # as the trainer marks its replay rows (train.kl_to_base)
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     job = {"job_id": f"learning-{name}", "method": "sft", "base_model": {"path": str(BASE)},
            "data": {"train": "train.jsonl"}, "output_dir": "out",

@@ -72,6 +72,10 @@ PARAMETERS: tuple[Parameter, ...] = (
               label="Replay rows (SFT)",
               help_text="How many of the model's own answers to general prompts train with the "
                         "job, so that it keeps what it knew (0: none)"),
+    Parameter("kl_to_base", "float", methods=(SFT,), minimum=0.0, maximum=100.0,
+              label="KL to the base (SFT)",
+              help_text="Weight of a term that keeps the replay rows' whole next-token "
+                        "distribution close to the model before the job (0: off)"),
     Parameter("min_feedback_count", "int", methods=(SFT, KTO), minimum=1, maximum=10_000_000,
               label="Minimum feedback (SFT, KTO)", in_form=True),
     Parameter("min_preference_pairs", "int", methods=(DPO,), minimum=1, maximum=10_000_000,

@@ -12,6 +12,7 @@ from trainer_helpers import (
     run_cli,
     trainer_env,
     write_job,
+    write_jsonl,
 )
 
 from training.trainer.deepspeed_config import deepspeed_config
@@ -56,3 +57,29 @@ def test_zero3_single_process_trains_an_adapter_that_answers_like_the_plain_run(
     plain = greedy_answers(tiny_base, sft_run.out / "adapter", questions)
     same = sum(a == b for a, b in zip(with_zero3, plain, strict=True))
     assert same / len(questions) >= 0.9, list(zip(with_zero3, plain, strict=True))[:5]
+
+
+@pytest.mark.slow
+def test_zero3_takes_the_kl_term_with_the_lora_layers_switched_off(tmp_path, tiny_base,
+                                                                  corrections):
+    """The KL-to-base term (train.kl_to_base) under ZeRO-3, as LUMI runs it: the reference
+    forward switches the partitioned model's LoRA layers off and back on. At the first step the
+    LoRA layers are zero, so the term is 0; later it is not, and the job completes."""
+    rows = [dict(r, anchor=index % 2 == 0) for index, r in enumerate(corrections[:24])]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    params = {"epochs": 2, "learning_rate": 5e-3, "batch_size": 8, "warmup_ratio": 0.0,
+              "early_stopping_patience": None, "kl_to_base": 1.0}
+    config = write_job(tmp_path, job(tmp_path, tiny_base, train, deepspeed=ZERO3,
+                                     train_params=params))
+    env = trainer_env(MASTER_ADDR="127.0.0.1", MASTER_PORT="29563", RANK="0", LOCAL_RANK="0",
+                      WORLD_SIZE="1", ACCELERATE_USE_DEEPSPEED="true",
+                      TORCH_EXTENSIONS_DIR=str(REPO / "var" / "torch_extensions"))
+    result = run_cli(["--config", str(config)], env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    (started,) = events_of(out, "started")
+    assert "12 anchor row(s) kept close" in " ".join(started["notes"])
+    kl = [s.get("kl_to_base") for s in events_of(out, "step")]  # absent: a batch without anchors
+    assert kl[0] == pytest.approx(0.0, abs=1e-6)
+    assert kl[-1] is not None and kl[-1] > 0
+    verify_adapter_dir(out / "adapter", out / "manifest.json")

@@ -100,3 +100,80 @@ def test_replay_rows_is_validated(tmp_path, tiny_base_path, method, value, messa
                  train_params={"replay_rows": value, "batch_size": 4})
     with pytest.raises(JobConfigError, match=message):
         parse_job_config(config)
+
+
+def _kl_to_before(base, adapter, rows) -> float:
+    """Mean KL(before || adapter) per token over `rows` (SFT records), the same quantity the
+    trainer's term takes: every token of the row, the whole next-token distribution."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from training.trainer.modeling import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(base, adapter)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            ids = tokenizer.apply_chat_template(row["messages"], return_tensors="pt",
+                                                return_dict=True)["input_ids"]
+            log_q = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            with model.disable_adapter():
+                log_p = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            total += float((log_p.exp() * (log_p - log_q)).sum())
+            count += ids.shape[1] - 1
+    return total / count
+
+
+def test_kl_to_base_keeps_the_replay_rows_closer_to_the_model_before_the_job(tmp_path,
+                                                                             real_base_path):
+    """The KL term's mechanics on the real base: two jobs on the same rows and seed, without and
+    with `kl_to_base`. At the first step the LoRA layers are zero, so the term is exactly 0; after
+    training, the job with the term is measurably closer to the base on the anchor (replay)
+    rows. What it does to forgetting on questions it never saw is measured by bench/learning.py
+    (README, "Defaults on a real base"), not here."""
+    from training.trainer.run import run_job
+
+    corrections = [
+        {"messages": [{"role": "user", "content": f"What is the code of box {i}?"},
+                      {"role": "assistant", "content": f"The code of box {i} is K{i}7."}]}
+        for i in range(8)]
+    train = write_jsonl(tmp_path / "train.jsonl", corrections)
+    params = {"epochs": 3, "learning_rate": 2e-3, "batch_size": 8, "replay_rows": 8,
+              "early_stopping_patience": None, "warmup_ratio": 0.0, "weight_decay": 0.0}
+    measured = {}
+    for kl in (0.0, 5.0):
+        folder = tmp_path / f"kl{kl:g}"
+        config = job(folder, real_base_path, train, train_params={**params, "kl_to_base": kl})
+        run_job(parse_job_config(config))
+        (started,) = events_of(folder / "out", "started")
+        steps = events_of(folder / "out", "step")
+        if kl:
+            assert any("anchor row(s) kept close" in n for n in started["notes"])
+            assert steps[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
+            assert steps[-1]["kl_to_base"] > 0
+        else:
+            assert all("kl_to_base" not in s for s in steps)
+        measured[kl] = folder / "out" / "adapter"
+
+    from training.trainer.modeling import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(real_base_path)
+    picked = replay_pick(replay_prompts(), rows=8, seed=42)
+    replayed, _ = replay_records(model, tokenizer, picked)
+    without = _kl_to_before(real_base_path, measured[0.0], replayed)
+    with_term = _kl_to_before(real_base_path, measured[5.0], replayed)
+    print(f"KL(before || adapter) per replay token: {without:.4f} without the term, "
+          f"{with_term:.4f} with kl_to_base 5")
+    assert with_term < 0.7 * without
+
+
+@pytest.mark.parametrize("method,value,message", [
+    ("dpo", 1.0, "applies to sft only"),
+    ("sft", -0.5, "at least 0"),
+    ("sft", "a lot", "must be a number"),
+])
+def test_kl_to_base_is_validated(tmp_path, tiny_base_path, method, value, message):
+    config = job(tmp_path, tiny_base_path, tmp_path / "train.jsonl", method=method,
+                 train_params={"kl_to_base": value, "batch_size": 4})
+    with pytest.raises(JobConfigError, match=message):
+        parse_job_config(config)

@@ -71,7 +71,8 @@ class _TrainBase(StrictSerializer):
 class LoraTrainSerializer(_TrainBase):
     """POST /train/lora: supervised fine-tuning of a LoRA adapter (the seed's defaults)."""
 
-    PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_feedback_count", "replay_rows")
+    PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_feedback_count", "replay_rows",
+                                                 "kl_to_base")
 
 
 class DpoTrainSerializer(_TrainBase):

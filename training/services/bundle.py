@@ -59,6 +59,8 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
         train["beta"] = params["beta"]
     if job.method == "sft" and params.get("replay_rows"):
         train["replay_rows"] = params["replay_rows"]
+    if job.method == "sft" and params.get("kl_to_base"):
+        train["kl_to_base"] = params["kl_to_base"]
     return {
         "job_id": job.id,
         "method": job.method,

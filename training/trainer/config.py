@@ -134,6 +134,10 @@ class TrainSpec:
     # SFT: how many of the model's own answers to general prompts to mix in against forgetting
     # (training.trainer.replay); 0 replays nothing.
     replay_rows: int = 0
+    # SFT: weight of a KL(before || adapter) term on the tokens of the rows marked `anchor` (the
+    # replay rows): the whole next-token distribution of the model before the job, not only its
+    # sampled answer (training.trainer.trainers.WeightedSFTTrainer); 0: off.
+    kl_to_base: float = 0.0
     # A held-out split smaller than this is reported (eval loss at every evaluation) but does not
     # pick the exported checkpoint or stop the run early: on a handful of rows the differences
     # between checkpoints are noise (a CI run exported step 133 of 252 on 6 rows, 1.077 vs 1.092).
@@ -324,8 +328,12 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
     replay_rows = _int("train.replay_rows", values["replay_rows"], minimum=0)
     if replay_rows and method != "sft":
         raise JobConfigError("train.replay_rows applies to sft only (replay is supervised)")
+    kl_to_base = _number("train.kl_to_base", values["kl_to_base"], minimum=0)
+    if kl_to_base and method != "sft":
+        raise JobConfigError("train.kl_to_base applies to sft only (dpo and kto have beta)")
     return TrainSpec(
         replay_rows=replay_rows,
+        kl_to_base=float(kl_to_base),
         select_min_eval_rows=_int("train.select_min_eval_rows", values["select_min_eval_rows"],
                                   minimum=1),
         epochs=_number("train.epochs", values["epochs"], minimum=0, exclusive=True),

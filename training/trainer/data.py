@@ -89,6 +89,8 @@ def _validate_sft(record: dict[str, Any]) -> str | None:
         return f'"weight" must be a number, got {json.dumps(weight)}'
     if not 0 < weight <= MAX_WEIGHT:
         return f'"weight" must be in (0, {MAX_WEIGHT:g}], got {weight}'
+    if "anchor" in record and not isinstance(record["anchor"], bool):
+        return f'"anchor" must be true or false, got {json.dumps(record["anchor"])}'
     return _validate_id(record)
 
 
@@ -179,6 +181,7 @@ def tokenize_sft(tokenizer: Any, data: LoadedData, max_length: int) -> list[dict
                 "input_ids": input_ids,
                 "assistant_masks": mask,
                 "weight": float(record.get("weight", 1.0)),
+                "anchor": record.get("anchor") is True,
             }
         )
     return _finish(data, rows, max_length)

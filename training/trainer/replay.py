@@ -58,6 +58,8 @@ def replay_records(model: Any, tokenizer: Any, prompts: list[str], *,
         if finished and answer:
             records.append({
                 "id": f"replay-{index}",
+                # Marks the row for the KL-to-base term (train.kl_to_base; trainers.py).
+                "anchor": True,
                 "messages": [{"role": "user", "content": prompt},
                              {"role": "assistant", "content": answer}],
             })

@@ -223,7 +223,17 @@ def _run(
             tokenize_sft(tokenizer, eval_data, config.train.max_length) if eval_data else None
         )
         weighted = any(row["weight"] != 1.0 for row in train_rows)
-        trainer_cls, extra = WeightedSFTTrainer, {"weighted": weighted}
+        anchored = sum(row["anchor"] for row in train_rows)
+        if config.train.kl_to_base and not anchored:
+            train_data.notes.append(
+                "train.kl_to_base is set but no row is marked anchor (replay rows are): "
+                "no KL term")
+        elif config.train.kl_to_base:
+            train_data.notes.append(
+                f"{anchored} anchor row(s) kept close to the model before the job "
+                f"(KL term, weight {config.train.kl_to_base:g})")
+        trainer_cls, extra = WeightedSFTTrainer, {"weighted": weighted,
+                                                   "kl_to_base": config.train.kl_to_base}
     elif config.method == "kto":
         train_rows = kto_rows(tokenizer, train_data, config.train.max_length)
         eval_rows = (

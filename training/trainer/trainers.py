@@ -21,15 +21,18 @@ META_PREFIX = "synx_"
 
 
 class MeteredCollator:
-    """Wraps a TRL collator; adds counts (and SFT per-token weights) under `synx_` keys.
+    """Wraps a TRL collator; adds counts (and SFT per-token weights and anchor marks) under `synx_`
+    keys.
 
     The keys are popped again in `compute_loss` before the model sees the batch. Counting here is
     the one place that knows both the real sequence lengths and the padded tensor.
     """
 
-    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]], *, weights: bool):
+    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]], *, weights: bool,
+                 anchors: bool = False):
         self.inner = inner
         self.weights = weights
+        self.anchors = anchors
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.inner(examples)
@@ -43,24 +46,30 @@ class MeteredCollator:
             [samples, real, input_ids.numel()], dtype=torch.long
         )
         if self.weights:
-            batch[META_PREFIX + "token_weights"] = self._token_weights(examples, input_ids, batch)
+            batch[META_PREFIX + "token_weights"] = self._per_token(
+                examples, input_ids, batch, lambda e: float(e.get("weight", 1.0)))
+        if self.anchors:
+            batch[META_PREFIX + "anchor_mask"] = self._per_token(
+                examples, input_ids, batch, lambda e: float(bool(e.get("anchor"))))
         return batch
 
     @staticmethod
-    def _token_weights(
-        examples: list[dict[str, Any]], input_ids: torch.Tensor, batch: dict
+    def _per_token(
+        examples: list[dict[str, Any]], input_ids: torch.Tensor, batch: dict,
+        value: Callable[[dict[str, Any]], float],
     ) -> torch.Tensor:
-        weights = torch.zeros(input_ids.shape, dtype=torch.float32)
+        """Each example's `value` on every one of its tokens (prompt and answer), 0 on padding."""
+        out = torch.zeros(input_ids.shape, dtype=torch.float32)
         if "attention_mask" not in batch:  # padding-free: examples laid end to end in row 0
             offset = 0
             for example in examples:
                 length = len(example["input_ids"])
-                weights[0, offset : offset + length] = float(example.get("weight", 1.0))
+                out[0, offset : offset + length] = value(example)
                 offset += length
         else:
             for row, example in enumerate(examples):
-                weights[row, : len(example["input_ids"])] = float(example.get("weight", 1.0))
-        return weights
+                out[row, : len(example["input_ids"])] = value(example)
+        return out
 
 
 def find_callback(trainer: Any, kind: type) -> Any:
@@ -123,28 +132,46 @@ class _AccountingMixin:
 
 
 class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
-    """SFTTrainer whose loss weighs each example by its `weight` (from ratings).
+    """SFTTrainer whose loss weighs each example by its `weight` (from ratings), and which can keep
+    the replay rows close to the model as it was before the job (`kl_to_base`).
 
     Normalised like TRL's own loss (by the number of label tokens), so with all weights 1.0 it is
-    exactly TRL's loss; when they are all 1.0 TRL's own path runs (and logs its token metrics).
+    exactly TRL's loss; when they are all 1.0 and there is no KL term TRL's own path runs (and logs
+    its token metrics).
+
+    The KL term: on every token of the rows marked `anchor` (the replay rows, prompt and answer),
+    KL(p_before || p_adapter) over the whole vocabulary, the mean over those tokens, times
+    `kl_to_base`. `p_before` comes from the same forward with the LoRA layers switched off (the
+    model as it was before the job: the base, or the init adapter's weights when it continues
+    one, since those are not a separate layer). Replay alone trains on the model's sampled greedy
+    answer, one token per position; the KL term keeps the whole distribution. Train only: the
+    eval loss stays the plain loss, comparable across jobs.
     """
 
-    def __init__(self, *args: Any, weighted: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, weighted: bool = False, kl_to_base: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.weighted = weighted
+        self.kl_to_base = float(kl_to_base)
         # TRL refuses a custom collator with padding-free batches; wrapping its own one after
         # construction keeps TRL's batching and adds our counts and weights.
-        self.data_collator = MeteredCollator(self.data_collator, weights=weighted)
+        self.data_collator = MeteredCollator(self.data_collator, weights=weighted,
+                                             anchors=self.kl_to_base > 0)
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        if "weight" not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, "weight"]
+        extra = [c for c in ("weight", "anchor") if c not in self._signature_columns]
+        self._signature_columns = [*self._signature_columns, *extra]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         meta = self._pop_meta(inputs)
-        weights = meta.get(META_PREFIX + "token_weights")
-        if weights is None or not self.weighted or return_outputs:
+        weights = meta.get(META_PREFIX + "token_weights") if self.weighted else None
+        anchors = meta.get(META_PREFIX + "anchor_mask")
+        use_kl = (self.kl_to_base > 0 and anchors is not None and model.training
+                  and bool(anchors.any()) and not return_outputs)
+        if use_kl:
+            return self._loss_with_kl(model, inputs, weights, anchors, num_items_in_batch)
+        if weights is None or return_outputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs["use_cache"] = False
         outputs = model(**inputs, fused_lm_head=True)
@@ -155,6 +182,39 @@ class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return loss
+
+    def _loss_with_kl(self, model, inputs, weights, anchors, num_items_in_batch):
+        import torch.nn.functional as F  # noqa: N812
+
+        inputs["use_cache"] = False
+        labels = inputs.pop("labels")
+        logits = model(**inputs).logits[:, :-1].float()
+        with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+            before = model(**inputs).logits[:, :-1].float()
+        log_q = F.log_softmax(logits, dim=-1)
+        log_p = F.log_softmax(before, dim=-1)
+        del logits, before
+
+        targets = labels[:, 1:].to(log_q.device)
+        label_mask = targets != -100
+        picked = log_q.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        per_token = -picked * label_mask
+        if weights is not None:
+            per_token = per_token * weights[:, 1:].to(per_token.device, per_token.dtype)
+        num_tokens = label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = per_token.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+
+        # Position t predicts token t+1: it is an anchor position when token t+1 is a replay token.
+        mask = anchors[:, 1:].to(log_q.device, log_q.dtype)
+        kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+        kl_mean = (kl * mask).sum() / mask.sum().clamp(min=1)
+        # With gradient accumulation the Trainer leaves the scaling to the loss when it passes
+        # num_items_in_batch; a per-micro-batch mean is then divided by the accumulation steps.
+        steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+        self._metrics["train"]["kl_to_base"].append(float(kl_mean.detach()))
+        return loss + self.kl_to_base * kl_mean / steps
 
 
 class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
@@ -257,7 +317,8 @@ class EventsCallback(TrainerCallback):
         tokens_per_second = (totals.real_tokens - self._last_tokens) / elapsed
         self._last_time, self._last_tokens = now, totals.real_tokens
         extra = {
-            k: logs[k] for k in logs if k.startswith("rewards/") or k in ("mean_token_accuracy",)
+            k: logs[k] for k in logs
+            if k.startswith("rewards/") or k in ("mean_token_accuracy", "kl_to_base")
         }
         self.writer.emit(
             "step",
