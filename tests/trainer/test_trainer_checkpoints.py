@@ -129,7 +129,9 @@ def test_a_tiny_held_out_split_reports_but_does_not_pick_the_checkpoint(tmp_path
         tmp_path / "eval.jsonl",
         [chat(question(r), "Sorry, I do not know that.") for r in corrections[:4]],
     )
-    params = {"epochs": 3, "learning_rate": 2e-3, "batch_size": 8, "warmup_ratio": 0.0,
+    # 6 epochs as the test above: at 3 a fresh-clone CI run's tiny base still lowered the loss of
+    # these 4 rows at every evaluation (no earlier checkpoint to prefer, so nothing to tell).
+    params = {"epochs": 6, "learning_rate": 2e-3, "batch_size": 8, "warmup_ratio": 0.0,
               "weight_decay": 0.0, "seed": 0, "eval_every": 3, "save_every": 6,
               "early_stopping_patience": 2}
     run_job(parse_job_config(job(tmp_path, tiny_base, train, conflicting, train_params=params)))
