@@ -175,10 +175,17 @@ class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs["use_cache"] = False
         outputs = model(**inputs, fused_lm_head=True)
-        token_weights = weights[:, 1:].to(outputs.log_probs.device, outputs.log_probs.dtype)
-        per_token_loss = -outputs.log_probs * token_weights  # log_probs are 0 where labels are -100
-        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        # log_probs are 0 where labels are -100
+        return self._token_loss(outputs.log_probs, outputs.label_mask, weights, num_items_in_batch)
+
+    def _token_loss(self, log_probs, label_mask, weights, num_items_in_batch):
+        """Minus the (weighted) label log-probs, normalised as TRL's own loss: by the label tokens
+        of the batch (or of every rank and micro-batch, `num_items_in_batch`)."""
+        per_token = -log_probs
+        if weights is not None:
+            per_token = per_token * weights[:, 1:].to(per_token.device, per_token.dtype)
+        num_tokens = label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = per_token.sum() / torch.as_tensor(num_tokens).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return loss
@@ -197,14 +204,8 @@ class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
 
         targets = labels[:, 1:].to(log_q.device)
         label_mask = targets != -100
-        picked = log_q.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        per_token = -picked * label_mask
-        if weights is not None:
-            per_token = per_token * weights[:, 1:].to(per_token.device, per_token.dtype)
-        num_tokens = label_mask.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = per_token.sum() / torch.as_tensor(num_tokens).clamp(min=1)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes
+        picked = log_q.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * label_mask
+        loss = self._token_loss(picked, label_mask, weights, num_items_in_batch)
 
         # Position t predicts token t+1: it is an anchor position when token t+1 is a replay token.
         mask = anchors[:, 1:].to(log_q.device, log_q.dtype)
