@@ -7,6 +7,7 @@ aria-valuenow, the badges and the messages; and on the rows the actions changed.
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin.utils import quote
 
 from adapters.selectors import ab_test_settings
 from adapters.services import adapter_settings_update
@@ -199,7 +200,7 @@ def test_it_overlays_loss_curves_on_the_staff_dashboard_and_the_admin_job_page(
     assert page.locator("#staff-ab-chart .barlayer .point").count() == 2  # v1 and v2 of globex
     screenshot(page, "11-staff")
 
-    page.goto(f"{live_server.url}/admin/training/trainingjob/{a.id}/change/")
+    page.goto(f"{live_server.url}/admin/training/trainingjob/{quote(a.id)}/change/")
     page.wait_for_selector("#admin-loss-chart .scatterlayer .trace .points path")
     assert trace_points(page, "admin-loss-chart", 1) == 12
     screenshot(page, "12-admin-job")

@@ -3,6 +3,8 @@ reconciler's requeue, tenant isolation of every endpoint, the admin's actions.""
 
 from __future__ import annotations
 
+from django.contrib.admin.utils import quote
+
 from tests.training.conftest import (
     LORA_SMALL,
 )
@@ -135,7 +137,8 @@ def test_the_admin_lists_jobs_and_cancels_and_retries_them(ready, admin_client):
            for _ in range(2)]
     listing = admin_client.get("/admin/training/trainingjob/")
     assert listing.status_code == 200 and ids[0].encode() in listing.content
-    detail = admin_client.get(f"/admin/training/trainingjob/{ids[0]}/change/")
+    # The admin escapes primary keys in its URLs (quote): "train_40..." unquoted would read "@".
+    detail = admin_client.get(f"/admin/training/trainingjob/{quote(ids[0])}/change/")
     assert detail.status_code == 200 and b"loss curve" in detail.content.lower()
     response = admin_client.post("/admin/training/trainingjob/",
                                  {"action": "cancel_jobs", "_selected_action": [ids[0]]})
