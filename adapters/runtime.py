@@ -496,10 +496,14 @@ def adapter_files_materialize(ref: AdapterRef, cache_dir: Path) -> Path:
                 details={"version": ref.label, "files": problems})
         safetensors_header_check((staging / SERVED_FILES[0]).read_bytes(),
                                  name=SERVED_FILES[0])
-        if target.exists():  # another thread/process won the race with identical files
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
+        try:
             staging.rename(target)
+        except OSError:
+            # Another thread or process renamed its verified copy of the same files in first
+            # (a rename onto an existing folder fails): use that one.
+            if not target.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -163,6 +163,51 @@ def test_loading_verifies_sha256_and_the_safetensors_header(make_tenant, tmp_pat
         "adapter_config.json", "adapter_model.safetensors"]  # only the good v2
 
 
+def test_concurrent_first_loads_of_one_version_all_succeed(make_tenant, tmp_path, monkeypatch):
+    """Requests for a cold adapter copy its files outside the generation lock, so several can
+    copy the same version at once. All of them pass verification together here (a barrier right
+    before the copy is renamed into place): each must get the folder, none an OSError from
+    renaming onto the copy another thread placed first (seen as a 500 in the batched-serving
+    test before this was fixed)."""
+    import threading
+
+    import adapters.services
+    from adapters.models import AdapterVersion
+    from adapters.runtime import AdapterRef, ModelRuntime
+
+    seeded = seed_tenant(make_tenant, "acme", "ACMERACE", job_hex="eeee6666eeee",
+                         version_number=2, username="race-user")
+    ref = AdapterRef.of(AdapterVersion.objects.get(tenant=seeded.ctx.tenant, number=2))
+    threads_count = 6
+    together = threading.Barrier(threads_count)
+    check = adapters.services.safetensors_header_check
+
+    def checked_together(*args, **kwargs):
+        check(*args, **kwargs)
+        together.wait(timeout=30)
+
+    monkeypatch.setattr(adapters.services, "safetensors_header_check", checked_together)
+    runtime = ModelRuntime(source="unused", revision=None, cache_size=2,
+                           cache_dir=tmp_path / "adapter-cache")
+    results: list = [None] * threads_count
+
+    def load(i):
+        try:
+            results[i] = runtime._materialize(ref)
+        except Exception as exc:  # noqa: BLE001 - compared below
+            results[i] = exc
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(r, type(results[0])) and r == results[0] for r in results), results
+    assert sorted(p.name for p in results[0].iterdir()) == ["adapter_config.json",
+                                                            "adapter_model.safetensors"]
+    assert [p.name for p in results[0].parent.iterdir()] == [results[0].name]  # no staging left
+
+
 @pytest.mark.parametrize("slug", ["../globex", "acme/../../etc", "..", "a b", "acme%2F..",
                                   "tenants/globex", "x" * 64])
 def test_a_tenant_slug_cannot_point_outside_its_prefix(slug):
