@@ -32,8 +32,11 @@ How it works
 * Batching: greedy `generate` calls go through one batcher thread per runtime. Requests that
   arrive within `SERVING_BATCH_WINDOW_MS` of the oldest waiting one (up to `SERVING_MAX_BATCH`,
   same base, no more distinct adapters than the cache holds) are generated in one left-padded
-  call; rows with different adapters use PEFT's mixed-adapter batch (`adapter_names`). Each
-  request gets the completion it gets alone (its own length limit and stop), or its own error.
+  call, each row with its own adapter: `adapters.lora_rows` gathers the rows' LoRA matrices
+  once per batch so that every layer adds them in two batched products whatever the mix (PEFT's
+  mixed-adapter batch, `adapter_names`, loops over the adapters in every layer and remains the
+  path for anything but plain linear LoRA). Each request gets the completion it gets alone (its
+  own length limit and stop), or its own error.
 * One lock serialises generation: `set_adapter` changes state shared by every thread, so two
   requests must not interleave between switching and generating. A stream holds the lock from
   the request's thread (loading and switching) to the end of its generation thread (a plain
@@ -86,6 +89,11 @@ from adapters.streaming import CompletionStream
 logger = logging.getLogger(__name__)
 
 
+# After a batch, how many batching windows a request that waited through it may wait for the
+# clients that batch answered to come back (see `_batch_loop`).
+REGROUP_WINDOWS = 5
+
+
 @dataclass
 class _Request:
     """One greedy chat request waiting for the batcher."""
@@ -123,7 +131,8 @@ class ModelRuntime:
         self._batcher: threading.Thread | None = None
         self.stats = {"base_loads": 0, "base_evictions": 0, "adapter_loads": 0, "evictions": 0,
                       "integrity_errors": 0, "batches": 0, "batched_requests": 0,
-                      "largest_batch": 0, "mixed_batches": 0}
+                      "largest_batch": 0, "mixed_batches": 0, "peft_mixed_batches": 0,
+                      "regrouped": 0, "regroup_timeouts": 0}
 
     # -- base models -------------------------------------------------------------------------
 
@@ -287,13 +296,26 @@ class ModelRuntime:
         return request.completion
 
     def _batch_loop(self) -> None:
+        ended, answered = 0.0, 0  # when the last batch ended, and how many requests it answered
         while True:
             with self._queue_cond:
                 while not self._queue:
                     self._queue_cond.wait()
                 first = self._queue[0]
-            # The batching window counts from the first waiting request's arrival, so a request
-            # that waited for the previous batch to finish does not wait again.
+                waited = sum(1 for r in self._queue if r.queued_at < ended)
+                if waited:
+                    # Requests that waited through the last batch: the clients that batch just
+                    # answered are likely to send their next request within moments. Starting
+                    # without them would make them wait a whole generation (and the batches stay
+                    # split from then on), so wait up to `REGROUP_WINDOWS` windows from the end
+                    # of that batch for as many requests as it answered.
+                    want = min(waited + answered, self.max_batch)
+                    came = self._queue_cond.wait_for(
+                        lambda want=want: len(self._queue) >= want,
+                        timeout=max(0.0, ended + self.batch_window * REGROUP_WINDOWS
+                                    - time.monotonic()))
+                    self.stats["regrouped" if came else "regroup_timeouts"] += 1
+            # Otherwise the window counts from the first waiting request's arrival.
             delay = first.queued_at + self.batch_window - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -301,6 +323,7 @@ class ModelRuntime:
                 with self._queue_cond:
                     batch = self._batch_take()
                 self._batch_run(batch)
+            ended, answered = time.monotonic(), len(batch)
 
     def _batch_take(self) -> list[_Request]:
         """The oldest request and the next ones on its base, up to `max_batch` requests and as
@@ -357,13 +380,16 @@ class ModelRuntime:
                 request.done.set()
 
     def _batch_generate(self, loaded: LoadedBase, requests: list[_Request]) -> list[Completion]:
-        """One left-padded greedy `generate` for all; rows with different adapters run as
-        PEFT's mixed-adapter batch (`adapter_names`, "__base__" for the base model)."""
+        """One left-padded greedy `generate` for all, each row with its own adapter (or the
+        base): plain linear LoRA through `adapters.lora_rows` (two matrix products per layer
+        whatever the mix), anything else through PEFT's mixed-adapter batch (`adapter_names`,
+        "__base__" for the base model)."""
         import contextlib
 
         import torch
         from peft import PeftModel
 
+        from adapters.lora_rows import rows_lora
         from training.trainer.generation import (
             chat_batch,
             generation_kwargs,
@@ -386,12 +412,17 @@ class ModelRuntime:
         extra: dict[str, Any] = {}
         if isinstance(model, PeftModel):
             if len(set(names)) > 1:
-                extra["adapter_names"] = [n or "__base__" for n in names]
                 self.stats["mixed_batches"] += 1
-            elif names[0] is not None:
-                model.set_adapter(names[0])
-            else:
+            lean = rows_lora(model, names)
+            if lean is not None:
+                context = lean
+            elif all(n is None for n in names):
                 context = model.disable_adapter()
+            elif len(set(names)) > 1:
+                extra["adapter_names"] = [n or "__base__" for n in names]
+                self.stats["peft_mixed_batches"] += 1
+            else:
+                model.set_adapter(names[0])
         with context, torch.no_grad():
             output = model.generate(input_ids=ids, attention_mask=mask, **kwargs, **extra)
         seconds = time.monotonic() - started

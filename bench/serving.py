@@ -26,9 +26,12 @@ reported.
    request (fetch from storage, sha256 check, PEFT load) vs the warm requests after it.
 3. Memory per resident adapter: the worker's RSS after the base model alone vs after 8 adapters
    (the default LRU size), divided by 8; and the adapter file size.
-4. Throughput with 20 tenants' adapters in rotation vs one adapter (4 concurrent clients). With
-   the default `ADAPTER_CACHE_SIZE` (8) a round-robin over 20 misses the LRU on every request.
-   Informational: the same rotation on a server with `ADAPTER_CACHE_SIZE=24`.
+4. Throughput with 20 tenants' adapters in rotation vs one adapter (4 concurrent clients), at
+   the default `ADAPTER_CACHE_SIZE` (32: all 20 stay resident after the memory step loaded them).
+   Goal: >= 0.9. A rotation batch mixes 4 adapters (`adapters.lora_rows`), one adapter's batch
+   has one. When the cache is smaller than the rotation (`ADAPTER_CACHE_SIZE=8 python -m
+   bench.serving`), a round-robin misses the LRU on every request and the figure measures
+   loading; on the toy base the same rotation is also run on a server whose cache holds all.
 5. Batching: 4 concurrent clients over 4 tenants' resident adapters, on a server that generates
    one request at a time (`SERVING_MAX_BATCH=1`) vs one that batches requests arriving together
    (the default; PEFT's mixed-adapter batch), both started side by side, runs interleaved.
@@ -53,9 +56,10 @@ TENANTS = 20
 # seconds on 2 shared cores (the toy's a few ms), so on the real base: 2 sequential requests per
 # run, rotation runs of a fixed 4 requests (4 clients) instead of a duration and 2 of them per
 # side, and the requests that only load adapters or time a cold load ask for 1 token
-# (`short_tokens`); no second server with a larger cache. About 15 minutes on 2 shared cores.
+# (`short_tokens`); no second server with a larger cache. The rotation runs are 16 requests
+# (4 batches of 4) so that one run is more than one batch. About 15 minutes on 2 quiet cores.
 SIZES = {
-    "real": {"requests": 2, "seconds": None, "rotation_requests": 4, "rotation_runs": 2,
+    "real": {"requests": 2, "seconds": None, "rotation_requests": 16, "rotation_runs": 5,
              "short_tokens": 1, "warmup": 0, "big_cache_run": False},
     "tiny": {"requests": 30, "seconds": 8.0, "rotation_requests": None, "rotation_runs": None,
              "short_tokens": None, "warmup": 1, "big_cache_run": True},
@@ -305,7 +309,7 @@ def body(args, report: Report) -> None:
             metric="throughput", unit="requests/s", baseline_label="one tenant's adapter",
             subject_label=f"{n_tenants} tenants' adapters in rotation (cache {cache_size})",
             baseline_runs=[r["rps"] for r in rot["baseline"]],
-            subject_runs=[r["rps"] for r in rot["subject"]]))
+            subject_runs=[r["rps"] for r in rot["subject"]], goal=">= 0.9"))
         report.comparisons.append(Comparison(
             metric="latency p50 under load", unit="ms", baseline_label="one tenant's adapter",
             subject_label=f"{n_tenants} tenants in rotation (cache {cache_size})",

@@ -259,14 +259,20 @@ TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 120, mini
 TRAINING_DEFAULT_TOKENS_PER_SECOND = env_float("TRAINING_DEFAULT_TOKENS_PER_SECOND", 2000.0)
 
 # --- Serving --------------------------------------------------------------------------------
-ADAPTER_CACHE_SIZE = env_int("ADAPTER_CACHE_SIZE", 8, minimum=1)
+# Adapters resident per serving process (LRU). About 20 MiB each for the default base's recipe
+# (SmolLM2-135M, r 16, all linear layers; bench/serving.py): 32 keep a 20-tenant rotation
+# resident for about 0.7 GiB. A rotation larger than the cache loads an adapter on every request.
+ADAPTER_CACHE_SIZE = env_int("ADAPTER_CACHE_SIZE", 32, minimum=1)
 # Base models resident at once in a serving process (LRU): versions trained on different bases.
 BASE_MODEL_CACHE_SIZE = env_int("BASE_MODEL_CACHE_SIZE", 2, minimum=1)
 CHAT_MAX_NEW_TOKENS = env_int("CHAT_MAX_NEW_TOKENS", 256, minimum=1)
 # Greedy chat requests that arrive within this window of each other are generated in one batch
-# (up to SERVING_MAX_BATCH, whatever adapter each needs: PEFT's mixed-adapter batch); 1 = off.
+# (up to SERVING_MAX_BATCH, whatever adapter each needs: adapters.lora_rows); 1 = off. The
+# window must cover how far apart requests sent together reach the batcher through Django: on
+# 2 busy cores 4 clients' first requests spread over more than 10 ms (bench/serving.py split its
+# batches at 10), while a 64-token answer takes seconds, so 50 ms costs about 2% of a request.
 SERVING_MAX_BATCH = env_int("SERVING_MAX_BATCH", 8, minimum=1)
-SERVING_BATCH_WINDOW_MS = env_int("SERVING_BATCH_WINDOW_MS", 10, minimum=0)
+SERVING_BATCH_WINDOW_MS = env_int("SERVING_BATCH_WINDOW_MS", 50, minimum=0)
 # A multi-LoRA inference server that speaks vLLM's HTTP API (adapters.inference_server): when set,
 # chat requests for its base are generated there, each ready version registered as <tenant>-v<N>.
 INFERENCE_SERVER_URL = env_str("INFERENCE_SERVER_URL", "") or ""

@@ -7,6 +7,7 @@ from each other, so a row served by the wrong adapter would show."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,50 @@ def test_sampled_requests_are_not_batched(owner, base_model, tmp_path):
     runtime.generate(messages=[{"role": "user", "content": "Hi"}], adapter=None,
                      max_new_tokens=4)
     assert runtime.stats["batches"] == 1
+
+
+@pytest.mark.parametrize("regroup", [True, False])
+def test_clients_answered_together_are_batched_together_again(settings, real_base_path,
+                                                              tmp_path, monkeypatch, regroup):
+    """Four clients, each sending its next request as soon as it has its answer; one of them
+    starts before the others, so the first batch holds it alone and the other three wait through
+    it. With the regroup wait the batcher waits, after that batch, for the client it answered to
+    come back, and from then on all four are generated together; without it (`REGROUP_WINDOWS`
+    0, the batcher before this change) the batches stay split (1, 3, 1, 3, ...), halving
+    throughput."""
+    from adapters import runtime as runtime_module
+
+    if not regroup:
+        monkeypatch.setattr(runtime_module, "REGROUP_WINDOWS", 0)
+    settings.BASE_MODEL_PATH = str(real_base_path)
+    settings.BASE_MODEL_HF_ID = ""
+    runtime = _runtime(tmp_path, max_batch=4, window=0.01)
+    prompt = [{"role": "user", "content": "Explain step by step how a bicycle works, describing "
+                                          "each part and what it does."}]
+    runtime.generate(messages=prompt, adapter=None, max_new_tokens=1)  # the base, loaded
+    first_sent = threading.Event()
+
+    def client(index: int) -> None:
+        if index > 0:
+            first_sent.wait()
+            time.sleep(0.2)  # the first client's batch is running (24 tokens take longer)
+        for _ in range(3):
+            if index == 0:
+                first_sent.set()
+            runtime.generate(messages=prompt, adapter=None, max_new_tokens=24)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = runtime.stats
+    print("regroup" if regroup else "no regroup", stats)
+    assert stats["batched_requests"] == 1 + 12
+    if regroup:
+        # [A1], [A2 B1 C1 D1], [A3 B2 C2 D2], [B3 C3 D3]
+        assert stats["regrouped"] >= 1 and stats["largest_batch"] == 4
+        assert stats["batches"] == 1 + 4
+    else:
+        # [A1], [B1 C1 D1], [A2], [B2 C2 D2], [A3], [B3 C3 D3]
+        assert stats["largest_batch"] == 3 and stats["batches"] == 1 + 6
