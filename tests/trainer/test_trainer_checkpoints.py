@@ -121,9 +121,14 @@ def test_early_stopping_exports_the_best_checkpoint_not_the_last(tmp_path, tiny_
 def test_a_tiny_held_out_split_reports_but_does_not_pick_the_checkpoint(tmp_path, tiny_base,
                                                                         corrections):
     """The same conflicting eval set cut to 4 rows (under train.select_min_eval_rows, 16): its
-    loss still rises and is reported at every evaluation, but on so few rows it neither stops
-    the run nor picks an earlier checkpoint: the last weights are exported, and the started
-    event says why. (A fresh-clone CI run had exported step 133 of 252 on a 6-row split.)"""
+    loss is reported at every evaluation, but on so few rows it neither stops the run nor picks
+    an earlier checkpoint: the last weights are exported, and the started event says why. (A
+    fresh-clone CI run had exported step 133 of 252 on a 6-row split.)
+
+    On 4 rows the loss wanders (one fresh-clone run: 8.28, 8.14, 8.23, 8.27, 8.33, ..., 7.97 at
+    the last step), so the test does not count on it ending above its best: it asserts that the
+    reported losses would have stopped a run with a larger split (2 evaluations without
+    improvement, the patience set here) before its end, and that this run went on to the end."""
     train = write_jsonl(tmp_path / "train.jsonl", corrections)
     conflicting = write_jsonl(
         tmp_path / "eval.jsonl",
@@ -140,8 +145,11 @@ def test_a_tiny_held_out_split_reports_but_does_not_pick_the_checkpoint(tmp_path
     evals = events_of(out, "eval")
     (started,) = events_of(out, "started")
     (completed,) = events_of(out, "completed")
-    best = min(evals, key=lambda e: e["eval_loss"])
-    assert best["step"] < evals[-1]["step"] and evals[-1]["eval_loss"] > best["eval_loss"]
+    losses = [e["eval_loss"] for e in evals]
+    print("tiny split eval losses:", [round(x, 3) for x in losses])
+    would_stop = next((evals[i]["step"] for i in range(2, len(evals))
+                       if min(losses[:i + 1]) == min(losses[:i - 1])), None)
+    assert would_stop is not None and would_stop < evals[-1]["step"], losses  # something to tell
     assert completed["steps"] == started["totals"]["total_steps"]  # not stopped early
     assert completed["best_step"] == completed["steps"]  # the last weights were exported
     assert evals[-1]["step"] == completed["steps"]
