@@ -174,7 +174,11 @@ def spread(values: Sequence[float]) -> list[float] | None:
 
 def goal_meets(goal: str, ratio: float) -> bool:
     op, value = goal.split()
-    return ratio >= float(value) if op == ">=" else ratio <= float(value)
+    checks = {">=": ratio >= float(value), "<=": ratio <= float(value),
+              ">": ratio > float(value), "<": ratio < float(value)}
+    if op not in checks:
+        raise ValueError(f"goal {goal!r}: the operator must be one of {sorted(checks)}")
+    return checks[op]
 
 
 def goal_verdict(goal: str | None, pair_ratios: Sequence[float]) -> str | None:

@@ -11,6 +11,18 @@ never slower: `bf16=False` (a CPU; TRL 1.x defaults to bf16, which fails there),
 sizes; the platform turns it off too). Everything else is TRL's default: padded batches (no
 packing, no padding-free), full-sequence loss on conversational data.
 
+`--padding-free`: TRL at its best on data of mixed lengths, as its docs show it
+(`SFTConfig(padding_free=True)`): TRL's own collator concatenates each batch into one row with
+`position_ids` and no attention mask, so no padding is computed. TRL's docs pair padding-free and
+packing with FlashAttention, which a CPU does not have; transformers' SDPA path reads the
+sequence boundaries from `position_ids` (a block-diagonal causal mask), the same attention the
+platform's padding-free batches use on a CPU. Packing (`packing=True`, BFD) is not used: it
+also cuts and regroups examples into `max_length` rows, which changes the number of optimizer
+steps and what each step trains, so the two sides would no longer train the same batches.
+TRL refuses `max_length` with padding-free batches unless it packs (it would not enforce it), so
+that side runs with `max_length=None`: the few examples longer than `max_length` train whole
+there; the figure is real tokens per second, counted on each side, so it stays comparable.
+
 Measurement hooks only (they change nothing the trainer computes): a wrapper around TRL's own
 collator that counts real (attention-mask) and computed (tensor) tokens, and a callback that
 stamps the time and the token count at the end of every optimizer step. Prints one JSON line.
@@ -41,6 +53,8 @@ def main() -> int:
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bf16", action="store_true", help="on a GPU, as the platform does there")
+    p.add_argument("--padding-free", action="store_true",
+                   help="TRL's own padding-free batches (SFTConfig(padding_free=True))")
     args = p.parse_args()
 
     os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(args.out, "hf-datasets"))
@@ -60,11 +74,13 @@ def main() -> int:
             learning_rate=args.learning_rate,
             warmup_steps=0.1,
             weight_decay=0.01,
-            max_length=args.max_length,
+            # TRL refuses max_length with padding_free unless packing: it would not enforce it.
+            max_length=None if args.padding_free else args.max_length,
             logging_steps=1,
             save_strategy="no",
             report_to="none",
             bf16=args.bf16,
+            padding_free=args.padding_free,
             gradient_checkpointing=False,
             seed=args.seed,
             disable_tqdm=True,

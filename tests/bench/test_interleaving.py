@@ -4,6 +4,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 # tests/bench shadows the top-level `bench` package on sys.path here: load the harness by path.
 _spec = importlib.util.spec_from_file_location(
     "bench_common", Path(__file__).resolve().parents[2] / "bench" / "common.py")
@@ -59,3 +61,16 @@ def test_a_goal_is_met_only_when_every_pair_meets_it():
         "comparisons": [straddling.__dict__], "facts": [], "notes": []})
     assert "| 110 (105–130) |" in table and "1.1 (pairs 1.05–1.3)" in table
     assert "not shown (runs straddle it)" in table
+
+
+def test_strict_goals_are_strict_and_unknown_operators_refused():
+    """"> 1.3" (issue 16's goal against TRL's default) is not met by a pair at exactly 1.3;
+    an operator the parser does not know is an error, not silently read as "<="."""
+    at_bound = _common.Comparison(metric="m", unit="", baseline_label="a", subject_label="b",
+                                  baseline_runs=[10, 10], subject_runs=[13, 13], goal="> 1.3")
+    above = _common.Comparison(metric="m", unit="", baseline_label="a", subject_label="b",
+                               baseline_runs=[10, 10], subject_runs=[14, 15], goal="> 1.3")
+    assert at_bound.goal_verdict == "not met" and above.goal_verdict == "met"
+    assert _common.goal_meets("< 2", 1.5) and not _common.goal_meets("< 2", 2.0)
+    with pytest.raises(ValueError, match="operator"):
+        _common.goal_meets("== 1", 1.0)
