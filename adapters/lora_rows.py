@@ -16,8 +16,9 @@ Cost: the gathered copy holds one adapter's worth of weights per row of a mixed 
 19 MiB a row for SmolLM2-135M at r 16, all linear layers), freed when the batch ends.
 
 Only plain LoRA on linear layers qualifies (no DoRA or other variant, no LoRA bias, nothing
-merged, no `modules_to_save`); `rows_lora` answers None otherwise and the caller keeps PEFT's
-own path. Pure torch + PEFT: no Django.
+merged, no `modules_to_save`, no layer whose forward something else already wraps, such as
+accelerate's offload hooks); `rows_lora` answers None otherwise and the caller keeps PEFT's own
+path. Pure torch + PEFT: no Django.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def _supported(model, names: set[str]) -> bool:
         if not held:
             continue
         if type(module) is not LoraLinear or module.merged:
+            return False
+        if "forward" in vars(module):  # already wrapped (an accelerate offload hook): leave it
             return False
         if any(n in module.lora_variant or module.lora_bias.get(n) for n in held):
             return False

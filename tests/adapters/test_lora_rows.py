@@ -113,3 +113,13 @@ def test_anything_but_plain_linear_lora_is_left_to_peft(peft_model):
         assert rows_lora(model, ["wide", "narrow"]) is not None
     finally:
         model.delete_adapter("dora")
+    # A layer whose forward something else already wraps (accelerate's offload hooks do): left
+    # to PEFT, whose forward the wrapper calls.
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    layer = next(m for m in model.modules() if isinstance(m, LoraLinear) and "wide" in m.lora_A)
+    layer.forward = layer.forward  # an instance-level wrapper, as add_hook_to_module installs
+    try:
+        assert rows_lora(model, ["wide", "narrow"]) is None
+    finally:
+        del layer.forward
