@@ -69,7 +69,7 @@ def _patched(model, names: list[str | None]) -> Iterator[None]:
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     rows = len(names)
-    distinct = {n for n in names}
+    distinct = set(names)
     one = next(iter(distinct)) if len(distinct) == 1 else None
     patched = []
     try:

@@ -37,7 +37,8 @@ How it works
   mixed-adapter batch, `adapter_names`, loops over the adapters in every layer and remains the
   path for anything but plain linear LoRA). Each request gets the completion it gets alone (its
   own length limit and stop), or its own error.
-* One lock serialises generation: `set_adapter` changes state shared by every thread, so two
+* One lock serialises generation: `set_adapter` (and `lora_rows`, which swaps the LoRA layers'
+  forward for a batch) changes state shared by every thread, so two
   requests must not interleave between switching and generating. A stream holds the lock from
   the request's thread (loading and switching) to the end of its generation thread (a plain
   `Lock`, released by the thread that finishes). This is the right trade-off for small
