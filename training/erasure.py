@@ -82,7 +82,9 @@ def training_data_erase_user(*, tenant, user_id: str, actor: str = "system",
                .filter(Q(id__in=conversations) | Q(messages__isnull=True)))
     deleted_conversations = Conversation.objects.filter(
         id__in=set(emptied.values_list("id", flat=True))).delete()[0]
-    for dataset in Dataset.objects.filter(tenant=tenant, id__in=dataset_ids):
+    # Locked as an upload locks them (an upload adds what it stored to the count): the count
+    # then runs after any upload in flight has committed.
+    for dataset in Dataset.objects.select_for_update().filter(tenant=tenant, id__in=dataset_ids):
         dataset.record_count = DatasetRecord.objects.filter(dataset=dataset).count()
         dataset.save(update_fields=["record_count"])
     if deleted_feedback:

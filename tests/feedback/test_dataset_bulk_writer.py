@@ -96,6 +96,34 @@ def test_a_large_upload_lists_at_most_a_thousand_duplicates(owner, dataset):
     assert report["duplicate_records"] == [{"index": i} for i in range(1000)]
 
 
+
+def test_the_record_count_is_kept_by_addition_and_stays_exact(owner, dataset):
+    """An upload adds what it stored to the locked dataset's count instead of counting the
+    dataset again; deletes and erasure count again. The count must equal the rows after each."""
+    from feedback.services import dataset_records_delete
+    from training.erasure import training_data_erase_user
+
+    def count_is_exact():
+        dataset.refresh_from_db()
+        assert dataset.record_count == DatasetRecord.objects.filter(dataset=dataset).count()
+        return dataset.record_count
+
+    upload(owner, dataset, [conv("a", user_id="u-1"), conv("b"), conv("a")])
+    assert count_is_exact() == 2
+    upload(owner, dataset, [conv("b"), conv("c", user_id="u-1"), {"messages": []}, conv("d")],
+           skip_invalid=True)
+    assert count_is_exact() == 4
+    with pytest.raises(InvalidInput):
+        upload(owner, dataset, [conv("e"), {"messages": []}])
+    assert count_is_exact() == 4
+    first = DatasetRecord.objects.filter(dataset=dataset, user_id="").order_by("id").first()
+    dataset_records_delete(tenant=owner.tenant, dataset=dataset, record_ids=[first.pk])
+    assert count_is_exact() == 3
+    training_data_erase_user(tenant=owner.tenant, user_id="u-1")
+    assert count_is_exact() == 1
+    upload(owner, dataset, [conv("a"), conv("d")])
+    assert count_is_exact() == 2
+
 @pytest.mark.django_db(False)
 @pytest.mark.parametrize("text, may", [
     ('{"messages":[{"content":"no numbers here","role":"user"}]}', False),
