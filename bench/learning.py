@@ -59,6 +59,18 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     "replay_kl5": ({"kl_to_base": 5.0}, {}, 113, {}),
     "replay_kl2": ({"kl_to_base": 2.0}, {}, 113, {}),
     "replay_kl05": ({"kl_to_base": 0.5}, {}, 113, {}),
+    # Less drift per step: the KL recipe at half the learning rate (5 and 8 epochs).
+    "replay_kl1_lr5e-4": ({"kl_to_base": 1.0, "learning_rate": 5e-4}, {}, 113, {}),
+    "replay_kl1_lr5e-4_e8": ({"kl_to_base": 1.0, "learning_rate": 5e-4, "epochs": 8}, {}, 113,
+                             {}),
+    # No corrections at all, only the replay rows (with and without the KL term): what does the
+    # forgetting owe to the facts taught, and what to the replay itself?
+    "replay_only": ({}, {}, 113, {"facts": 0}),
+    "replay_kl1_only": ({"kl_to_base": 1.0}, {}, 113, {"facts": 0}),
+    # The replay rows as KL anchors only: their own loss weighted almost to nothing
+    # ("replay_weight"), so they hold the model where it was instead of training it on its
+    # greedy answers (replay_kl1_only lost 3 of 57 with no corrections at all).
+    "replay_kl1_anchor": ({"kl_to_base": 1.0}, {}, 113, {"replay_weight": 1e-6}),
     # A second seed (data order and LoRA init) for the two recipes compared.
     "replay_all_s7": ({"seed": 7}, {}, 113, {}),
     "replay_kl1_s7": ({"kl_to_base": 1.0, "seed": 7}, {}, 113, {}),
@@ -131,7 +143,8 @@ def base_reference() -> dict[str, Any]:
 
 def train(name: str, reference: dict[str, Any]) -> tuple[Path, float, int]:
     train_over, lora_over, replay_rows, extra = VARIANTS[name]
-    extra = {k: v for k, v in extra.items() if k != "facts"}
+    replay_weight = extra.get("replay_weight")
+    extra = {k: v for k, v in extra.items() if k not in ("facts", "replay_weight")}
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -149,7 +162,8 @@ def train(name: str, reference: dict[str, Any]) -> tuple[Path, float, int]:
     for prompt in replayed:
         rows.append({"messages": [{"role": "user", "content": prompt},
                                   {"role": "assistant", "content": finished[prompt]}],
-                     "anchor": True})  # as the trainer marks its replay rows (train.kl_to_base)
+                     "anchor": True,  # as the trainer marks its replay rows (train.kl_to_base)
+                     **({"weight": replay_weight} if replay_weight else {})})
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     job = {"job_id": f"learning-{name}", "method": "sft", "base_model": {"path": str(BASE)},
            "data": {"train": "train.jsonl"}, "output_dir": "out",
@@ -171,8 +185,8 @@ def evaluate(adapter: Path, reference: dict[str, Any], name: str) -> dict[str, A
     model, tokenizer = load(adapter)
     facts = facts_of(name)
     general = [g for g in read_jsonl(GENERAL) if g["id"] in set(reference["general_right"])]
-    trained = answers(model, tokenizer, [f["questions"][0] for f in facts])
-    held_out = answers(model, tokenizer, [f["held_out"][0] for f in facts])
+    trained = answers(model, tokenizer, [f["questions"][0] for f in facts]) if facts else []
+    held_out = answers(model, tokenizer, [f["held_out"][0] for f in facts]) if facts else []
     general_replies = answers(model, tokenizer, [g["question"] for g in general])
     lost = [{"question": g["question"], "reply": reply}
             for g, reply in zip(general, general_replies, strict=True)

@@ -76,6 +76,10 @@ PARAMETERS: tuple[Parameter, ...] = (
               label="KL to the base (SFT)",
               help_text="Weight of a term that keeps the replay rows' whole next-token "
                         "distribution close to the model before the job (0: off)"),
+    Parameter("replay_weight", "float", methods=(SFT,), maximum=1.0, positive=True,
+              label="Replay loss weight (SFT)",
+              help_text="Loss weight of the replay rows' own tokens (1: trained like the job's "
+                        "rows; near 0: they only anchor the KL term)"),
     Parameter("min_feedback_count", "int", methods=(SFT, KTO), minimum=1, maximum=10_000_000,
               label="Minimum feedback (SFT, KTO)", in_form=True),
     Parameter("min_preference_pairs", "int", methods=(DPO,), minimum=1, maximum=10_000_000,

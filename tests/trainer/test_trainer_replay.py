@@ -177,3 +177,27 @@ def test_kl_to_base_is_validated(tmp_path, tiny_base_path, method, value, messag
                  train_params={"kl_to_base": value, "batch_size": 4})
     with pytest.raises(JobConfigError, match=message):
         parse_job_config(config)
+
+
+def test_replay_weight_marks_each_replayed_row(real_model):
+    """train.replay_weight: the replay rows' own loss weight (the small_base recipe's 1e-6 makes
+    them anchors of the KL term only). Weight 1 leaves the rows unmarked, as before."""
+    model, tokenizer = real_model
+    light, _ = replay_records(model, tokenizer, PROMPTS[:2], weight=1e-6)
+    plain, _ = replay_records(model, tokenizer, PROMPTS[:2])
+    assert [r["weight"] for r in light] == [1e-6, 1e-6]
+    assert all("weight" not in r for r in plain)
+    assert [r["messages"] for r in light] == [r["messages"] for r in plain]
+
+
+@pytest.mark.parametrize("method,value,message", [
+    ("dpo", 0.5, "applies to sft only"),
+    ("sft", 0, "greater than 0"),
+    ("sft", 1.5, "at most 1"),
+    ("sft", "light", "must be a number"),
+])
+def test_replay_weight_is_validated(tmp_path, tiny_base_path, method, value, message):
+    config = job(tmp_path, tiny_base_path, tmp_path / "train.jsonl", method=method,
+                 train_params={"replay_weight": value, "batch_size": 4})
+    with pytest.raises(JobConfigError, match=message):
+        parse_job_config(config)

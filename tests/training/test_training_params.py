@@ -19,6 +19,7 @@ from training.models import TrainingJob
     ("preset", "turbo"), ("target_modules", "everything"), ("learning_rte", 1e-4),
     ("lora_dropout", 1.0), ("min_feedback_count", 0), ("replay_rows", -1),
     ("replay_rows", 1001), ("kl_to_base", -1), ("kl_to_base", 101), ("kl_to_base", "high"),
+    ("replay_weight", 0), ("replay_weight", 1.5), ("replay_weight", -0.1),
 ])
 def test_it_refuses_bad_lora_parameters(ready, field, value):
     response = ready.client.post(ready.url("train/lora"), {**LORA_SMALL, field: value},
@@ -31,7 +32,8 @@ def test_it_refuses_bad_lora_parameters(ready, field, value):
 
 @pytest.mark.parametrize("field,value", [("beta", 0), ("beta", 10.5), ("beta", -1),
                                          ("min_preference_pairs", 0), ("epochs", 1000),
-                                         ("replay_rows", 10), ("kl_to_base", 1.0)])
+                                         ("replay_rows", 10), ("kl_to_base", 1.0),
+                                         ("replay_weight", 0.5)])
 def test_it_refuses_bad_dpo_parameters(ready, field, value):
     response = ready.client.post(ready.url("train/dpo"),
                                  {"min_preference_pairs": 5, field: value}, format="json")
@@ -58,10 +60,12 @@ def test_kl_to_base_reaches_the_trainers_config_for_sft_only(ready):
     from training.services.bundle import _job_config
 
     response = ready.client.post(ready.url("train/lora"),
-                                 {**LORA_SMALL, "replay_rows": 20, "kl_to_base": 2.5},
+                                 {**LORA_SMALL, "replay_rows": 20, "kl_to_base": 2.5,
+                                  "replay_weight": 0.25},
                                  format="json")
     assert response.status_code == 201, response.content
     job = TrainingJob.objects.get(id=response.json()["job_id"])
-    assert job.params["kl_to_base"] == 2.5
+    assert job.params["kl_to_base"] == 2.5 and job.params["replay_weight"] == 0.25
     train = _job_config(job, None)["train"]
     assert train["kl_to_base"] == 2.5 and train["replay_rows"] == 20
+    assert train["replay_weight"] == 0.25

@@ -61,6 +61,8 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
         train["replay_rows"] = params["replay_rows"]
     if job.method == "sft" and params.get("kl_to_base"):
         train["kl_to_base"] = params["kl_to_base"]
+    if job.method == "sft" and params.get("replay_weight", 1.0) != 1.0:
+        train["replay_weight"] = params["replay_weight"]
     return {
         "job_id": job.id,
         "method": job.method,

@@ -26,13 +26,16 @@ from tenants.errors import InvalidInput
 # replay prompts (101 finished answers) the same job kept 42 of the 57 evaluation-set questions
 # the base answered right, against 36/57 without, and learned as much (29/30, 29/30). A KL term
 # to the model before the job on the replay rows (kl_to_base 1.0) kept 50/57 and learned 30/30,
-# 30/30; weight 5 kept no more and learned 23/30 (README, "Defaults on a real base").
+# 30/30; weight 5 kept no more and learned 23/30 (README, "Defaults on a real base"). The replay
+# rows trained on their own greedy answers cost 3 of the 57 by themselves (replay and KL with no
+# corrections at all kept 54/57); with their own loss weighted to 1e-6 (replay_weight), so that
+# they only anchor the KL term, the job kept 53/57 and learned 30/30, 30/30.
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "small_base": {
         "sft": {"learning_rate": 1e-3, "epochs": 5, "batch_size": 8, "warmup_ratio": 0.05,
                 "weight_decay": 0.0, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
                 "target_modules": "all-linear", "replay_rows": 113,
-                "kl_to_base": 1.0},
+                "kl_to_base": 1.0, "replay_weight": 1e-6},
     },
 }
 RECIPE_NOTES = {

@@ -138,6 +138,11 @@ class TrainSpec:
     # replay rows): the whole next-token distribution of the model before the job, not only its
     # sampled answer (training.trainer.trainers.WeightedSFTTrainer); 0: off.
     kl_to_base: float = 0.0
+    # SFT: the loss weight of each replay row's own tokens (1: trained like the job's rows). Near
+    # 0 the replay rows only anchor the KL term instead of training the model on its own greedy
+    # answers, which alone cost 3 of the 57 general answers it knew (README, "Defaults on a real
+    # base").
+    replay_weight: float = 1.0
     # A held-out split smaller than this is reported (eval loss at every evaluation) but does not
     # pick the exported checkpoint or stop the run early: on a handful of rows the differences
     # between checkpoints are noise (a CI run exported step 133 of 252 on 6 rows, 1.077 vs 1.092).
@@ -331,9 +336,16 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
     kl_to_base = _number("train.kl_to_base", values["kl_to_base"], minimum=0)
     if kl_to_base and method != "sft":
         raise JobConfigError("train.kl_to_base applies to sft only (dpo and kto have beta)")
+    replay_weight = _number("train.replay_weight", values["replay_weight"], minimum=0,
+                            exclusive=True)
+    if replay_weight > 1:
+        raise JobConfigError(f"train.replay_weight must be at most 1, got {replay_weight}")
+    if replay_weight != 1 and method != "sft":
+        raise JobConfigError("train.replay_weight applies to sft only (replay is supervised)")
     return TrainSpec(
         replay_rows=replay_rows,
         kl_to_base=float(kl_to_base),
+        replay_weight=float(replay_weight),
         select_min_eval_rows=_int("train.select_min_eval_rows", values["select_min_eval_rows"],
                                   minimum=1),
         epochs=_number("train.epochs", values["epochs"], minimum=0, exclusive=True),

@@ -46,9 +46,11 @@ def replay_pick(prompts: list[str], *, rows: int, seed: int) -> list[str]:
 
 
 def replay_records(model: Any, tokenizer: Any, prompts: list[str], *,
-                   max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[dict[str, Any]], int]:
+                   max_new_tokens: int = MAX_NEW_TOKENS,
+                   weight: float = 1.0) -> tuple[list[dict[str, Any]], int]:
     """SFT records of the model's own finished greedy answers to `prompts`, and how many prompts
-    were left out because their answer did not finish."""
+    were left out because their answer did not finish. `weight` (train.replay_weight) is each
+    record's loss weight when it is not 1."""
     from training.trainer.generation import greedy_replies
 
     replies = greedy_replies(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts],
@@ -62,12 +64,14 @@ def replay_records(model: Any, tokenizer: Any, prompts: list[str], *,
                 "anchor": True,
                 "messages": [{"role": "user", "content": prompt},
                              {"role": "assistant", "content": answer}],
+                **({"weight": weight} if weight != 1.0 else {}),
             })
     return records, len(prompts) - len(records)
 
 
 def replay_generate(*, base: str, revision: str | None, init_adapter: str | None, rows: int,
-                    seed: int, prompts_path: str | Path | None = None) -> tuple[list[dict], str]:
+                    seed: int, prompts_path: str | Path | None = None,
+                    weight: float = 1.0) -> tuple[list[dict], str]:
     """Load the model as it is before the job, answer `rows` replay prompts, free the model.
 
     Returns the SFT records and a note for the job's events ("replayed 97 of the model's own
@@ -85,12 +89,13 @@ def replay_generate(*, base: str, revision: str | None, init_adapter: str | None
                                                 dtype=dtype, device=device)
     try:
         picked = replay_pick(replay_prompts(prompts_path), rows=rows, seed=seed)
-        records, unfinished = replay_records(model, tokenizer, picked)
+        records, unfinished = replay_records(model, tokenizer, picked, weight=weight)
     finally:
         del model
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     note = (f"replayed {len(records)} of the model's own answers to general prompts against "
-            f"forgetting ({len(picked)} asked, {unfinished} left out unfinished)")
+            f"forgetting ({len(picked)} asked, {unfinished} left out unfinished"
+            + (f"; loss weight {weight:g}" if weight != 1.0 else "") + ")")
     return records, note

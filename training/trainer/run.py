@@ -164,7 +164,7 @@ def _run(
         replayed, note = replay_generate(
             base=config.base_model.name_or_path, revision=config.base_model.revision,
             init_adapter=config.init_adapter, rows=config.train.replay_rows,
-            seed=config.train.seed)
+            seed=config.train.seed, weight=config.train.replay_weight)
         train_data.records.extend(replayed)
         train_data.notes.append(note)
 
