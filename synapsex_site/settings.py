@@ -299,6 +299,12 @@ EVALUATION_MAX_ITEMS = {
     "safety": env_int("EVALUATION_MAX_SAFETY", 20, minimum=0),
 }
 EVALUATION_MAX_NEW_TOKENS = env_int("EVALUATION_MAX_NEW_TOKENS", 32, minimum=1)
+# The platform's evaluation questions (the general-knowledge set every version is scored on, the
+# base-knowledge set): never replayed from a tenant's traffic (training.replay_traffic).
+EVALUATION_QUESTION_FILES = [
+    BASE_DIR / "adapters" / "assets" / "general_knowledge.jsonl",
+    BASE_DIR / "training" / "trainer" / "assets" / "base_knowledge.jsonl",
+]
 # The activation gate: a version that keeps less than this share of the general questions the
 # base answered right needs `force` (as does one worse than the active version on the golden set).
 ACTIVATION_MIN_GENERAL_KEPT = env_float("ACTIVATION_MIN_GENERAL_KEPT", 0.8)

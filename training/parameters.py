@@ -80,6 +80,11 @@ PARAMETERS: tuple[Parameter, ...] = (
               label="Replay loss weight (SFT)",
               help_text="Loss weight of the replay rows' own tokens (1: trained like the job's "
                         "rows; near 0: they only anchor the KL term)"),
+    Parameter("replay_traffic_rows", "int", methods=(SFT,), minimum=0, maximum=1000,
+              label="Replay from traffic (SFT)",
+              help_text="Up to this many of your own users' prompts (openings of your newest "
+                        "conversations that drew no complaint) replayed with the job like the "
+                        "general prompts (0: none)"),
     Parameter("min_feedback_count", "int", methods=(SFT, KTO), minimum=1, maximum=10_000_000,
               label="Minimum feedback (SFT, KTO)", in_form=True),
     Parameter("min_preference_pairs", "int", methods=(DPO,), minimum=1, maximum=10_000_000,

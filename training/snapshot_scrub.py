@@ -29,7 +29,7 @@ from feedback.models import DatasetRecord, Feedback, Message
 from training.models import TrainingJob
 
 SOURCES_FILE = "sources.json"
-DATA_FILES = ("train.jsonl", "eval.jsonl")
+DATA_FILES = ("train.jsonl", "eval.jsonl", "replay.jsonl")
 
 
 def _read(path: str) -> bytes | None:

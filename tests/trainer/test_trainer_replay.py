@@ -89,6 +89,49 @@ def test_a_job_trains_its_rows_with_the_replayed_ones_and_says_so(tmp_path, real
     assert started["parameters"]["train"]["replay_rows"] == 4
 
 
+def test_a_job_also_replays_the_prompts_of_its_tenants_traffic(tmp_path, real_base_path):
+    """data.replay_prompts (written by the platform from the tenant's own conversations,
+    training.replay_traffic): every one of them is answered by the model before the job and
+    trained as a replay row, before and beside the shipped sample."""
+    from training.trainer.run import run_job
+
+    rows = [{"messages": [{"role": "user", "content": f"What is the code of box {i}?"},
+                          {"role": "assistant", "content": f"The code of box {i} is K{i}7."}]}
+            for i in range(6)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    traffic = ["What is the capital of Peru?", "Name a planet of the solar system."]
+    replay = write_jsonl(tmp_path / "replay.jsonl",
+                         [{"id": f"msg_{i}", "prompt": p} for i, p in enumerate(traffic)])
+    config = job(tmp_path, real_base_path, train, train_params={
+        "epochs": 1, "learning_rate": 1e-4, "batch_size": 8, "replay_rows": 2,
+        "kl_to_base": 1.0, "replay_weight": 1e-6, "early_stopping_patience": None})
+    config["data"]["replay_prompts"] = str(replay)
+    run_job(parse_job_config(config))
+    (started,) = events_of(tmp_path / "out", "started")
+    (note,) = [n for n in started["notes"] if n.startswith("replayed")]
+    assert "and to 2 of the tenant's own users' prompts" in note and "(4 asked" in note
+    replayed = int(note.split()[1])
+    assert 3 <= replayed <= 4  # a shipped prompt's answer may not finish; these two do
+    assert started["totals"]["train_examples"] == len(rows) + replayed
+    assert any(f"{replayed} anchor row(s)" in n for n in started["notes"])
+
+
+def test_replay_prompts_are_sft_only_and_must_be_prompts(tmp_path, tiny_base_path):
+    from training.trainer.errors import DataError
+    from training.trainer.replay import traffic_prompts
+
+    replay = write_jsonl(tmp_path / "replay.jsonl", [{"id": "msg_1", "prompt": "Hi?"}])
+    config = job(tmp_path, tiny_base_path, tmp_path / "train.jsonl", method="dpo",
+                 train_params={"batch_size": 4})
+    config["data"]["replay_prompts"] = str(replay)
+    with pytest.raises(JobConfigError, match="data.replay_prompts applies to sft only"):
+        parse_job_config(config)
+    assert traffic_prompts(replay) == ["Hi?"]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "msg_2", "text": "no prompt key"}])
+    with pytest.raises(DataError, match="data.replay_prompts"):
+        traffic_prompts(bad)
+
+
 @pytest.mark.parametrize("method,value,message", [
     ("dpo", 10, "applies to sft only"),
     ("kto", 10, "applies to sft only"),

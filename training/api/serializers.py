@@ -72,7 +72,8 @@ class LoraTrainSerializer(_TrainBase):
     """POST /train/lora: supervised fine-tuning of a LoRA adapter (the seed's defaults)."""
 
     PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_feedback_count", "replay_rows",
-                                                 "kl_to_base", "replay_weight")
+                                                 "kl_to_base", "replay_weight",
+                                                 "replay_traffic_rows")
 
 
 class DpoTrainSerializer(_TrainBase):

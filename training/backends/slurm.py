@@ -192,7 +192,7 @@ class SlurmBackend:
         """
         remote = dict(raw)
         data = dict(raw.get("data") or {})
-        for key in ("train", "eval"):
+        for key in ("train", "eval", "replay_prompts"):
             if data.get(key):
                 local = _local_path(data[key], bundle)
                 target = f"{job_dir}/data/{key}.jsonl"

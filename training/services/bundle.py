@@ -68,7 +68,9 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
         "method": job.method,
         "base_model": base_model,
         "init_adapter": str(init_adapter) if init_adapter else None,
-        "data": {"train": "train.jsonl", "eval": "eval.jsonl" if has_eval else None},
+        "data": {"train": "train.jsonl", "eval": "eval.jsonl" if has_eval else None,
+                 **({"replay_prompts": "replay.jsonl"}
+                    if "replay.jsonl" in (job.snapshot_manifest or {}).get("files", {}) else {})},
         "lora": {"r": params["lora_r"], "alpha": params["lora_alpha"],
                  "dropout": params["lora_dropout"], "target_modules": params["target_modules"]},
         "train": train,

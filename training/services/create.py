@@ -14,6 +14,7 @@ from tenants.models import Tenant
 from tenants.services import audit_log_record
 from training import compiler, pricing, snapshots
 from training.models import TrainingEvent, TrainingJob
+from training.replay_traffic import traffic_replay_prompts
 from training.selectors import training_settings_get
 from training.services.cluster import slurm_allocation_check
 from training.services.params import (
@@ -190,7 +191,12 @@ def _job_store(*, tenant: Tenant, request: JobRequest, params: dict, spec: dict,
             metrics={"loss": None, "learning_rate": None, "grad_norm": None,
                      "samples_processed": 0, "tokens_processed": 0},
         )
-        prefix, manifest = snapshots.snapshot_write(tenant=locked, job_id=job.id, compiled=compiled)
+        replay = None
+        if method == "sft" and params.get("replay_traffic_rows"):
+            replay = traffic_replay_prompts(tenant=locked, compiled=compiled,
+                                            limit=int(params["replay_traffic_rows"]))
+        prefix, manifest = snapshots.snapshot_write(tenant=locked, job_id=job.id, compiled=compiled,
+                                                    replay=replay)
         job.snapshot_prefix = prefix
         job.snapshot_manifest = manifest
         job.save(update_fields=["snapshot_prefix", "snapshot_manifest"])

@@ -29,13 +29,14 @@ from tenants.errors import InvalidInput
 # 30/30; weight 5 kept no more and learned 23/30 (README, "Defaults on a real base"). The replay
 # rows trained on their own greedy answers cost 3 of the 57 by themselves (replay and KL with no
 # corrections at all kept 54/57); with their own loss weighted to 1e-6 (replay_weight), so that
-# they only anchor the KL term, the job kept 53/57 and learned 30/30, 30/30.
+# they only anchor the KL term, the job kept 53/57 and learned 30/30, 30/30. Up to 32 of the
+# tenant's own served prompts (training.replay_traffic) are anchored the same way, in addition.
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "small_base": {
         "sft": {"learning_rate": 1e-3, "epochs": 5, "batch_size": 8, "warmup_ratio": 0.05,
                 "weight_decay": 0.0, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
                 "target_modules": "all-linear", "replay_rows": 113,
-                "kl_to_base": 1.0, "replay_weight": 1e-6},
+                "kl_to_base": 1.0, "replay_weight": 1e-6, "replay_traffic_rows": 32},
     },
 }
 RECIPE_NOTES = {

@@ -100,10 +100,13 @@ class BaseModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """The compiled snapshot: train JSONL and an optional held-out eval JSONL."""
+    """The compiled snapshot: train JSONL, an optional held-out eval JSONL and, for SFT, an
+    optional JSONL of prompts from the tenant's traffic to replay (`{"id", "prompt"}` lines;
+    training.trainer.replay answers them with the model before the job)."""
 
     train: str
     eval: str | None = None
+    replay_prompts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,8 @@ def parse_job_config(raw: Any, *, base_dir: str | Path | None = None) -> JobConf
 
     lora = _parse_lora(raw.get("lora", {}), preset_values)
     train = _parse_train(raw.get("train", {}), method, preset_values)
+    if data.replay_prompts is not None and method != "sft":
+        raise JobConfigError("data.replay_prompts applies to sft only (replay is supervised)")
 
     init_adapter = raw.get("init_adapter")
     if init_adapter is not None:
@@ -283,12 +288,15 @@ def _parse_base_model(raw: Any, base: Path) -> BaseModelSpec:
 def _parse_data(raw: Any, base: Path) -> DataSpec:
     if not isinstance(raw, dict):
         raise JobConfigError("data must be an object with `train` (and optionally `eval`)")
-    _reject_unknown(raw, {"train", "eval"}, "data.")
+    _reject_unknown(raw, {"train", "eval", "replay_prompts"}, "data.")
     train = _require(raw, "train", str, prefix="data.")
     eval_path = raw.get("eval")
     if eval_path is not None:
         eval_path = str(_resolve(_typed("data.eval", eval_path, str), base))
-    return DataSpec(train=str(_resolve(train, base)), eval=eval_path)
+    replay_path = raw.get("replay_prompts")
+    if replay_path is not None:
+        replay_path = str(_resolve(_typed("data.replay_prompts", replay_path, str), base))
+    return DataSpec(train=str(_resolve(train, base)), eval=eval_path, replay_prompts=replay_path)
 
 
 def _parse_lora(raw: Any, preset: dict[str, Any]) -> LoraSpec:

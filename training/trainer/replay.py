@@ -27,6 +27,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from training.trainer.errors import DataError
+
 REPLAY_PROMPTS = Path(__file__).resolve().parent / "assets" / "replay_prompts.jsonl"
 MAX_NEW_TOKENS = 96
 
@@ -35,6 +37,19 @@ def replay_prompts(path: str | Path | None = None) -> list[str]:
     """The replay prompts: one JSON object per line with a `prompt` string."""
     lines = Path(path or REPLAY_PROMPTS).read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["prompt"] for line in lines if line.strip()]
+
+
+def traffic_prompts(path: str | Path) -> list[str]:
+    """The job's prompts from the tenant's own traffic (data.replay_prompts, written by the
+    platform's training.replay_traffic): one JSON object per line with a `prompt` string."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        prompts = [json.loads(line)["prompt"] for line in lines if line.strip()]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"data.replay_prompts {path}: {exc}") from exc
+    if not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise DataError(f"data.replay_prompts {path}: every `prompt` must be a non-empty string")
+    return prompts
 
 
 def replay_pick(prompts: list[str], *, rows: int, seed: int) -> list[str]:
@@ -71,8 +86,10 @@ def replay_records(model: Any, tokenizer: Any, prompts: list[str], *,
 
 def replay_generate(*, base: str, revision: str | None, init_adapter: str | None, rows: int,
                     seed: int, prompts_path: str | Path | None = None,
-                    weight: float = 1.0) -> tuple[list[dict], str]:
-    """Load the model as it is before the job, answer `rows` replay prompts, free the model.
+                    weight: float = 1.0,
+                    traffic: list[str] | None = None) -> tuple[list[dict], str]:
+    """Load the model as it is before the job, answer `rows` replay prompts and the `traffic`
+    prompts (the tenant's own, all of them, before the shipped ones), free the model.
 
     Returns the SFT records and a note for the job's events ("replayed 97 of the model's own
     answers ...").
@@ -88,14 +105,18 @@ def replay_generate(*, base: str, revision: str | None, init_adapter: str | None
     model, tokenizer = load_model_and_tokenizer(base, init_adapter, revision=revision,
                                                 dtype=dtype, device=device)
     try:
-        picked = replay_pick(replay_prompts(prompts_path), rows=rows, seed=seed)
-        records, unfinished = replay_records(model, tokenizer, picked, weight=weight)
+        picked = replay_pick(replay_prompts(prompts_path), rows=rows, seed=seed) if rows else []
+        traffic = [p for p in dict.fromkeys(traffic or []) if p not in set(picked)]
+        records, unfinished = replay_records(model, tokenizer, [*traffic, *picked],
+                                             weight=weight)
     finally:
         del model
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    note = (f"replayed {len(records)} of the model's own answers to general prompts against "
-            f"forgetting ({len(picked)} asked, {unfinished} left out unfinished"
+    asked = len(picked) + len(traffic)
+    note = (f"replayed {len(records)} of the model's own answers to general prompts"
+            + (f" and to {len(traffic)} of the tenant's own users' prompts" if traffic else "")
+            + f" against forgetting ({asked} asked, {unfinished} left out unfinished"
             + (f"; loss weight {weight:g}" if weight != 1.0 else "") + ")")
     return records, note

@@ -156,7 +156,12 @@ def _run(
     if problem:
         raise DataError(f"the base model cannot be trained on chats: {problem}")
 
-    if config.method == "sft" and config.train.replay_rows:
+    traffic = None
+    if config.method == "sft" and config.data.replay_prompts:
+        from training.trainer.replay import traffic_prompts
+
+        traffic = traffic_prompts(config.data.replay_prompts)
+    if config.method == "sft" and (config.train.replay_rows or traffic):
         # Before the Trainer's arguments: the answers come from a plain copy of the model as it
         # is before the job, never from the one ZeRO-3 partitions as it loads.
         from training.trainer.replay import replay_generate
@@ -164,7 +169,7 @@ def _run(
         replayed, note = replay_generate(
             base=config.base_model.name_or_path, revision=config.base_model.revision,
             init_adapter=config.init_adapter, rows=config.train.replay_rows,
-            seed=config.train.seed, weight=config.train.replay_weight)
+            seed=config.train.seed, weight=config.train.replay_weight, traffic=traffic)
         train_data.records.extend(replayed)
         train_data.notes.append(note)
 
