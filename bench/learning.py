@@ -71,9 +71,13 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     # ("replay_weight"), so they hold the model where it was instead of training it on its
     # greedy answers (replay_kl1_only lost 3 of 57 with no corrections at all).
     "replay_kl1_anchor": ({"kl_to_base": 1.0}, {}, 113, {"replay_weight": 1e-6}),
+    # The anchor with a stronger pull toward the base (lost with kl 1: two capitals, 2+3, Moon).
+    "replay_kl2_anchor": ({"kl_to_base": 2.0}, {}, 113, {"replay_weight": 1e-6}),
+    "replay_kl4_anchor": ({"kl_to_base": 4.0}, {}, 113, {"replay_weight": 1e-6}),
     # A second seed (data order and LoRA init) for the two recipes compared.
     "replay_all_s7": ({"seed": 7}, {}, 113, {}),
     "replay_kl1_s7": ({"kl_to_base": 1.0, "seed": 7}, {}, 113, {}),
+    "replay_kl1_anchor_s7": ({"kl_to_base": 1.0, "seed": 7}, {}, 113, {"replay_weight": 1e-6}),
     # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
     "small12": ({}, {}, 0, {"facts": 12}),
     "small12_replay_all": ({}, {}, 113, {"facts": 12}),
