@@ -97,6 +97,16 @@ def test_it_learns_corrections_on_the_real_base_and_keeps_what_it_knew(
 
     job = TrainingJob.objects.get(pk=created["job_id"])
     assert job.status == "completed", (job.failure_reason, job.log_tail)
+    # The recipe also replays the tenant's own traffic (training.replay_traffic). The chat
+    # endpoint logged every question asked above: the general ones are the platform's
+    # evaluation questions and the facts' are the prompts the job trains, so none may be
+    # replayed (that would train on what "kept" measures); the 60 corrected exchanges are
+    # complaints.
+    counts = job.snapshot_manifest["counts"]
+    print(f"traffic replay: {counts['replay']} prompts, left out {counts['replay_skipped']}")
+    assert counts["replay"] == 0
+    assert counts["replay_skipped"] == {"complaint": 60,
+                                        "trained_or_evaluated": len(general) + 3}
     body = ctx.client.get(ctx.url(f"train/{job.pk}")).json()
     assert body["adapter_version"] == "v1"
     print(f"trained {job.pk} ({body['defaults']} defaults): {created['training_samples']} rows, "
