@@ -126,8 +126,9 @@ def run_worker_burst(queues=("training", "default"), *, rounds: int = 1,
     qs = [django_rq.get_queue(name) for name in queues]
     deadline = None
     while True:
+        _enqueue_due(qs)
         worker = SimpleWorker(qs, connection=qs[0].connection)
-        worker.work(burst=True, with_scheduler=True)
+        worker.work(burst=True)
         # Waiting for scheduled retries starts once the first drain (the training) is over.
         deadline = deadline or time.monotonic() + wait_scheduled
         pending = sum(q.scheduled_job_registry.count for q in qs)
@@ -135,6 +136,26 @@ def run_worker_burst(queues=("training", "default"), *, rounds: int = 1,
         if (pending == 0 and rounds <= 0) or time.monotonic() > deadline:
             return
         time.sleep(0.5)
+
+
+def _enqueue_due(qs) -> None:
+    """Scheduled jobs whose time has come (webhook retries with backoff) into their queues, in
+    this process, as RQ's own burst start does.
+
+    Not `work(burst=True, with_scheduler=True)`: after a job that runs longer than the worker's
+    maintenance interval (the real-base training, about 10 minutes) RQ 3.0 forks a scheduler
+    process even in burst mode, and the burst's teardown SIGTERMs it at once; when the signal
+    lands before the child has installed its own handlers, the child keeps the worker's
+    inherited one, ignores it, and the teardown's join waits forever (a CI run hung so)."""
+    from rq.scheduler import RQScheduler
+
+    scheduler = RQScheduler(qs, connection=qs[0].connection)
+    scheduler.acquire_locks()
+    if scheduler.acquired_locks:
+        try:
+            scheduler.enqueue_scheduled_jobs()
+        finally:
+            scheduler.release_locks()
 
 
 def worker_env(redis_url: str, paths: dict) -> dict:
