@@ -34,8 +34,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db.models import Q
 
-from feedback.models import Conversation, DatasetRecord, Feedback, Message
-from training.compiler import CompiledData
+from feedback.models import Conversation, Feedback, Message
+from feedback.selectors import dataset_records_for_evaluation
+from training.compiler import RATING_MAX_UNDESIRABLE, CompiledData
 
 MAX_PROMPT_CHARS = 2000
 # How many of the newest conversations are looked at per wanted prompt (bounds the read).
@@ -62,6 +63,23 @@ def _norm(text: str) -> str:
     return " ".join(str(text).split()).casefold()
 
 
+def _user_texts(row: dict) -> set[str]:
+    """The user side of one record, normalised: a `question` or `prompt` string, or the user
+    turns of `messages` or of a `prompt` given as turns (evaluation sets, compiled examples,
+    dataset records)."""
+    out: set[str] = set()
+    for key in ("question", "prompt"):
+        if isinstance(row.get(key), str):
+            out.add(_norm(row[key]))
+    turns = row.get("messages") or (row.get("prompt") if isinstance(row.get("prompt"), list)
+                                    else [])
+    for message in turns:
+        if isinstance(message, dict) and message.get("role") == "user":
+            out.add(_norm(message.get("content", "")))
+    out.discard("")
+    return out
+
+
 @lru_cache(maxsize=8)
 def _platform_questions(files: tuple[str, ...]) -> frozenset[str]:
     """The questions of the platform's evaluation sets (a JSONL `question` field, or the first
@@ -69,53 +87,28 @@ def _platform_questions(files: tuple[str, ...]) -> frozenset[str]:
     out: set[str] = set()
     for name in files:
         path = Path(name)
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if row.get("question"):
-                out.add(_norm(row["question"]))
-            for message in row.get("messages") or []:
-                if isinstance(message, dict) and message.get("role") == "user":
-                    out.add(_norm(message.get("content", "")))
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    out |= _user_texts(json.loads(line))
     return frozenset(out)
 
 
-def _compiled_prompts(compiled: CompiledData) -> set[str]:
-    """Every user turn of the compiled examples (SFT messages, DPO and KTO prompts)."""
+def _taken_prompts(tenant, compiled: CompiledData) -> set[str]:
+    """What the job trains or holds out, the tenant's evaluation-only datasets, and the
+    platform's evaluation questions."""
     out: set[str] = set()
     for record in [*compiled.train, *compiled.eval]:
-        turns = record.get("messages") or record.get("prompt")
-        if isinstance(turns, str):
-            out.add(_norm(turns))
-            continue
-        for message in turns or []:
-            if isinstance(message, dict) and message.get("role") == "user":
-                out.add(_norm(message.get("content", "")))
-    return out
-
-
-def _evaluation_dataset_prompts(tenant) -> set[str]:
-    out: set[str] = set()
-    rows = DatasetRecord.objects.filter(tenant=tenant, dataset__tenant=tenant,
-                                        dataset__evaluation_only=True).values_list("data",
-                                                                                   flat=True)
-    for data in rows.iterator():
-        if not isinstance(data, dict):
-            continue
-        if isinstance(data.get("prompt"), str):
-            out.add(_norm(data["prompt"]))
-        for message in data.get("messages") or []:
-            if isinstance(message, dict) and message.get("role") == "user":
-                out.add(_norm(message.get("content", "")))
-    return out
+        out |= _user_texts(record)
+    for data in dataset_records_for_evaluation(tenant=tenant).values_list("data", flat=True):
+        if isinstance(data, dict):
+            out |= _user_texts(data)
+    return out | _platform_questions(tuple(str(p) for p in settings.EVALUATION_QUESTION_FILES))
 
 
 def _complained_conversations(tenant, conversation_ids: list[int]) -> set[int]:
     complaint = (Q(type__in=[Feedback.CORRECTION, Feedback.THUMBS_DOWN, Feedback.REPORT])
-                 | Q(type=Feedback.RATING, rating__lte=2))
+                 | Q(type=Feedback.RATING, rating__lte=RATING_MAX_UNDESIRABLE))
     return set(
         Feedback.objects.filter(tenant=tenant, is_latest=True,
                                 message__conversation_id__in=conversation_ids)
@@ -136,8 +129,7 @@ def traffic_replay_prompts(*, tenant, compiled: CompiledData, limit: int) -> Tra
     if not conversation_ids:
         return picked
     complained = _complained_conversations(tenant, conversation_ids)
-    taken = (_compiled_prompts(compiled) | _evaluation_dataset_prompts(tenant)
-             | _platform_questions(tuple(str(p) for p in settings.EVALUATION_QUESTION_FILES)))
+    taken = _taken_prompts(tenant, compiled)
     openers: dict[int, list[Message]] = {}
     for message in (Message.objects.filter(tenant=tenant, conversation_id__in=conversation_ids)
                     .exclude(role="system").order_by("conversation_id", "position", "id")

@@ -43,8 +43,7 @@ def traffic_prompts(path: str | Path) -> list[str]:
     """The job's prompts from the tenant's own traffic (data.replay_prompts, written by the
     platform's training.replay_traffic): one JSON object per line with a `prompt` string."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        prompts = [json.loads(line)["prompt"] for line in lines if line.strip()]
+        prompts = replay_prompts(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"data.replay_prompts {path}: {exc}") from exc
     if not all(isinstance(p, str) and p.strip() for p in prompts):
@@ -106,7 +105,8 @@ def replay_generate(*, base: str, revision: str | None, init_adapter: str | None
                                                 dtype=dtype, device=device)
     try:
         picked = replay_pick(replay_prompts(prompts_path), rows=rows, seed=seed) if rows else []
-        traffic = [p for p in dict.fromkeys(traffic or []) if p not in set(picked)]
+        shipped = set(picked)
+        traffic = [p for p in dict.fromkeys(traffic or []) if p not in shipped]
         records, unfinished = replay_records(model, tokenizer, [*traffic, *picked],
                                              weight=weight)
     finally:
