@@ -35,36 +35,23 @@ from pathlib import Path
 
 from django.conf import settings
 
+from training.text import STOPWORDS, WORD, words
+
 GENERAL_KNOWLEDGE = Path(__file__).resolve().parent / "assets" / "general_knowledge.jsonl"
 MAX_KEY_TERMS = 3
 REPEAT_F1 = 0.8  # a reply this close to a reported answer repeats it
 DEFAULT_MAX_ITEMS = {"golden": 40, "trained": 30, "general": 40, "safety": 20}
-
-_WORD = re.compile(r"[\w][\w'-]*", re.UNICODE)
-STOPWORDS = frozenset("""
-a an the is are was were be been being am of to in on at by for with from and or but not no
-yes it its this that these those there here what which who whom whose when where why how do
-does did done has have had can could should would will shall may might must i you he she
-we they me him her us them my your his our their as if then than so such too very just also
-about into over under
-up down out off again more most some any each few other own same only both all is's it's i'm
-""".split())
-
 
 def max_items(name: str) -> int:
     configured = getattr(settings, "EVALUATION_MAX_ITEMS", None) or {}
     return int(configured.get(name, DEFAULT_MAX_ITEMS[name]))
 
 
-def words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text or "")]
-
-
 def key_terms(correction: str, *, prompt: str = "", original: str = "") -> list[str]:
     """The correction's key facts: words neither the prompt nor the corrected answer had."""
     known = set(words(prompt)) | set(words(original)) | STOPWORDS
     seen, terms = set(), []
-    for raw in _WORD.findall(correction or ""):
+    for raw in WORD.findall(correction or ""):
         low = raw.lower()
         if low in known or low in seen or len(low) < 2 and not low.isdigit():
             continue

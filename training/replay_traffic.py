@@ -13,7 +13,10 @@ never trains on what measures the job:
 - conversations with any complaint: a correction, a thumbs-down, a rating of 2 or less, a report
   (the latest reaction of each user);
 - prompts that any example of the tenant's compiled data asks (trained or held out as the golden
-  set), and prompts of the tenant's evaluation-only datasets;
+  set), and prompts of the tenant's evaluation-only datasets; also the same question in other
+  words (training.text.near_same: every content word of one is in the other, "Which city is
+  Zorbania's capital?" for "What is the capital of Zorbania?"), so a user's other wording of a
+  question the job corrects is not held to the old answer;
 - the platform's evaluation questions (settings.EVALUATION_QUESTION_FILES: the general-knowledge
   set each version is scored on, the base-knowledge set), so "kept" is still measured on
   questions no job trained on;
@@ -37,6 +40,7 @@ from django.db.models import Q
 from feedback.models import Conversation, Feedback, Message
 from feedback.selectors import dataset_records_for_evaluation
 from training.compiler import RATING_MAX_UNDESIRABLE, CompiledData
+from training.text import NearIndex
 
 MAX_PROMPT_CHARS = 2000
 # How many of the newest conversations are looked at per wanted prompt (bounds the read).
@@ -130,6 +134,7 @@ def traffic_replay_prompts(*, tenant, compiled: CompiledData, limit: int) -> Tra
         return picked
     complained = _complained_conversations(tenant, conversation_ids)
     taken = _taken_prompts(tenant, compiled)
+    near_taken = NearIndex(taken)
     openers: dict[int, list[Message]] = {}
     for message in (Message.objects.filter(tenant=tenant, conversation_id__in=conversation_ids)
                     .exclude(role="system").order_by("conversation_id", "position", "id")
@@ -156,6 +161,9 @@ def traffic_replay_prompts(*, tenant, compiled: CompiledData, limit: int) -> Tra
             continue
         if key in taken:
             picked.skip("trained_or_evaluated")
+            continue
+        if near_taken.match(prompt):
+            picked.skip("near_trained_or_evaluated")
             continue
         if key in seen:
             picked.skip("duplicate")

@@ -66,6 +66,11 @@ def test_a_job_replays_its_tenants_uncomplained_openings_and_nothing_else(owner,
         give_feedback(owner, name, ids[1], kind, **extra)
     _served(owner, "again", "How do I reset my router?")  # a duplicate of a kept prompt
     _served(owner, "taught", "What is the code of box 3?")  # a prompt the job trains
+    # The same question in other words: replaying its old answer would pull against the fix.
+    _served(owner, "taught-again", "Tell me box 3's code, please.")
+    # A sibling of a trained prompt is another question, and stays.
+    _served(owner, "sibling", "What is the code of box 30?")
+    kept.append("What is the code of box 30?")
     _served(owner, "platform-eval", "What is the capital of France?")  # scored on every version
     log_conversation(owner, "unanswered", [("user", "Anyone there?")])
     _served(outsider, "theirs", "What is the outsider's secret plan?")
@@ -77,7 +82,8 @@ def test_a_job_replays_its_tenants_uncomplained_openings_and_nothing_else(owner,
     assert manifest["counts"]["replay"] == len(kept)
     assert manifest["counts"]["replay_skipped"] == {
         # the 12 corrected exchanges are complaints too
-        "complaint": 4 + 12, "duplicate": 1, "trained_or_evaluated": 3, "no_served_opening": 1}
+        "complaint": 4 + 12, "duplicate": 1, "trained_or_evaluated": 3, "no_served_opening": 1,
+        "near_trained_or_evaluated": 1}
     assert "replay.jsonl" in manifest["files"]
     from feedback.models import Message
 
