@@ -43,3 +43,9 @@ def record_tokens(record: dict) -> int:
     # DPO runs prompt + chosen and prompt + rejected.
     return 2 * prompt + _count(record["chosen"]) + _count(record["rejected"]) \
         + 2 * TOKENS_PER_MESSAGE
+
+
+def replay_tokens(prompts: list[str], *, answer_tokens: int) -> int:
+    """Tokens one epoch of replay rows feeds the model: each prompt, and its answer (generated
+    by the model at the start of the job, so counted at its longest, `answer_tokens`)."""
+    return sum(_count(p) + answer_tokens + 2 * TOKENS_PER_MESSAGE for p in prompts)

@@ -153,3 +153,37 @@ def test_erasure_takes_a_users_prompts_out_of_replay(owner, tmp_path):
     assert job.snapshot_manifest["counts"]["replay"] == 1
     snapshot_download(prefix=job.snapshot_prefix, manifest=job.snapshot_manifest,
                       dest=tmp_path / "check")  # the rewritten file verifies against the row
+
+
+def test_the_estimate_counts_the_replay_rows(owner):
+    """A dry run says how many replay rows the job adds and counts them in its duration (each
+    answer at the longest the trainer generates); the price counts the tenant's examples only.
+    20 epochs, so that ten rows move an estimate given in tenths of a minute."""
+    add_corrections(owner, corrections(12))
+    _served(owner, "a", "How do I reset my router?")
+    _served(owner, "b", "What are your opening hours?")
+
+    def dry(**params) -> dict:
+        response = owner.client.post(owner.url("train/lora"),
+                                     {**LORA_SMALL, "dry_run": True, "replay_rows": 0,
+                                      "replay_traffic_rows": 0, "epochs": 20, **params},
+                                     format="json")
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    plain = dry()
+    replayed = dry(replay_rows=113, replay_traffic_rows=20)
+    fewer = dry(replay_rows=10)
+    print(f"\nestimated minutes: no replay {plain['estimated_duration_minutes']}, 10 general "
+          f"{fewer['estimated_duration_minutes']}, 113 general + 2 traffic "
+          f"{replayed['estimated_duration_minutes']}")
+    assert plain["replay_samples"] == {"general": 0, "traffic": 0}
+    assert fewer["replay_samples"] == {"general": 10, "traffic": 0}
+    assert replayed["replay_samples"] == {"general": 113, "traffic": 2}
+    assert (plain["estimated_duration_minutes"] < fewer["estimated_duration_minutes"]
+            < replayed["estimated_duration_minutes"])
+    assert plain["estimated_cost"] == replayed["estimated_cost"]
+    assert plain["token_count"] == replayed["token_count"]  # the tenant's data, as before
+    assert "replay_samples" not in owner.client.post(
+        owner.url("train/dpo"), {"dry_run": True, "min_feedback_count": 5},
+        format="json").json()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import transaction
@@ -14,7 +15,7 @@ from tenants.models import Tenant
 from tenants.services import audit_log_record
 from training import compiler, pricing, snapshots
 from training.models import TrainingEvent, TrainingJob
-from training.replay_traffic import traffic_replay_prompts
+from training.replay_traffic import TrafficReplay, traffic_replay_prompts
 from training.selectors import training_settings_get
 from training.services.cluster import slurm_allocation_check
 from training.services.params import (
@@ -27,6 +28,8 @@ from training.services.params import (
 from training.services.queue import training_job_enqueue
 from training.services.recipes import RECIPE_NOTES, base_model_trainable_check, base_recipe
 from training.services.transitions import webhooks_on_commit
+from training.tokens import replay_tokens
+from training.trainer import replay as trainer_replay
 
 
 def tenant_backend(tenant: Tenant) -> str:
@@ -89,17 +92,41 @@ def _next_month(start: datetime) -> datetime:
     return (start + timedelta(days=32)).replace(day=1)
 
 
+def _replay_estimate(params: dict, replay: TrafficReplay | None) -> tuple[dict, int]:
+    """How many replay rows an SFT job adds (the shipped general prompts it samples, the
+    tenant's traffic picked for it) and their tokens per epoch, each answer counted at the
+    longest the trainer generates."""
+    general = trainer_replay.replay_pick(_shipped_replay_prompts(),
+                                         rows=int(params.get("replay_rows") or 0),
+                                         seed=int(params.get("seed", 42)))
+    traffic = [record["prompt"] for record in replay.records] if replay else []
+    tokens = replay_tokens(general + traffic, answer_tokens=trainer_replay.MAX_NEW_TOKENS)
+    return {"general": len(general), "traffic": len(traffic)}, tokens
+
+
+@lru_cache(maxsize=1)
+def _shipped_replay_prompts() -> tuple[str, ...]:
+    return tuple(trainer_replay.replay_prompts())
+
+
 def _estimate(*, tenant: Tenant, request: JobRequest, params: dict, spec: dict, parent,
-              compiled: compiler.CompiledData, backend: str) -> dict:
-    """What the job will take and cost (the response body of a dry run and of a start)."""
+              compiled: compiler.CompiledData, backend: str,
+              replay: TrafficReplay | None = None) -> dict:
+    """What the job will take and cost (the response body of a dry run and of a start). The
+    duration counts the replay rows too (`replay_samples`); the cost counts the tenant's own
+    examples only."""
     method = request.method
+    replay_samples, replay_token_count = ({}, 0) if method != "sft" else \
+        _replay_estimate(params, replay)
     return {
         "method": method,
         "training_samples": len(compiled.train),
         "eval_samples": len(compiled.eval),
         "token_count": compiled.token_count,
+        **({"replay_samples": replay_samples} if method == "sft" else {}),
         "estimated_duration_minutes": pricing.estimate_duration_minutes(
-            token_count=compiled.token_count, epochs=params["epochs"], backend=backend),
+            token_count=compiled.token_count + replay_token_count, epochs=params["epochs"],
+            backend=backend),
         "estimated_cost": pricing.job_cost(plan=tenant.plan, method=method,
                                            samples=len(compiled.train)),
         "throughput_basis": pricing.backend_tokens_per_second(backend=backend)[1],
@@ -142,8 +169,12 @@ def training_job_create(*, tenant: Tenant, request: JobRequest, actor: str = "sy
     if backend == "slurm":
         # Refused before queueing (and for dry runs too): a spent allocation is a hard stop.
         slurm_allocation_check()
+    replay = None
+    if method == "sft" and params.get("replay_traffic_rows"):
+        replay = traffic_replay_prompts(tenant=tenant, compiled=compiled,
+                                        limit=int(params["replay_traffic_rows"]))
     estimate = _estimate(tenant=tenant, request=request, params=params, spec=spec,
-                         parent=parent, compiled=compiled, backend=backend)
+                         parent=parent, compiled=compiled, backend=backend, replay=replay)
     if request.dry_run:
         remaining = pricing.quota_remaining(tenant=tenant)
         if remaining is not None and remaining <= 0:
@@ -152,14 +183,16 @@ def training_job_create(*, tenant: Tenant, request: JobRequest, actor: str = "sy
         return None, estimate
     job, remaining = _job_store(
         tenant=tenant, request=request, params=params, spec=spec, base_label=base_label,
-        parent=parent, compiled=compiled, estimate=estimate, actor=actor, ip_address=ip_address)
+        parent=parent, compiled=compiled, replay=replay, estimate=estimate, actor=actor,
+        ip_address=ip_address)
     estimate["quota_remaining"] = None if remaining is None else remaining - 1
     return job, estimate
 
 
 def _job_store(*, tenant: Tenant, request: JobRequest, params: dict, spec: dict,
-               base_label: str, parent, compiled: compiler.CompiledData, estimate: dict,
-               actor: str, ip_address: str | None) -> tuple[TrainingJob, int | None]:
+               base_label: str, parent, compiled: compiler.CompiledData,
+               replay: TrafficReplay | None, estimate: dict, actor: str,
+               ip_address: str | None) -> tuple[TrainingJob, int | None]:
     """The quota's last check, the row, its snapshot, its events, then the queue on commit.
 
     Returns the job and the quota left before it. The tenant row is locked with
@@ -191,10 +224,6 @@ def _job_store(*, tenant: Tenant, request: JobRequest, params: dict, spec: dict,
             metrics={"loss": None, "learning_rate": None, "grad_norm": None,
                      "samples_processed": 0, "tokens_processed": 0},
         )
-        replay = None
-        if method == "sft" and params.get("replay_traffic_rows"):
-            replay = traffic_replay_prompts(tenant=locked, compiled=compiled,
-                                            limit=int(params["replay_traffic_rows"]))
         prefix, manifest = snapshots.snapshot_write(tenant=locked, job_id=job.id, compiled=compiled,
                                                     replay=replay)
         job.snapshot_prefix = prefix
