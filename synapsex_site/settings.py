@@ -122,7 +122,7 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "synapsex_site.cache.RedisCache",  # one client per pool, see there
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "synapsex",
         }

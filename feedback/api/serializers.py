@@ -77,6 +77,36 @@ class FeedbackSerializer(serializers.ModelSerializer):
     def get_usable_for_training(self, obj) -> bool:
         return obj.is_latest and not obj.excluded_reason
 
+    def to_representation(self, instance):
+        """The fields above, built directly: a ModelSerializer builds its fields from the model
+        for every instance it is created for (about 2 ms of the feedback POST on this machine,
+        cProfile). The declared fields stay for the schema, and a test checks that both give
+        the same body (tests/feedback/test_feedback_api.py)."""
+        return {
+            "id": instance.id,
+            "conversation_id": instance.conversation_external_id,
+            "message_id": instance.message_external_id,
+            "type": instance.type,
+            "correction": instance.correction,
+            "rating": instance.rating,
+            "metadata": instance.metadata,
+            "user_id": instance.user_id,
+            "linked": self.get_linked(instance),
+            "is_latest": instance.is_latest,
+            "usable_for_training": self.get_usable_for_training(instance),
+            "excluded_reason": instance.excluded_reason,
+            "pii_redactions": instance.pii_redactions,
+            "created_at": _DATETIME.to_representation(instance.created_at),
+        }
+
+    def fields_representation(self, instance):
+        """DRF's own representation through the declared fields (what to_representation must
+        equal)."""
+        return super().to_representation(instance)
+
+
+_DATETIME = serializers.DateTimeField()
+
 
 class MessageInSerializer(FlatErrorsMixin, serializers.Serializer):
     message_id = StrictCharField(max_length=MAX_ID_CHARS, required=False)

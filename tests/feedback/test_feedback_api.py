@@ -204,3 +204,29 @@ def test_stats_cost_one_query_whatever_the_volume(owner, django_assert_max_num_q
     document = stats(owner)
     assert (document["thumbs_up"], document["thumbs_down"], document["corrections"]) == (
         2000, 1, 1)
+
+
+def test_the_feedback_body_is_what_drfs_fields_give(owner, log_conversation):
+    """The feedback body is built directly (feedback.api.serializers.FeedbackSerializer); it must
+    stay what the declared fields give, for every kind of row: linked or waiting for its
+    message, superseded, reported, rated, corrected with redacted PII, in the POST's answer
+    and in the list."""
+    from feedback.api.serializers import FeedbackSerializer
+
+    log_conversation("conv_1")
+    post_feedback(owner, type="thumbs_up", metadata={"user_id": "u1", "n": [1, {"a": None}]})
+    post_feedback(owner, type="thumbs_down", metadata={"user_id": "u1"})
+    post_feedback(owner, type="rating", rating=3)
+    post_feedback(owner, type="correction",
+                  correction="Call me at jane.doe@example.com for the right dose.")
+    post_feedback(owner, type="report", message_id="conv_1_u1")
+    post_feedback(owner, conversation_id="later", message_id="later_a1")  # not linked yet
+    rows = list(Feedback.objects.filter(tenant=owner.tenant).order_by("id"))
+    assert len(rows) == 6 and any(r.pii_redactions for r in rows)
+    assert any(not r.is_latest for r in rows) and any(r.message_id is None for r in rows)
+    for row in rows:
+        serializer = FeedbackSerializer(row)
+        assert serializer.data == serializer.fields_representation(row), row.type
+    listed = owner.client.get(owner.url("feedback") + "?include_history=true").json()["results"]
+    assert sorted(listed, key=lambda b: b["id"]) == [
+        FeedbackSerializer(r).fields_representation(r) for r in rows]
