@@ -16,6 +16,10 @@ evaluation scores them. Variants that replay the base's own answers draw their p
 set (checked here). Results go to `bench/results/learning.json`.
 
     .venv/bin/python -m bench.learning --variants small_base,replay
+    .venv/bin/python -m bench.learning --variants replay_kl1_anchor_per_epoch --per-epoch
+
+`--per-epoch` also scores the adapter at the end of every epoch (the trainer keeps a checkpoint
+per epoch), to see when learning and forgetting happen.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     "replay_all_s7": ({"seed": 7}, {}, 113, {}),
     "replay_kl1_s7": ({"kl_to_base": 1.0, "seed": 7}, {}, 113, {}),
     "replay_kl1_anchor_s7": ({"kl_to_base": 1.0, "seed": 7}, {}, 113, {"replay_weight": 1e-6}),
+    # The recipe again, run with --per-epoch: what each epoch learned and kept.
+    "replay_kl1_anchor_per_epoch": ({"kl_to_base": 1.0}, {}, 113, {"replay_weight": 1e-6}),
     # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
     "small12": ({}, {}, 0, {"facts": 12}),
     "small12_replay_all": ({}, {}, 113, {"facts": 12}),
@@ -145,7 +151,10 @@ def base_reference() -> dict[str, Any]:
     return reference
 
 
-def train(name: str, reference: dict[str, Any]) -> tuple[Path, float, int]:
+def train(name: str, reference: dict[str, Any], *, per_epoch: bool = False
+          ) -> tuple[Path, float, int]:
+    """Train the variant; with `per_epoch`, the adapter of every epoch is kept too (a checkpoint
+    at each epoch's last step, all kept), so what each epoch learned and kept can be scored."""
     train_over, lora_over, replay_rows, extra = VARIANTS[name]
     replay_weight = extra.get("replay_weight")
     extra = {k: v for k, v in extra.items() if k not in ("facts", "replay_weight")}
@@ -169,9 +178,13 @@ def train(name: str, reference: dict[str, Any]) -> tuple[Path, float, int]:
                      "anchor": True,  # as the trainer marks its replay rows (train.kl_to_base)
                      **({"weight": replay_weight} if replay_weight else {})})
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train_config = {**RECIPE, **train_over}
+    if per_epoch:
+        steps = -(-len(rows) // train_config["batch_size"])
+        train_config.update(save_every=steps, keep_checkpoints=int(train_config["epochs"]) + 1)
     job = {"job_id": f"learning-{name}", "method": "sft", "base_model": {"path": str(BASE)},
            "data": {"train": "train.jsonl"}, "output_dir": "out",
-           "train": {**RECIPE, **train_over}, "lora": {**LORA, **lora_over}, **extra}
+           "train": train_config, "lora": {**LORA, **lora_over}, **extra}
     (folder / "job.json").write_text(json.dumps(job, indent=1))
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "training.trainer", "--config", str(folder / "job.json")],
@@ -209,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="small_base")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "learning.json"))
+    parser.add_argument("--per-epoch", action="store_true",
+                        help="also score the adapter of every epoch (where learning and "
+                             "forgetting happen, and what choosing epochs per job could give)")
     args = parser.parse_args(argv)
 
     general_q = {g["question"] for g in read_jsonl(GENERAL)}
@@ -221,8 +237,21 @@ def main(argv: list[str] | None = None) -> int:
                        "general_total": reference["general_total"],
                        "facts_known": reference["facts_known"]}
     for name in args.variants.split(","):
-        adapter, seconds, replayed = train(name, reference)
+        adapter, seconds, replayed = train(name, reference, per_epoch=args.per_epoch)
         scores = evaluate(adapter, reference, name)
+        if args.per_epoch:
+            checkpoints = sorted((adapter.parent / "checkpoints").glob("checkpoint-*"),
+                                 key=lambda p: int(p.name.split("-")[1]))
+            scores["per_epoch"] = []
+            for epoch, checkpoint in enumerate(checkpoints, start=1):
+                got = evaluate(checkpoint, reference, name)
+                scores["per_epoch"].append({"epoch": epoch, "step": int(checkpoint.name[11:]),
+                                            **{k: got[k] for k in ("trained", "held_out",
+                                                                   "general_kept")},
+                                            "lost": [x["question"] for x in got["lost"]]})
+                print(f"{name} epoch {epoch}: trained {got['trained']}, held out "
+                      f"{got['held_out']}, general kept {got['general_kept']}/"
+                      f"{got['general_known']}", flush=True)
         train_over, lora_over, replay_rows, extra = VARIANTS[name]
         results.setdefault("variants", {})[name] = {
             "train": {**RECIPE, **train_over}, "lora": {**LORA, **lora_over},
