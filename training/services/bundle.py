@@ -13,6 +13,7 @@ from django.core.files.storage import default_storage
 
 from training import snapshots
 from training.models import TrainingJob
+from training.trainer.config import TrainSpec
 
 
 def bundle_dir_for(job: TrainingJob) -> Path:
@@ -47,8 +48,8 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
         "batch_size": params["batch_size"],
         "warmup_ratio": params["warmup_ratio"],
         "weight_decay": params["weight_decay"],
-        "max_length": params.get("max_length", 1024),
-        "seed": params.get("seed", 42),
+        "max_length": params.get("max_length", TrainSpec.max_length),
+        "seed": params.get("seed", TrainSpec.seed),
         # Evaluate and checkpoint once an epoch: the loss curve gets an eval point per epoch
         # and a resumed run loses at most one epoch.
         "eval_every": steps_per_epoch,

@@ -30,6 +30,7 @@ from training.services.recipes import RECIPE_NOTES, base_model_trainable_check, 
 from training.services.transitions import webhooks_on_commit
 from training.tokens import replay_tokens
 from training.trainer import replay as trainer_replay
+from training.trainer.config import TrainSpec
 
 
 def tenant_backend(tenant: Tenant) -> str:
@@ -98,7 +99,7 @@ def _replay_estimate(params: dict, replay: TrafficReplay | None) -> tuple[dict, 
     longest the trainer generates."""
     general = trainer_replay.replay_pick(_shipped_replay_prompts(),
                                          rows=int(params.get("replay_rows") or 0),
-                                         seed=int(params.get("seed", 42)))
+                                         seed=int(params.get("seed", TrainSpec.seed)))
     traffic = [record["prompt"] for record in replay.records] if replay else []
     tokens = replay_tokens(general + traffic, answer_tokens=trainer_replay.MAX_NEW_TOKENS)
     return {"general": len(general), "traffic": len(traffic)}, tokens
