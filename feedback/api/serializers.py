@@ -79,8 +79,9 @@ class FeedbackSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance):
         """The fields above, built directly: a ModelSerializer builds its fields from the model
-        for every instance it is created for (about 2 ms of the feedback POST on this machine,
-        cProfile). The declared fields stay for the schema, and a test checks that both give
+        for every instance it is created for (measured alone on this 2-core machine: 0.37 ms a
+        body through the fields, 0.014 ms built directly). The declared fields stay for the
+        schema, and a test checks that both give
         the same body (tests/feedback/test_feedback_api.py)."""
         return {
             "id": instance.id,
