@@ -1,7 +1,7 @@
 """Word-level text helpers shared by the compiler side and the evaluation (no Django, no I/O).
 
 `words` and `STOPWORDS` are what the evaluation's key facts and token-overlap score use;
-`content_words` and `near_same_question` are what traffic replay uses to leave out a user's
+`content_words`, `near_same` and `NearIndex` are what traffic replay uses to leave out a user's
 other wording of a question the job trains (issue 15).
 """
 
