@@ -32,12 +32,15 @@ def adapter_version_evaluate_on_failure(rq_job, connection, exc_type, exc_value,
 
 def online_decisions_check_job(tenant_id: int) -> dict:
     """A tenant's automatic decisions after feedback (queue `default`, debounced per tenant):
-    A/B auto-promotion and auto-rollback. Returns the labels decided on (or None)."""
+    A/B auto-promotion and auto-rollback. Returns the labels decided on (or None) and when the
+    next check is scheduled (ISO time, or None)."""
     from adapters.services.decisions import online_decisions_check_run
 
     result = online_decisions_check_run(tenant_id=tenant_id)
-    return {key: (version.version if version is not None else None)
-            for key, version in result.items()}
+    at = result.pop("next_check_at")
+    return {**{key: (version.version if version is not None else None)
+               for key, version in result.items()},
+            "next_check_at": at.isoformat() if at is not None else None}
 
 
 def inference_adapter_register_job(version_id: int) -> str | None:

@@ -13,8 +13,11 @@ is counted once. Definitions:
 * decisions on live traffic (the A/B comparison that names a winner, the auto-rollback check)
   count *conversations*, not feedback rows: a conversation is "bad" for a version when any
   latest thumbs-down, correction or report is on a message that version served in it, and the
-  denominator is every conversation the version served (`conversation_outcomes`). They use the
-  sequential test of `adapters.sequential` (valid when looked at after every conversation);
+  denominator is every conversation the version served (`conversation_outcomes`). A
+  conversation counts once its settle window has passed (`ONLINE_DECISION_SETTLE_MINUTES`,
+  default 30, after the version's first answer in it), with the feedback known by then, so
+  that an outcome never changes after it was counted. They use the sequential test of
+  `adapters.sequential` (valid when looked at after every conversation);
   `significant` needs the e-value past 1/alpha and every compared side to have at least
   `ONLINE_DECISION_MIN_CONVERSATIONS` conversations (default 20). With more than two arms the
   best arm (lowest bad rate) must beat each other arm at alpha / (k - 1).
@@ -23,10 +26,27 @@ is counted once. Definitions:
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, F, Q, Sum
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    DateTimeField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.utils import timezone
 
 from adapters.models import AdapterVersion, parse_version_label
 from adapters.selectors import ab_test_settings
@@ -153,37 +173,101 @@ def versions_online_metrics(*, tenant: Tenant) -> list[dict[str, Any]]:
 
 
 BAD_OUTCOME_TYPES = ("thumbs_down", "correction", "report")
+VOTE_TYPES = ("thumbs_up", "thumbs_down")  # one family: a vote supersedes a vote
+
+
+def online_settle_window() -> timedelta:
+    """How long a conversation's outcome stays open (`ONLINE_DECISION_SETTLE_MINUTES`, default
+    30; 0 counts every conversation at once with its feedback as it stands, the old way)."""
+    return timedelta(minutes=settings.ONLINE_DECISION_SETTLE_MINUTES)
 
 
 def conversation_outcomes(tenant: Tenant, versions: list[AdapterVersion], *,
-                          since=None, until=None) -> dict[int, dict[str, int]]:
+                          since=None, until=None, now=None) -> dict[int, dict[str, Any]]:
     """Per version: `conversations` it served an assistant message in (messages created in
     [since, until) when given) and how many of them are `bad` (a latest thumbs-down, correction
-    or report on one of those messages). Two grouped queries."""
+    or report on one of those messages).
+
+    With a settle window W (`online_settle_window`, the default) a conversation counts once W
+    has passed since the version's first answer in it, and its outcome is what was known at that
+    moment: only answers given and feedback rows created before start + W count, each user's
+    latest row of a kind *as of then* (a thumbs-down changed to a thumbs-up within the window is
+    not bad; one changed later still is). An outcome is therefore final when first counted, which
+    is what the sequential test's guarantee needs; feedback later than the window is kept and
+    shown in the version's metrics but never changes a decision's count. Conversations still
+    inside their window are `pending`; `next_settled_at` is when the first of them settles (the
+    decision check is scheduled again for then)."""
     from feedback.models import Feedback, Message
 
     ids = [v.pk for v in versions]
+    window = online_settle_window()
+    now = now or timezone.now()
     served = Message.objects.filter(tenant=tenant, role="assistant", served_by_version_id__in=ids)
-    flagged = Feedback.objects.filter(tenant=tenant, is_latest=True, type__in=BAD_OUTCOME_TYPES,
-                                      message__role="assistant",
-                                      message__served_by_version_id__in=ids)
     if since is not None:
         served = served.filter(created_at__gte=since)
-        flagged = flagged.filter(message__created_at__gte=since)
     if until is not None:
         served = served.filter(created_at__lt=until)
-        flagged = flagged.filter(message__created_at__lt=until)
-    totals = dict(served.values("served_by_version_id")
+    flagged = Feedback.objects.filter(tenant=tenant, type__in=BAD_OUTCOME_TYPES,
+                                      message__in=served)
+    out = {pk: {"conversations": 0, "bad": 0, "pending": 0, "next_settled_at": None}
+           for pk in ids}
+    if not window:
+        totals = (served.values("served_by_version_id")
                   .annotate(n=Count("conversation_id", distinct=True))
                   .values_list("served_by_version_id", "n"))
-    bad = dict(flagged.values("message__served_by_version_id")
+        bad = (flagged.filter(is_latest=True).values("message__served_by_version_id")
                .annotate(n=Count("message__conversation_id", distinct=True))
                .values_list("message__served_by_version_id", "n"))
-    return {pk: {"conversations": totals.get(pk, 0), "bad": bad.get(pk, 0)} for pk in ids}
+    else:
+        cut = now - window
+        # A conversation's start: the version's first answer in it (within [since, until)).
+        earlier = served.filter(conversation_id=OuterRef("conversation_id"),
+                                served_by_version_id=OuterRef("served_by_version_id"),
+                                created_at__lt=OuterRef("created_at"))
+        firsts = served.exclude(Exists(earlier))
+        totals = (firsts.filter(created_at__lte=cut).values("served_by_version_id")
+                  .annotate(n=Count("conversation_id", distinct=True))
+                  .values_list("served_by_version_id", "n"))
+        for pk, n, first in (firsts.filter(created_at__gt=cut).values("served_by_version_id")
+                             .annotate(n=Count("conversation_id", distinct=True),
+                                       first=Min("created_at"))
+                             .values_list("served_by_version_id", "n", "first")):
+            out[pk].update(pending=n, next_settled_at=first + window)
+        start = Subquery(served.filter(conversation_id=OuterRef("message__conversation_id"),
+                                       served_by_version_id=OuterRef(
+                                           "message__served_by_version_id"))
+                         .order_by("created_at").values("created_at")[:1])
+        family = Case(When(type__in=VOTE_TYPES, then=Value("vote")), default=F("type"),
+                      output_field=CharField())
+        closes = ExpressionWrapper(F("start") + window, output_field=DateTimeField())
+        # A later row of the same user, conversation, message and family, created within the
+        # window, superseded this one before the outcome closed.
+        superseded = (Feedback.objects.filter(tenant=tenant, message_id=OuterRef("message_id"),
+                                              user_id=OuterRef("user_id"),
+                                              conversation_external_id=OuterRef(
+                                                  "conversation_external_id"),
+                                              id__gt=OuterRef("id"),
+                                              created_at__lt=OuterRef("closes"))
+                      .exclude(user_id="").annotate(family=family)
+                      .filter(family=OuterRef("family")))
+        bad = (flagged.annotate(start=start, family=family).annotate(closes=closes)
+               .filter(start__lte=cut, created_at__lt=F("closes"),
+                       message__created_at__lt=F("closes"))
+               .exclude(Exists(superseded))
+               .values("message__served_by_version_id")
+               .annotate(n=Count("message__conversation_id", distinct=True))
+               .values_list("message__served_by_version_id", "n"))
+    for pk, n in totals:
+        out[pk]["conversations"] = n
+    for pk, n in bad:
+        out[pk]["bad"] = n
+    return out
 
 
-def _outcome(counts: dict[str, int]) -> dict[str, Any]:
-    return {**counts, "bad_rate": proportion(counts["bad"], counts["conversations"])}
+def _outcome(counts: dict[str, Any]) -> dict[str, Any]:
+    settled_at = counts.get("next_settled_at")
+    return {**counts, "next_settled_at": settled_at.isoformat() if settled_at else None,
+            "bad_rate": proportion(counts["bad"], counts["conversations"])}
 
 
 def ab_test_comparison(*, tenant: Tenant) -> dict[str, Any]:
@@ -209,6 +293,7 @@ def ab_test_comparison(*, tenant: Tenant) -> dict[str, Any]:
         "enabled": ab["enabled"], "arms": arms, "comparisons": [], "significant": False,
         "winner": None, "p_value": None, "alpha": ALPHA,
         "min_conversations_per_arm": minimum,
+        "settle_minutes": online_settle_window().total_seconds() / 60,
         "metric": "bad conversations (any thumbs-down, correction or report) / conversations "
                   "served",
         "test": "sequential mixture likelihood ratio (always valid under repeated looks), "
@@ -267,6 +352,7 @@ def rollback_check(*, tenant: Tenant) -> dict[str, Any]:
         "active_version": active.version if active else None, "previous_version": None,
         "decision": "not_applicable", "reason": None, "alpha": ALPHA,
         "min_conversations": online_min_conversations(),
+        "settle_minutes": online_settle_window().total_seconds() / 60,
         "metric": "bad conversations (any thumbs-down, correction or report) / conversations "
                   "served",
         "test": "sequential mixture likelihood ratio (always valid under repeated looks), "
@@ -296,6 +382,23 @@ def rollback_check(*, tenant: Tenant) -> dict[str, Any]:
         "decision": "rollback" if test["significant"] else "keep",
     })
     return result
+
+
+def decisions_next_settle_at(*, tenant: Tenant, now=None):
+    """When a conversation of the tenant may next settle (see `conversation_outcomes`): the
+    oldest answer served by a version within the last settle window, plus the window; None
+    when there is none or no window. An answer later in an older conversation makes this early,
+    never late: a check then finds nothing new and asks again."""
+    from feedback.models import Message
+
+    window = online_settle_window()
+    if not window:
+        return None
+    now = now or timezone.now()
+    oldest = (Message.objects.filter(tenant=tenant, role="assistant",
+                                     served_by_version__isnull=False, created_at__gt=now - window)
+              .aggregate(oldest=Min("created_at"))["oldest"])
+    return oldest + window if oldest else None
 
 
 DECISION_ACTIONS = {"adapter.ab_test_promoted": "ab_promoted",

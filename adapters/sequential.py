@@ -37,10 +37,12 @@ References:
   of A/B tests", Operations Research 70(3), 2022.
 * J. Ville, "Etude critique de la notion de collectif", 1939 (the maximal inequality).
 
-Caveat: a conversation's outcome can still change after it is first counted (feedback arrives
-later). The guarantee is for outcomes that are final when counted; with late feedback the
-counts at a look are an earlier snapshot of the same conversations, which treats both arms
-alike under the null but is not covered by the proof.
+Late feedback: the proof needs each trial's outcome to be final when it is counted. A
+conversation's feedback can arrive later, so the callers count a conversation only once its
+settle window has passed, with what was known at its end (`adapters.metrics.
+conversation_outcomes`); feedback after the window never changes a count. With the window
+turned off (0) the counts at a look are a snapshot that late feedback can still change, which
+treats both arms alike under the null but is not covered by the proof.
 """
 
 from __future__ import annotations

@@ -273,6 +273,10 @@ CHAT_MAX_NEW_TOKENS = env_int("CHAT_MAX_NEW_TOKENS", 256, minimum=1)
 # batches at 10), while a 64-token answer takes seconds, so 50 ms costs about 2% of a request.
 SERVING_MAX_BATCH = env_int("SERVING_MAX_BATCH", 8, minimum=1)
 SERVING_BATCH_WINDOW_MS = env_int("SERVING_BATCH_WINDOW_MS", 50, minimum=0)
+# Decisions on live traffic (A/B auto-promotion, auto-rollback: adapters.metrics) count a
+# conversation once this many minutes have passed since the version's first answer in it, with the
+# feedback known by then, so that a counted outcome is final (0: count at once, as it stands).
+ONLINE_DECISION_SETTLE_MINUTES = env_int("ONLINE_DECISION_SETTLE_MINUTES", 30, minimum=0)
 # A multi-LoRA inference server that speaks vLLM's HTTP API (adapters.inference_server): when set,
 # chat requests for its base are generated there, each ready version registered as <tenant>-v<N>.
 INFERENCE_SERVER_URL = env_str("INFERENCE_SERVER_URL", "") or ""

@@ -51,6 +51,28 @@ def tenant_check_enqueue_debounced(*, key: str, func: str, tenant_id: int, ttl: 
     return False
 
 
+def tenant_check_schedule(*, job_id: str, func: str, tenant_id: int, at,
+                          queue_name: str = "default") -> bool:
+    """Run `func(tenant_id)` at `at` (RQ's scheduler, a worker started `--with-scheduler`), under
+    one fixed job id, unless that job is already scheduled no later than `at` (it will look
+    then, and schedule the next one). True when scheduled now."""
+    import django_rq
+    from rq.exceptions import NoSuchJobError
+
+    queue = django_rq.get_queue(queue_name)
+    registry = queue.scheduled_job_registry
+    try:
+        when = registry.get_scheduled_time(job_id)
+    except NoSuchJobError:
+        when = None
+    if when is not None and when <= at:
+        return False
+    if when is not None:
+        registry.remove(job_id)
+    queue.enqueue_at(at, func, tenant_id, job_id=job_id, result_ttl=3600, failure_ttl=86400)
+    return True
+
+
 def debounce_release(*, key: str, queue_name: str = "default") -> None:
     """Called first by the queued job: rows committed from now on queue the next check."""
     import django_rq

@@ -62,15 +62,21 @@ def redis_url(tmp_path_factory):
 
 @pytest.fixture
 def rq_connection(redis_url):
-    """A Redis connection with this test's queues emptied before and after."""
+    """A Redis connection with this test's queues emptied before and after, scheduled jobs
+    included (a check scheduled for later must not run in another test)."""
     import django_rq
 
+    def empty(queues):
+        for queue in queues:
+            queue.empty()
+            registry = queue.scheduled_job_registry
+            for job_id in registry.get_job_ids():
+                registry.remove(job_id, delete_job=True)
+
     queues = [django_rq.get_queue(name) for name in settings.RQ_QUEUES]
-    for queue in queues:
-        queue.empty()
+    empty(queues)
     yield queues[0].connection
-    for queue in queues:
-        queue.empty()
+    empty(queues)
 
 
 @dataclass

@@ -19,16 +19,24 @@ deletes the key before it reads anything, so feedback committed while it runs qu
 check and every row is seen by a check that started after it (`tenants.debounce`). Tenants with
 neither setting on cost a cache read (the settings answer, cached) and queue nothing. The
 request path never runs the statistics.
+
+A conversation counts only once its settle window has passed (`adapters.metrics.
+conversation_outcomes`), which no feedback row announces; so a check that leaves conversations
+inside their window schedules the next check for when the first of them settles (one scheduled
+job per tenant, `decision-settle-<tenant>`, no sooner than the debounce interval), and that
+check schedules the one after.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
-from adapters.metrics import rollback_check
+from adapters.metrics import decisions_next_settle_at, rollback_check
 from adapters.models import AdapterSettings, AdapterVersion, parse_version_label
 from adapters.selectors import adapter_settings_get
 from adapters.services.ab import adapter_ab_test_auto_promote
@@ -36,6 +44,7 @@ from adapters.services.versions import SYSTEM_ACTOR, adapter_version_activate
 from tenants.debounce import (
     debounce_release,
     tenant_check_enqueue_debounced,
+    tenant_check_schedule,
     tenant_setting_cached,
     tenant_setting_forget,
 )
@@ -47,6 +56,7 @@ logger = logging.getLogger(__name__)
 AUTO_ROLLBACK_REASON = "auto-rollback"
 DECISION_CHECK_KEY = "synapsex:adapters:decision-check:{tenant_id}"
 DECISION_CHECK_JOB = "adapters.jobs.online_decisions_check_job"
+DECISION_SETTLE_JOB_ID = "decision-settle-{tenant_id}"
 DECISIONS_WANTED_KEY = "adapters:decisions-wanted:{tenant_id}"
 
 
@@ -123,21 +133,42 @@ def adapter_settings_saved(sender, instance, raw=False, **kwargs):
     tenant_setting_forget(key=DECISIONS_WANTED_KEY.format(tenant_id=instance.tenant_id))
 
 
+def _debounce_seconds() -> int:
+    from django.conf import settings
+
+    return int(getattr(settings, "DECISION_CHECK_DEBOUNCE_SECONDS", 60))
+
+
+def online_decisions_recheck_schedule(*, tenant_id: int, now=None):
+    """Schedule the tenant's next check for when its first conversation still inside the settle
+    window settles (see the module docstring). Returns that time, or None when nothing waits."""
+    now = now or timezone.now()
+    at = decisions_next_settle_at(tenant=Tenant.objects.get(pk=tenant_id), now=now)
+    if at is None:
+        return None
+    at = max(at, now + timedelta(seconds=_debounce_seconds()))
+    tenant_check_schedule(job_id=DECISION_SETTLE_JOB_ID.format(tenant_id=tenant_id),
+                          func=DECISION_CHECK_JOB, tenant_id=tenant_id, at=at)
+    return at
+
+
 def online_decisions_check_enqueue(*, tenant_id: int) -> bool:
     """Queue the tenant's decision check (debounced, see the module docstring and
     `tenants.debounce`). Returns True when a check was queued now, False when none is wanted or
     one is already waiting."""
-    from django.conf import settings
-
     if not _decisions_wanted(tenant_id):
         return False
     return tenant_check_enqueue_debounced(
         key=DECISION_CHECK_KEY.format(tenant_id=tenant_id), func=DECISION_CHECK_JOB,
-        tenant_id=tenant_id, job_id_prefix="decision-check",
-        ttl=int(getattr(settings, "DECISION_CHECK_DEBOUNCE_SECONDS", 60)))
+        tenant_id=tenant_id, job_id_prefix="decision-check", ttl=_debounce_seconds())
 
 
 def online_decisions_check_run(*, tenant_id: int) -> dict:
-    """The queued check: release the debounce key, then decide (RQ entry in adapters.jobs)."""
+    """The queued check: release the debounce key, decide, and schedule the next check when
+    conversations are still inside their settle window (RQ entry in adapters.jobs)."""
     debounce_release(key=DECISION_CHECK_KEY.format(tenant_id=tenant_id))
-    return adapter_online_decisions_check(tenant_id=tenant_id)
+    out = adapter_online_decisions_check(tenant_id=tenant_id)
+    out["next_check_at"] = None
+    if _decisions_wanted(tenant_id):
+        out["next_check_at"] = online_decisions_recheck_schedule(tenant_id=tenant_id)
+    return out

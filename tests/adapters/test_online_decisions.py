@@ -5,7 +5,12 @@ rollback / promotion through the real
 services, the audit entries with their numbers, the webhook delivered by a real RQ worker to a
 loopback HTTP receiver (allowed by WEBHOOK_ALLOWED_HOSTS), and the numbers in
 GET .../lora/metrics. Counting is per conversation: a conversation thumbed down twice is one bad
-conversation."""
+conversation.
+
+These tests look after every feedback row, so they turn the settle window off
+(`ONLINE_DECISION_SETTLE_MINUTES = 0`: a conversation counts at once, with its feedback as it
+stands); the window, on by default, and the scheduled check that follows it are tested in
+`test_settle_window.py`."""
 
 from __future__ import annotations
 
@@ -23,6 +28,11 @@ from tests.webhook_receiver import WebhookReceiver, signature_valid
 
 ALPHA = 0.05
 MIN_CONVERSATIONS = 20
+
+
+@pytest.fixture(autouse=True)
+def _no_settle_window(settings):
+    settings.ONLINE_DECISION_SETTLE_MINUTES = 0
 
 
 def _serve(tenant, version, n, prefix, *, answers=1):

@@ -1,5 +1,11 @@
 """Per-version online metrics from feedback on the messages each version served, the A/B
-comparison, and promotion of the winner (by call and automatically)."""
+comparison, and promotion of the winner (by call and automatically).
+
+The A/B comparison counts a conversation once its settle window (30 minutes by default) has
+passed; `_age` moves a tenant's answers and feedback an hour back together, as if the traffic
+had happened then (test_settle_window.py tests the window itself)."""
+
+from datetime import timedelta
 
 import pytest
 
@@ -32,6 +38,15 @@ def _give(tenant, messages, kinds):
             rating=value if kind == "rating" else None,
             correction="A better answer." if kind == "correction" else "",
             metadata={"user_id": "u1"})
+
+
+def _age(tenant, by=timedelta(hours=1)):
+    """Every answer and feedback row of the tenant `by` earlier, their order and gaps kept."""
+    from feedback.models import Feedback, Message
+
+    for model in (Message, Feedback):
+        for pk, created in model.objects.filter(tenant=tenant).values_list("pk", "created_at"):
+            model.objects.filter(pk=pk).update(created_at=created - by)
 
 
 @pytest.fixture
@@ -97,6 +112,7 @@ def _run_ab_test(owner, v1, v2, *, v1_bad, v1_n, v2_bad, v2_n):
     for version, bad, n, prefix in ((v1, v1_bad, v1_n, "ab-v1"), (v2, v2_bad, v2_n, "ab-v2")):
         _give(owner.tenant, _conversations(owner.tenant, version, n, prefix),
               [("thumbs_down", None)] * bad + [("thumbs_up", None)] * (n - bad))
+    _age(owner.tenant)
 
 
 def test_the_ab_comparison_finds_a_significant_winner_and_promotes_it(owner, two_versions):
@@ -138,6 +154,7 @@ def test_feedback_rows_in_one_conversation_count_once(owner, two_versions):
     _give(owner.tenant, _served(owner.tenant, v1, 30, "one-long-conversation"),
           [("thumbs_down", None)] * 20 + [("correction", None)] * 5 + [("report", None)] * 5)
     _give(owner.tenant, _conversations(owner.tenant, v2, 30, "v2"), [("thumbs_up", None)] * 30)
+    _age(owner.tenant)
 
     comparison = owner.client.get(owner.url("lora/metrics")).json()["ab_test"]
 
@@ -176,8 +193,13 @@ def test_promote_without_a_running_test_is_409(owner, two_versions):
 
 
 def test_auto_promotion_after_the_feedback_that_reaches_significance(
-        owner, two_versions, django_capture_on_commit_callbacks, rq_connection):
+        owner, two_versions, django_capture_on_commit_callbacks, rq_connection, settings):
+    """The 80th conversation decides at once: the settle window is off here (0), so that the
+    check after that row is the look that reaches significance (with the window, the check
+    that decides is the one scheduled for when it settles: test_settle_window.py)."""
     from tests.training.conftest import run_worker_burst
+
+    settings.ONLINE_DECISION_SETTLE_MINUTES = 0
 
     v1, v2 = two_versions
     owner.client.patch(owner.url("settings"), {"auto_promote_ab_winner": True}, format="json")
