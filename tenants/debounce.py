@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 # Bounds how long a settings change made without save() (a queryset update) goes unnoticed.
 SETTING_CACHE_SECONDS = 60
@@ -51,25 +52,33 @@ def tenant_check_enqueue_debounced(*, key: str, func: str, tenant_id: int, ttl: 
     return False
 
 
-def tenant_check_schedule(*, job_id: str, func: str, tenant_id: int, at,
+def tenant_check_schedule(*, key: str, func: str, tenant_id: int, at, job_id_prefix: str,
                           queue_name: str = "default") -> bool:
-    """Run `func(tenant_id)` at `at` (RQ's scheduler, a worker started `--with-scheduler`), under
-    one fixed job id, unless that job is already scheduled no later than `at` (it will look
-    then, and schedule the next one). True when scheduled now."""
+    """Run `func(tenant_id)` at `at` (RQ's scheduler: a worker started `--with-scheduler`),
+    unless the job that `key` names is already scheduled no later than `at` (it will look then,
+    and schedule the next one). Each scheduled run has its own job id (`<prefix>-<tenant>-<hex>`),
+    so a run that schedules its successor never writes over its own job. True when scheduled
+    now."""
     import django_rq
     from rq.exceptions import NoSuchJobError
 
     queue = django_rq.get_queue(queue_name)
+    connection = queue.connection
     registry = queue.scheduled_job_registry
-    try:
-        when = registry.get_scheduled_time(job_id)
-    except NoSuchJobError:
-        when = None
-    if when is not None and when <= at:
-        return False
-    if when is not None:
-        registry.remove(job_id)
+    waiting = connection.get(key)
+    if waiting:
+        try:
+            when = registry.get_scheduled_time(waiting.decode())
+        except NoSuchJobError:
+            when = None  # it ran, or was lost: schedule anew
+        if when is not None and when <= at:
+            return False
+        if when is not None:
+            registry.remove(waiting.decode(), delete_job=True)
+    job_id = f"{job_id_prefix}-{tenant_id}-{uuid.uuid4().hex}"
     queue.enqueue_at(at, func, tenant_id, job_id=job_id, result_ttl=3600, failure_ttl=86400)
+    ttl = max(60, int((at - datetime.now(UTC)).total_seconds()) + 3600)
+    connection.set(key, job_id, ex=ttl)
     return True
 
 

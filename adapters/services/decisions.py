@@ -22,9 +22,9 @@ request path never runs the statistics.
 
 A conversation counts only once its settle window has passed (`adapters.metrics.
 conversation_outcomes`), which no feedback row announces; so a check that leaves conversations
-inside their window schedules the next check for when the first of them settles (one scheduled
-job per tenant, `decision-settle-<tenant>`, no sooner than the debounce interval), and that
-check schedules the one after.
+inside their window schedules the next check for when the first of them settles (at most one
+scheduled check per tenant, named by a Redis key, `tenants.debounce.tenant_check_schedule`; no
+sooner than the debounce interval), and that check schedules the one after.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 AUTO_ROLLBACK_REASON = "auto-rollback"
 DECISION_CHECK_KEY = "synapsex:adapters:decision-check:{tenant_id}"
 DECISION_CHECK_JOB = "adapters.jobs.online_decisions_check_job"
-DECISION_SETTLE_JOB_ID = "decision-settle-{tenant_id}"
+DECISION_SETTLE_KEY = "synapsex:adapters:decision-settle:{tenant_id}"
 DECISIONS_WANTED_KEY = "adapters:decisions-wanted:{tenant_id}"
 
 
@@ -147,8 +147,9 @@ def online_decisions_recheck_schedule(*, tenant_id: int, now=None):
     if at is None:
         return None
     at = max(at, now + timedelta(seconds=_debounce_seconds()))
-    tenant_check_schedule(job_id=DECISION_SETTLE_JOB_ID.format(tenant_id=tenant_id),
-                          func=DECISION_CHECK_JOB, tenant_id=tenant_id, at=at)
+    tenant_check_schedule(key=DECISION_SETTLE_KEY.format(tenant_id=tenant_id),
+                          func=DECISION_CHECK_JOB, tenant_id=tenant_id, at=at,
+                          job_id_prefix="decision-settle")
     return at
 
 
