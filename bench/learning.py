@@ -84,6 +84,11 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     "replay_kl1_anchor_s7": ({"kl_to_base": 1.0, "seed": 7}, {}, 113, {"replay_weight": 1e-6}),
     # The recipe again, run with --per-epoch: what each epoch learned and kept.
     "replay_kl1_anchor_per_epoch": ({"kl_to_base": 1.0}, {}, 113, {"replay_weight": 1e-6}),
+    # The recipe on the MLP layers only (where such facts are thought to be stored): do fewer
+    # adapted modules keep more?
+    "replay_kl1_anchor_mlp": ({"kl_to_base": 1.0},
+                              {"target_modules": ["gate_proj", "up_proj", "down_proj"]}, 113,
+                              {"replay_weight": 1e-6}),
     # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
     "small12": ({}, {}, 0, {"facts": 12}),
     "small12_replay_all": ({}, {}, 113, {"facts": 12}),
