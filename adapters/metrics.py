@@ -202,11 +202,12 @@ def conversation_outcomes(tenant: Tenant, versions: list[AdapterVersion], *,
     ids = [v.pk for v in versions]
     window = online_settle_window()
     now = now or timezone.now()
-    served = Message.objects.filter(tenant=tenant, role="assistant", served_by_version_id__in=ids)
+    answers = Message.objects.filter(role="assistant")
     if since is not None:
-        served = served.filter(created_at__gte=since)
+        answers = answers.filter(created_at__gte=since)
     if until is not None:
-        served = served.filter(created_at__lt=until)
+        answers = answers.filter(created_at__lt=until)
+    served = answers.filter(tenant=tenant, served_by_version_id__in=ids)
     flagged = Feedback.objects.filter(tenant=tenant, type__in=BAD_OUTCOME_TYPES,
                                       message__in=served)
     out = {pk: {"conversations": 0, "bad": 0, "pending": 0, "next_settled_at": None}
@@ -221,9 +222,14 @@ def conversation_outcomes(tenant: Tenant, versions: list[AdapterVersion], *,
     else:
         cut = now - window
         # A conversation's start: the version's first answer in it (within [since, until)).
-        earlier = served.filter(conversation_id=OuterRef("conversation_id"),
-                                served_by_version_id=OuterRef("served_by_version_id"),
-                                created_at__lt=OuterRef("created_at"))
+        # The correlated subqueries below start from `answers` (no tenant, no version list), so
+        # that they probe a conversation's own few messages. Measured on PostgreSQL, 20,000
+        # conversations, 12,000 feedback rows: 0.22 s in all with fresh statistics (0.08 s with
+        # no window); right after a bulk load, before the tables were analyzed, 44 s, where the
+        # same queries over `served` took 255 s.
+        earlier = answers.filter(conversation_id=OuterRef("conversation_id"),
+                                 served_by_version_id=OuterRef("served_by_version_id"),
+                                 created_at__lt=OuterRef("created_at"))
         firsts = served.exclude(Exists(earlier))
         totals = (firsts.filter(created_at__lte=cut).values("served_by_version_id")
                   .annotate(n=Count("conversation_id", distinct=True))
@@ -233,9 +239,9 @@ def conversation_outcomes(tenant: Tenant, versions: list[AdapterVersion], *,
                                        first=Min("created_at"))
                              .values_list("served_by_version_id", "n", "first")):
             out[pk].update(pending=n, next_settled_at=first + window)
-        start = Subquery(served.filter(conversation_id=OuterRef("message__conversation_id"),
-                                       served_by_version_id=OuterRef(
-                                           "message__served_by_version_id"))
+        start = Subquery(answers.filter(conversation_id=OuterRef("message__conversation_id"),
+                                        served_by_version_id=OuterRef(
+                                            "message__served_by_version_id"))
                          .order_by("created_at").values("created_at")[:1])
         family = Case(When(type__in=VOTE_TYPES, then=Value("vote")), default=F("type"),
                       output_field=CharField())
