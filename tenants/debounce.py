@@ -74,7 +74,10 @@ def tenant_check_schedule(*, key: str, func: str, tenant_id: int, at, job_id_pre
         if when is not None and when <= at:
             return False
         if when is not None:
-            registry.remove(waiting.decode(), delete_job=True)
+            registry.remove(waiting.decode())
+            job = queue.fetch_job(waiting.decode())
+            if job is not None:
+                job.delete()
     job_id = f"{job_id_prefix}-{tenant_id}-{uuid.uuid4().hex}"
     queue.enqueue_at(at, func, tenant_id, job_id=job_id, result_ttl=3600, failure_ttl=86400)
     ttl = max(60, int((at - datetime.now(UTC)).total_seconds()) + 3600)

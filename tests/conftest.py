@@ -71,7 +71,10 @@ def rq_connection(redis_url):
             queue.empty()
             registry = queue.scheduled_job_registry
             for job_id in registry.get_job_ids():
-                registry.remove(job_id, delete_job=True)
+                registry.remove(job_id)
+                job = queue.fetch_job(job_id)  # None when its hash is already gone
+                if job is not None:
+                    job.delete()
 
     queues = [django_rq.get_queue(name) for name in settings.RQ_QUEUES]
     empty(queues)
