@@ -299,7 +299,7 @@ def ab_test_comparison(*, tenant: Tenant) -> dict[str, Any]:
         "enabled": ab["enabled"], "arms": arms, "comparisons": [], "significant": False,
         "winner": None, "p_value": None, "alpha": ALPHA,
         "min_conversations_per_arm": minimum,
-        "settle_minutes": online_settle_window().total_seconds() / 60,
+        "settle_minutes": settings.ONLINE_DECISION_SETTLE_MINUTES,
         "metric": "bad conversations (any thumbs-down, correction or report) / conversations "
                   "served",
         "test": "sequential mixture likelihood ratio (always valid under repeated looks), "
@@ -358,7 +358,7 @@ def rollback_check(*, tenant: Tenant) -> dict[str, Any]:
         "active_version": active.version if active else None, "previous_version": None,
         "decision": "not_applicable", "reason": None, "alpha": ALPHA,
         "min_conversations": online_min_conversations(),
-        "settle_minutes": online_settle_window().total_seconds() / 60,
+        "settle_minutes": settings.ONLINE_DECISION_SETTLE_MINUTES,
         "metric": "bad conversations (any thumbs-down, correction or report) / conversations "
                   "served",
         "test": "sequential mixture likelihood ratio (always valid under repeated looks), "

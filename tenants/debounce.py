@@ -74,15 +74,21 @@ def tenant_check_schedule(*, key: str, func: str, tenant_id: int, at, job_id_pre
         if when is not None and when <= at:
             return False
         if when is not None:
-            registry.remove(waiting.decode())
-            job = queue.fetch_job(waiting.decode())
-            if job is not None:
-                job.delete()
+            scheduled_job_remove(queue=queue, job_id=waiting.decode())
     job_id = f"{job_id_prefix}-{tenant_id}-{uuid.uuid4().hex}"
     queue.enqueue_at(at, func, tenant_id, job_id=job_id, result_ttl=3600, failure_ttl=86400)
     ttl = max(60, int((at - datetime.now(UTC)).total_seconds()) + 3600)
     connection.set(key, job_id, ex=ttl)
     return True
+
+
+def scheduled_job_remove(*, queue, job_id: str) -> None:
+    """Take a job off `queue`'s scheduled registry and delete it (its hash may already be gone:
+    it expired, or another process deleted it)."""
+    queue.scheduled_job_registry.remove(job_id)
+    job = queue.fetch_job(job_id)
+    if job is not None:
+        job.delete()
 
 
 def debounce_release(*, key: str, queue_name: str = "default") -> None:

@@ -66,15 +66,13 @@ def rq_connection(redis_url):
     included (a check scheduled for later must not run in another test)."""
     import django_rq
 
+    from tenants.debounce import scheduled_job_remove
+
     def empty(queues):
         for queue in queues:
             queue.empty()
-            registry = queue.scheduled_job_registry
-            for job_id in registry.get_job_ids():
-                registry.remove(job_id)
-                job = queue.fetch_job(job_id)  # None when its hash is already gone
-                if job is not None:
-                    job.delete()
+            for job_id in queue.scheduled_job_registry.get_job_ids():
+                scheduled_job_remove(queue=queue, job_id=job_id)
 
     queues = [django_rq.get_queue(name) for name in settings.RQ_QUEUES]
     empty(queues)
