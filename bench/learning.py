@@ -37,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "training" / "trainer" / "assets"
 GENERAL = ROOT / "adapters" / "assets" / "general_knowledge.jsonl"
 REPLAY = ASSETS / "replay_prompts.jsonl"
+# 202 more general prompts for the anchor-pool variant (none is an evaluation question, nor a
+# shipped replay prompt; checked in main): does a larger anchor pool keep more?
+EXTRA_ANCHORS = ROOT / "bench" / "assets" / "anchor_prompts_extra.jsonl"
 BASE = Path(os.environ.get("SYNAPSEX_REAL_BASE", ROOT / "var" / "models" / "smollm2-135m-instruct"))
 WORK = ROOT / "var" / "bench-learning"
 MAX_NEW_TOKENS = 32
@@ -89,6 +92,10 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     "replay_kl1_anchor_mlp": ({"kl_to_base": 1.0},
                               {"target_modules": ["gate_proj", "up_proj", "down_proj"]}, 113,
                               {"replay_weight": 1e-6}),
+    # The recipe with about three times the anchors: the 101 shipped replay rows plus the base's
+    # own finished answers to 202 more general prompts (bench/assets), all as KL anchors.
+    "replay_kl1_anchor_x3": ({"kl_to_base": 1.0}, {}, 113,
+                             {"replay_weight": 1e-6, "extra_anchors": True}),
     # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
     "small12": ({}, {}, 0, {"facts": 12}),
     "small12_replay_all": ({}, {}, 113, {"facts": 12}),
@@ -162,7 +169,9 @@ def train(name: str, reference: dict[str, Any], *, per_epoch: bool = False
     at each epoch's last step, all kept), so what each epoch learned and kept can be scored."""
     train_over, lora_over, replay_rows, extra = VARIANTS[name]
     replay_weight = extra.get("replay_weight")
-    extra = {k: v for k, v in extra.items() if k not in ("facts", "replay_weight")}
+    extra_anchors = extra.get("extra_anchors", False)
+    extra = {k: v for k, v in extra.items()
+             if k not in ("facts", "replay_weight", "extra_anchors")}
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -177,6 +186,10 @@ def train(name: str, reference: dict[str, Any], *, per_epoch: bool = False
     finished = {item["prompt"]: item["answer"] for item in reference["replay"]}
     picked = replay_pick([r["prompt"] for r in read_jsonl(REPLAY)], rows=replay_rows, seed=42)
     replayed = [p for p in picked if p in finished] if replay_rows else []
+    if extra_anchors:
+        finished.update(extra_anchor_answers())
+        replayed += [r["prompt"] for r in read_jsonl(EXTRA_ANCHORS)
+                     if r["prompt"] in finished and r["prompt"] not in replayed]
     for prompt in replayed:
         rows.append({"messages": [{"role": "user", "content": prompt},
                                   {"role": "assistant", "content": finished[prompt]}],
@@ -195,6 +208,20 @@ def train(name: str, reference: dict[str, Any], *, per_epoch: bool = False
     subprocess.run([sys.executable, "-m", "training.trainer", "--config", str(folder / "job.json")],
                    cwd=ROOT, check=True)
     return folder / "out" / "adapter", time.monotonic() - started, len(replayed)
+
+
+def extra_anchor_answers() -> dict[str, str]:
+    """The base's finished greedy answers to the extra anchor prompts (cached)."""
+    cache = WORK / "extra-anchors-v1.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    model, tokenizer = load()
+    prompts = [r["prompt"] for r in read_jsonl(EXTRA_ANCHORS)]
+    replies = answers(model, tokenizer, prompts, max_new_tokens=96, finished_only=True)
+    out = {p: a for p, a in zip(prompts, replies, strict=True) if a}
+    WORK.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out, indent=1))
+    return out
 
 
 def facts_of(name: str) -> list[dict[str, Any]]:
@@ -235,6 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     general_q = {g["question"] for g in read_jsonl(GENERAL)}
     replay_q = {r["prompt"] for r in read_jsonl(REPLAY)}
     assert not general_q & replay_q, "replay prompts must not be evaluation questions"
+    extra_q = [r["prompt"] for r in read_jsonl(EXTRA_ANCHORS)]
+    # Not the same question in other words either ("What is 1 plus 8?" is "What is 8 plus 1?"):
+    # the near-same rule traffic replay uses (training.text).
+    from training.text import NearIndex
+
+    near = NearIndex(general_q)
+    assert not [q for q in extra_q if q in replay_q or near.match(q)], \
+        "extra anchors must not be evaluation questions, in any wording, nor shipped prompts"
     reference = base_reference()
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
