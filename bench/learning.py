@@ -133,6 +133,13 @@ def answers(model, tokenizer, questions: list[str], max_new_tokens: int = MAX_NE
     return ["" if finished_only and not finished else text for text, finished in replies]
 
 
+def replay_answers(model, tokenizer, prompts: list[str]) -> list[str]:
+    """The answers the trainer would replay: greedy, at its length limit, "" when cut."""
+    from training.trainer.replay import MAX_NEW_TOKENS as REPLAY_TOKENS
+
+    return answers(model, tokenizer, prompts, max_new_tokens=REPLAY_TOKENS, finished_only=True)
+
+
 def right(reply: str, key: str) -> bool:
     return any(k.lower() in reply.lower() for k in key.split("|"))
 
@@ -146,8 +153,7 @@ def base_reference() -> dict[str, Any]:
     general = read_jsonl(GENERAL)
     replay = read_jsonl(REPLAY)
     general_replies = answers(model, tokenizer, [g["question"] for g in general])
-    replay_replies = answers(model, tokenizer, [r["prompt"] for r in replay],
-                             max_new_tokens=96, finished_only=True)
+    replay_replies = replay_answers(model, tokenizer, [r["prompt"] for r in replay])
     facts = read_jsonl(ASSETS / "invented_facts.jsonl")
     fact_replies = answers(model, tokenizer, [f["held_out"][0] for f in facts])
     reference = {
@@ -217,7 +223,7 @@ def extra_anchor_answers() -> dict[str, str]:
         return json.loads(cache.read_text())
     model, tokenizer = load()
     prompts = [r["prompt"] for r in read_jsonl(EXTRA_ANCHORS)]
-    replies = answers(model, tokenizer, prompts, max_new_tokens=96, finished_only=True)
+    replies = replay_answers(model, tokenizer, prompts)
     out = {p: a for p, a in zip(prompts, replies, strict=True) if a}
     WORK.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out, indent=1))
