@@ -75,12 +75,15 @@ def test_a_killed_run_resumes_and_finishes_with_the_same_steps(
 
 
 def test_early_stopping_exports_the_best_checkpoint_not_the_last(tmp_path, tiny_base, corrections):
-    # Eval set that conflicts with training: the same questions answered with a brush-off that
-    # training never shows; every step that learns a correction makes the eval loss worse.
+    # Eval set that conflicts with training: the same questions answered with words training
+    # never shows; once the corrections are learned, every step makes the eval loss worse. (With
+    # "Sorry, I do not know that." as the answer, one fresh box's tiny base lowered that loss
+    # almost to the end, 8.21 -> 7.50, and rose by 0.01 once; this answer's loss fell to 8.20 at
+    # the fourth evaluation and rose at every one after, to 8.39.)
     train = write_jsonl(tmp_path / "train.jsonl", corrections)
     conflicting = write_jsonl(
         tmp_path / "eval.jsonl",
-        [chat(question(r), "Sorry, I do not know that.") for r in corrections[:16]],
+        [chat(question(r), "Purple elephants juggle quietly.") for r in corrections[:16]],
     )
     params = {
         "epochs": 6,
@@ -120,25 +123,25 @@ def test_early_stopping_exports_the_best_checkpoint_not_the_last(tmp_path, tiny_
 
 def test_a_tiny_held_out_split_reports_but_does_not_pick_the_checkpoint(tmp_path, tiny_base,
                                                                         corrections):
-    """The same conflicting eval set cut to 4 rows (under train.select_min_eval_rows, 16): its
-    loss is reported at every evaluation, but on so few rows it neither stops the run nor picks
-    an earlier checkpoint: the last weights are exported, and the started event says why. (A
-    fresh-clone CI run had exported step 133 of 252 on a 6-row split.)
+    """A held-out split under train.select_min_eval_rows (16 by default) has its loss reported at
+    every evaluation, but it neither stops the run nor picks an earlier checkpoint: the last
+    weights are exported, and the started event says why. (A fresh-clone CI run had exported
+    step 133 of 252 on a 6-row split.)
 
-    On 4 rows the loss wanders (one fresh-clone run: 8.28, 8.14, 8.23, 8.27, 8.33, ..., 7.97 at
-    the last step), so the test does not count on it ending above its best: it asserts that the
-    reported losses would have stopped a run with a larger split (2 evaluations without
-    improvement, the patience set here) before its end, and that this run went on to the end."""
+    The split is the conflicting set of the test above, whose loss rises once the corrections are
+    learned, with the threshold set one above its size. This test used to cut a milder set to 4
+    rows under the default threshold instead, but the loss of 4 rows wanders with the box: it
+    fell at almost every evaluation on one fresh box (8.24, 7.93, ..., 7.57), and failed stop
+    25's CI the same way, so there was no earlier checkpoint to prefer and nothing to tell. The
+    test asserts that the reported losses would have stopped a run with the threshold met (2
+    evaluations without improvement, the patience set here) before its end, and that this run
+    went on to the end."""
     train = write_jsonl(tmp_path / "train.jsonl", corrections)
-    conflicting = write_jsonl(
-        tmp_path / "eval.jsonl",
-        [chat(question(r), "Sorry, I do not know that.") for r in corrections[:4]],
-    )
-    # 6 epochs as the test above: at 3 a fresh-clone CI run's tiny base still lowered the loss of
-    # these 4 rows at every evaluation (no earlier checkpoint to prefer, so nothing to tell).
+    rows = [chat(question(r), "Purple elephants juggle quietly.") for r in corrections[:16]]
+    conflicting = write_jsonl(tmp_path / "eval.jsonl", rows)
     params = {"epochs": 6, "learning_rate": 2e-3, "batch_size": 8, "warmup_ratio": 0.0,
               "weight_decay": 0.0, "seed": 0, "eval_every": 3, "save_every": 6,
-              "early_stopping_patience": 2}
+              "early_stopping_patience": 2, "select_min_eval_rows": len(rows) + 1}
     run_job(parse_job_config(job(tmp_path, tiny_base, train, conflicting, train_params=params)))
     out = tmp_path / "out"
 
@@ -153,4 +156,5 @@ def test_a_tiny_held_out_split_reports_but_does_not_pick_the_checkpoint(tmp_path
     assert completed["steps"] == started["totals"]["total_steps"]  # not stopped early
     assert completed["best_step"] == completed["steps"]  # the last weights were exported
     assert evals[-1]["step"] == completed["steps"]
-    assert any("fewer than 16" in note for note in started["notes"])
+    assert any(f"has {len(rows)} rows (fewer than {len(rows) + 1})" in note
+               for note in started["notes"])
