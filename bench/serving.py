@@ -85,8 +85,8 @@ def adapter_shape() -> dict:
     from training.services.recipes import base_recipe, recipe_defaults
 
     params = training_params_defaults(method="sft")
-    params.update(recipe_defaults(recipe=base_recipe(base_name=settings.DEFAULT_BASE_MODEL),
-                                  method="sft"))
+    params.update(recipe_defaults(recipe=base_recipe(base_name=settings.DEFAULT_BASE_MODEL,
+                                                     method="sft"), method="sft"))
     return {"r": params["lora_r"], "alpha": params["lora_alpha"],
             "dropout": params["lora_dropout"], "target_modules": params["target_modules"]}
 

@@ -7,7 +7,7 @@ from django.conf import settings
 
 from feedback.models import Dataset
 from tenants.models import ApiKey
-from training.parameters import METHODS, PARAMETERS, training_params_defaults
+from training.parameters import METHODS, PARAMETERS
 from training.trainer.config import PRESETS
 
 METHOD_CHOICES = [("sft", "SFT: supervised fine-tuning"), ("dpo", "DPO: preference optimisation"),
@@ -16,12 +16,13 @@ METHOD_CHOICES = [("sft", "SFT: supervised fine-tuning"), ("dpo", "DPO: preferen
 FORM_PARAMETERS = [p for p in PARAMETERS if p.in_form]
 FORM_FIELD_CLASSES = {"int": forms.IntegerField, "float": forms.FloatField}
 
-# The seed's defaults per method, for the form's initial values and its method switch (JS).
-METHOD_DEFAULTS = {
-    method: {p.name: training_params_defaults(method=method)[p.name]
-             for p in FORM_PARAMETERS if method in p.methods}
-    for method in METHODS
-}
+
+def form_defaults(defaults: dict[str, dict]) -> dict[str, dict]:
+    """The form's numbers per method (its initial values and its method switch, JS) out of the
+    defaults a job would get (training.selectors.training_defaults_get)."""
+    return {method: {p.name: values[p.name] for p in FORM_PARAMETERS
+                     if method in p.methods and p.name in values}
+            for method, values in defaults.items()}
 
 
 def preset_choices() -> list[tuple[str, str]]:

@@ -29,13 +29,13 @@ from adapters.selectors import (
 )
 from dashboard import charts
 from dashboard.forms import (
-    METHOD_DEFAULTS,
     ApiKeyForm,
     AutoTrainingForm,
     BaseModelForm,
     DatasetRegisterForm,
     DatasetUploadForm,
     TrainingJobForm,
+    form_defaults,
 )
 from dashboard.permissions import (
     StaffRequiredMixin,
@@ -57,6 +57,7 @@ from training.models import TrainingJob
 from training.parameters import training_params_errors
 from training.selectors import (
     tenants_with_job_counts,
+    training_defaults_get,
     training_job_get,
     training_job_get_any,
     training_job_list,
@@ -341,9 +342,11 @@ class TrainingListView(TenantPage):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["jobs"] = training_job_list(tenant=self.tenant)[:50]
-        context.setdefault("form", TrainingJobForm(initial={"method": "sft",
-                                                            **METHOD_DEFAULTS["sft"]}))
-        context["method_defaults"] = METHOD_DEFAULTS
+        # The defaults this tenant's jobs get (its base's recipe over the seed's): the form
+        # states every number it shows, so it must show those.
+        defaults = form_defaults(training_defaults_get(tenant=self.tenant))
+        context.setdefault("form", TrainingJobForm(initial={"method": "sft", **defaults["sft"]}))
+        context["method_defaults"] = defaults
         context["presets"] = PRESETS
         return context
 

@@ -68,6 +68,12 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("beta", "float", methods=(DPO, KTO), maximum=10.0, positive=True,
               help_text="DPO and KTO: how far the adapter may move from the base",
               in_form=True),
+    Parameter("sft_weight", "float", methods=(DPO,), minimum=0.0, maximum=10.0,
+              label="Supervised loss weight (DPO)",
+              help_text="Weight of the chosen answer's own loss added to DPO's, so that the "
+                        "model keeps saying the preferred content instead of only moving away "
+                        "from the rejected one (0: plain DPO)",
+              in_form=True),
     Parameter("replay_rows", "int", methods=(SFT,), minimum=0, maximum=1000,
               label="Replay rows (SFT)",
               help_text="How many of the model's own answers to general prompts train with the "

@@ -12,6 +12,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import TruncMonth
 from django.shortcuts import get_object_or_404
 
+from tenants.errors import InvalidInput
 from training import pricing
 from training.models import TrainingEvent, TrainingJob, TrainingMetric, TrainingSettings
 
@@ -290,6 +291,25 @@ def training_settings_get(*, tenant) -> TrainingSettings:
     never writes: the row is made by `training_settings_update` on the first change)."""
     found = TrainingSettings.objects.filter(tenant=tenant).first()
     return found if found is not None else TrainingSettings(tenant=tenant)
+
+
+def training_defaults_get(*, tenant) -> dict[str, dict]:
+    """Per method, what a job of this tenant gets for the parameters its request leaves out: the
+    seed's defaults, then its base model's recipe (training.services.recipes), as
+    `training_job_create` resolves them. What a form should start from: starting from the seed's
+    values instead would state them, and stated values win over the recipe."""
+    from training.parameters import METHODS, training_params_defaults
+    from training.services.params import base_model_spec
+    from training.services.recipes import base_recipe, recipe_defaults
+
+    try:
+        name = base_model_spec(training_settings_get(tenant=tenant).base_model or None)["name"]
+    except InvalidInput:  # a base the operator no longer offers: a job would be refused anyway
+        name = None
+    return {method: {**training_params_defaults(method=method),
+                     **(recipe_defaults(recipe=base_recipe(base_name=name, method=method),
+                                        method=method) if name else {})}
+            for method in METHODS}
 
 
 def training_settings_section(tenant) -> dict:

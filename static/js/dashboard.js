@@ -321,7 +321,8 @@
         marginChart(document.getElementById("admin-margin-chart"), data.curves.dpo);
       });
     }
-    // Method and preset switch the training form's numbers to the seed's defaults.
+    // Method and preset switch the training form's numbers to the method's defaults on the
+    // tenant's base (the server's method-defaults).
     var trainForm = document.getElementById("train-form");
     if (trainForm) { trainingForm(trainForm); }
   }

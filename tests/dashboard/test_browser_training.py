@@ -37,6 +37,9 @@ def training_env(settings, tmp_path, tiny_base_path, rq_connection, media_root):
     settings.BASE_MODEL_HF_ID = ""
     settings.TRAINING_WORK_DIR = tmp_path / "jobs"
     settings.TRAINING_BACKEND = "local"
+    # The tiny base has no recipe: the form shows the seed's defaults (a base with one:
+    # tests/dashboard/test_kto_form.py).
+    settings.BASE_MODEL_RECIPES = {}
     settings.TRAINING_POLL_SECONDS = 0.2
     # the page polls faster than its 1.5 s default, so a quick run still shows steps between
     settings.DASHBOARD_JOB_POLL_MS = 250
@@ -62,8 +65,10 @@ def start_job_from_form(page, live_server, *, epochs: str, screenshot=None) -> s
     page.get_by_label("Method").select_option("dpo")
     assert page.get_by_label("Beta").is_visible()
     assert page.get_by_label("Epochs").input_value() == "2"  # DPO's default
+    assert page.get_by_label("Supervised loss weight (DPO)").is_visible()
     page.get_by_label("Method").select_option("kto")
     assert page.get_by_label("Beta").is_visible()  # DPO and KTO
+    assert page.get_by_label("Supervised loss weight (DPO)").is_hidden()
     assert page.get_by_label("Minimum preference pairs (DPO)").is_hidden()
     assert page.get_by_label("Minimum feedback (SFT, KTO)").is_visible()
     page.get_by_label("Method").select_option("sft")

@@ -47,3 +47,28 @@ def test_a_kto_dry_run_from_the_form_estimates_a_job_on_lone_thumbs(client_for, 
     params = response.context["confirm_params"]
     assert params["beta"] == 0.2 and "min_preference_pairs" not in params
     assert not TrainingJob.objects.exists()
+
+
+def test_the_form_starts_from_the_defaults_of_the_tenants_base(client_for, admin_a, tenant_a,
+                                                               settings):
+    """The form states every number it shows, and stated values win over a base's recipe; so on
+    a base with a recipe (the embedded SmolLM2 has `small_base`) it must show the recipe's values,
+    not the seed's, or every job started from it would train with the seed's (lr 2e-4 x 3 epochs
+    taught the 135M base nothing)."""
+    from training.services.recipes import RECIPES
+
+    url = reverse("dashboard:training", args=["acme"])
+    settings.BASE_MODEL_RECIPES = {}
+    seeded = client_for(admin_a).get(url).context
+    assert seeded["method_defaults"]["sft"]["learning_rate"] == 2e-4
+    assert seeded["form"].initial["learning_rate"] == 2e-4
+    assert "sft_weight" not in seeded["method_defaults"]["dpo"]  # blank: plain DPO
+
+    settings.BASE_MODEL_RECIPES = {settings.DEFAULT_BASE_MODEL: "small_base"}
+    small = client_for(admin_a).get(url).context
+    recipe = RECIPES["small_base"]
+    assert small["method_defaults"]["sft"]["learning_rate"] == recipe["sft"]["learning_rate"]
+    assert small["form"].initial["epochs"] == recipe["sft"]["epochs"]
+    assert small["method_defaults"]["dpo"]["sft_weight"] == recipe["dpo"]["sft_weight"]
+    assert small["method_defaults"]["dpo"]["learning_rate"] == 5e-5  # the recipe leaves it
+    assert small["method_defaults"]["kto"]["beta"] == 0.1

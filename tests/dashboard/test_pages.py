@@ -91,7 +91,10 @@ def test_it_refuses_training_on_the_free_plan(client_for, make_user, make_tenant
     assert "does not include training" in response.content.decode()
 
 
-def test_it_prefills_the_training_form_with_the_seeds_defaults(client_for, admin_a, tenant_a):
+def test_it_prefills_the_training_form_with_the_seeds_defaults(client_for, admin_a, tenant_a,
+                                                               settings):
+    """On a base without a recipe (a base with one: tests/dashboard/test_kto_form.py)."""
+    settings.BASE_MODEL_RECIPES = {}
     page = client_for(admin_a).get(reverse("dashboard:training", args=["acme"]))
     form = page.context["form"]
     assert form.initial["lora_r"] == 16 and form.initial["lora_alpha"] == 32

@@ -210,18 +210,6 @@ def test_kl_to_base_keeps_the_replay_rows_closer_to_the_model_before_the_job(tmp
     assert with_term < 0.7 * without
 
 
-@pytest.mark.parametrize("method,value,message", [
-    ("dpo", 1.0, "applies to sft only"),
-    ("sft", -0.5, "at least 0"),
-    ("sft", "a lot", "must be a number"),
-])
-def test_kl_to_base_is_validated(tmp_path, tiny_base_path, method, value, message):
-    config = job(tmp_path, tiny_base_path, tmp_path / "train.jsonl", method=method,
-                 train_params={"kl_to_base": value, "batch_size": 4})
-    with pytest.raises(JobConfigError, match=message):
-        parse_job_config(config)
-
-
 def test_replay_weight_marks_each_replayed_row(real_model):
     """train.replay_weight: the replay rows' own loss weight (the small_base recipe's 1e-6 makes
     them anchors of the KL term only). Weight 1 leaves the rows unmarked, as before."""
@@ -233,14 +221,37 @@ def test_replay_weight_marks_each_replayed_row(real_model):
     assert [r["messages"] for r in light] == [r["messages"] for r in plain]
 
 
-@pytest.mark.parametrize("method,value,message", [
-    ("dpo", 0.5, "applies to sft only"),
-    ("sft", 0, "greater than 0"),
-    ("sft", 1.5, "at most 1"),
-    ("sft", "light", "must be a number"),
+@pytest.mark.parametrize("name,method,value,message", [
+    ("kl_to_base", "dpo", 1.0, "applies to sft only"),
+    ("kl_to_base", "sft", -0.5, "at least 0"),
+    ("kl_to_base", "sft", "a lot", "must be a number"),
+    ("replay_weight", "dpo", 0.5, "applies to sft only"),
+    ("replay_weight", "sft", 0, "greater than 0"),
+    ("replay_weight", "sft", 1.5, "at most 1"),
+    ("replay_weight", "sft", "light", "must be a number"),
+    ("sft_weight", "sft", 1.0, "applies to dpo only"),
+    ("sft_weight", "kto", 0.5, "applies to dpo only"),
+    ("sft_weight", "dpo", -1, "at least 0"),
+    ("sft_weight", "dpo", "much", "must be a number"),
 ])
-def test_replay_weight_is_validated(tmp_path, tiny_base_path, method, value, message):
+def test_loss_terms_are_validated(tmp_path, tiny_base_path, name, method, value, message):
+    """kl_to_base and replay_weight (SFT) and sft_weight (DPO): refused in job.json by the
+    trainer itself, whatever wrote it."""
     config = job(tmp_path, tiny_base_path, tmp_path / "train.jsonl", method=method,
-                 train_params={"replay_weight": value, "batch_size": 4})
+                 train_params={name: value, "batch_size": 4})
     with pytest.raises(JobConfigError, match=message):
         parse_job_config(config)
+
+
+def test_sft_weight_makes_trls_dpo_loss_the_sum(tmp_path, tiny_base_path):
+    """train.sft_weight > 0: TRL's DPO config gets the sigmoid loss plus the chosen answer's NLL
+    at that weight; 0 (the default) leaves TRL's plain DPO."""
+    from training.trainer.run import _training_args
+
+    for weight, loss_type, weights in ((0.5, ["sigmoid", "sft"], [1.0, 0.5]),
+                                       (0, ["sigmoid"], None)):
+        config = parse_job_config(job(tmp_path, tiny_base_path, tmp_path / "train.jsonl",
+                                      method="dpo",
+                                      train_params={"sft_weight": weight, "batch_size": 4}))
+        args = _training_args(config, tmp_path / "out", has_eval=False)
+        assert list(args.loss_type) == loss_type and args.loss_weights == weights

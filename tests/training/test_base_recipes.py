@@ -50,6 +50,26 @@ def test_a_small_base_gets_its_recipe_for_what_the_request_leaves_out(ready, rec
     assert seeded["params"]["learning_rate"] == 2e-4 and seeded["params"]["epochs"] == 3
 
 
+def test_a_small_base_gets_dpo_with_the_supervised_term_and_kto_the_seeds_defaults(
+        ready, recipe_bases):
+    """The small_base recipe sets only DPO's sft_weight beside the seed's DPO values; it sets
+    nothing for KTO, so a KTO job says it got the seed's defaults and carries no note."""
+    dpo = ready.client.post(ready.url("train/dpo"),
+                            {"min_preference_pairs": 1, "base_model": "small", "dry_run": True},
+                            format="json").json()
+    assert dpo["defaults"] == "small_base" and "sft_weight" in dpo["notes"][0]
+    assert dpo["params"]["sft_weight"] == RECIPES["small_base"]["dpo"]["sft_weight"] == 1.0
+    assert dpo["params"]["learning_rate"] == 5e-5  # the seed's DPO rate stands
+    stated = ready.client.post(ready.url("train/dpo"),
+                               {"min_preference_pairs": 1, "base_model": "small",
+                                "dry_run": True, "sft_weight": 0}, format="json").json()
+    assert stated["params"]["sft_weight"] == 0
+    kto = ready.client.post(ready.url("train/kto"),
+                            {"min_feedback_count": 1, "base_model": "small", "dry_run": True},
+                            format="json").json()
+    assert kto["defaults"] == "seed" and kto["notes"] == [] and "sft_weight" not in kto["params"]
+
+
 def test_the_job_says_which_defaults_it_got(ready, recipe_bases):
     response = ready.client.post(ready.url("train/lora"),
                                  {"min_feedback_count": 10, "base_model": "small"}, format="json")

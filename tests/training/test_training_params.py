@@ -19,7 +19,7 @@ from training.models import TrainingJob
     ("preset", "turbo"), ("target_modules", "everything"), ("learning_rte", 1e-4),
     ("lora_dropout", 1.0), ("min_feedback_count", 0), ("replay_rows", -1),
     ("replay_rows", 1001), ("kl_to_base", -1), ("kl_to_base", 101), ("kl_to_base", "high"),
-    ("replay_weight", 0), ("replay_weight", 1.5), ("replay_weight", -0.1),
+    ("replay_weight", 0), ("replay_weight", 1.5), ("replay_weight", -0.1), ("sft_weight", 1.0),
 ])
 def test_it_refuses_bad_lora_parameters(ready, field, value):
     response = ready.client.post(ready.url("train/lora"), {**LORA_SMALL, field: value},
@@ -33,13 +33,39 @@ def test_it_refuses_bad_lora_parameters(ready, field, value):
 @pytest.mark.parametrize("field,value", [("beta", 0), ("beta", 10.5), ("beta", -1),
                                          ("min_preference_pairs", 0), ("epochs", 1000),
                                          ("replay_rows", 10), ("kl_to_base", 1.0),
-                                         ("replay_weight", 0.5)])
+                                         ("replay_weight", 0.5), ("sft_weight", -0.5),
+                                         ("sft_weight", 11), ("sft_weight", "some")])
 def test_it_refuses_bad_dpo_parameters(ready, field, value):
     response = ready.client.post(ready.url("train/dpo"),
                                  {"min_preference_pairs": 5, field: value}, format="json")
     assert response.status_code == 400
     assert field in response.json()["error"]["details"]
     assert not TrainingJob.objects.exists()
+
+
+def test_it_refuses_sft_weight_for_kto(ready):
+    response = ready.client.post(ready.url("train/kto"),
+                                 {"min_feedback_count": 5, "sft_weight": 1.0}, format="json")
+    assert response.status_code == 400
+    assert "sft_weight" in response.json()["error"]["details"]
+    assert not TrainingJob.objects.exists()
+
+
+def test_sft_weight_reaches_the_trainers_config_for_dpo(ready):
+    """A DPO request's sft_weight is stored with the job and written to job.json (the trainer
+    validates and applies it: tests/trainer/test_trainer_preference_style.py); 0 writes nothing,
+    so the trainer's plain DPO applies."""
+    from training.services.bundle import _job_config
+
+    for weight, written in ((0.5, 0.5), (0, None)):
+        response = ready.client.post(ready.url("train/dpo"),
+                                     {"min_preference_pairs": 1, "sft_weight": weight},
+                                     format="json")
+        assert response.status_code == 201, response.content
+        job = TrainingJob.objects.get(id=response.json()["job_id"])
+        assert job.params["sft_weight"] == weight
+        assert _job_config(job, None)["train"].get("sft_weight") == written
+        TrainingJob.objects.all().delete()
 
 
 def test_it_refuses_unknown_base_models_and_versions(ready):

@@ -79,7 +79,7 @@ class LoraTrainSerializer(_TrainBase):
 class DpoTrainSerializer(_TrainBase):
     """POST /train/dpo: preference optimisation (the seed's defaults)."""
 
-    PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_preference_pairs", "beta")
+    PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_preference_pairs", "beta", "sft_weight")
 
 
 class KtoTrainSerializer(_TrainBase):

@@ -58,6 +58,8 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
     }
     if job.method in ("dpo", "kto"):
         train["beta"] = params["beta"]
+    if job.method == "dpo" and params.get("sft_weight"):
+        train["sft_weight"] = params["sft_weight"]
     if job.method == "sft" and params.get("replay_rows"):
         train["replay_rows"] = params["replay_rows"]
     if job.method == "sft" and params.get("kl_to_base"):

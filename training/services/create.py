@@ -26,7 +26,7 @@ from training.services.params import (
     training_params_resolve,
 )
 from training.services.queue import training_job_enqueue
-from training.services.recipes import RECIPE_NOTES, base_model_trainable_check, base_recipe
+from training.services.recipes import base_model_trainable_check, base_recipe, recipe_note
 from training.services.transitions import webhooks_on_commit
 from training.tokens import replay_tokens
 from training.trainer import replay as trainer_replay
@@ -135,7 +135,7 @@ def _estimate(*, tenant: Tenant, request: JobRequest, params: dict, spec: dict, 
         "preset": request.preset or None,
         "base_model": spec["name"],
         "defaults": spec.get("recipe") or "seed",
-        "notes": [RECIPE_NOTES[spec["recipe"]]] if spec.get("recipe") else [],
+        "notes": [recipe_note(recipe=spec["recipe"], method=method)] if spec.get("recipe") else [],
         "continue_from": parent.version if parent else None,
         "backend": backend,
     }
@@ -156,7 +156,7 @@ def training_job_create(*, tenant: Tenant, request: JobRequest, actor: str = "sy
     # The request's base, else the tenant's `base_model` setting, else the platform's default.
     spec = base_model_spec(request.base_model or training_settings_get(tenant=tenant).base_model)
     base_model_trainable_check(spec=spec)
-    recipe = base_recipe(base_name=spec["name"])
+    recipe = base_recipe(base_name=spec["name"], method=method)
     if recipe:
         spec["recipe"] = recipe
     params = training_params_resolve(method=method, given=request.params, preset=request.preset,

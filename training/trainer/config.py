@@ -146,6 +146,12 @@ class TrainSpec:
     # answers, which alone cost 3 of the 57 general answers it knew (README, "Defaults on a real
     # base").
     replay_weight: float = 1.0
+    # DPO: weight of a supervised loss (the chosen answer's mean token NLL) added to the
+    # preference loss, as in RPO (Pang et al. 2024, "Iterative Reasoning Preference
+    # Optimization"); TRL's `loss_type=["sigmoid", "sft"]` with these `loss_weights`. Plain DPO
+    # only widens the gap between chosen and rejected, and on a small base it can do so by
+    # making both unlikely: measured on SmolLM2-135M (README, "DPO that keeps content"); 0: off.
+    sft_weight: float = 0.0
     # A held-out split smaller than this is reported (eval loss at every evaluation) but does not
     # pick the exported checkpoint or stop the run early: on a handful of rows the differences
     # between checkpoints are noise (a CI run exported step 133 of 252 on 6 rows, 1.077 vs 1.092).
@@ -350,8 +356,13 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
         raise JobConfigError(f"train.replay_weight must be at most 1, got {replay_weight}")
     if replay_weight != 1 and method != "sft":
         raise JobConfigError("train.replay_weight applies to sft only (replay is supervised)")
+    sft_weight = _number("train.sft_weight", values["sft_weight"], minimum=0)
+    if sft_weight and method != "dpo":
+        raise JobConfigError("train.sft_weight applies to dpo only (sft is supervised already; "
+                             "kto has no chosen answer)")
     return TrainSpec(
         replay_rows=replay_rows,
+        sft_weight=float(sft_weight),
         kl_to_base=float(kl_to_base),
         replay_weight=float(replay_weight),
         select_min_eval_rows=_int("train.select_min_eval_rows", values["select_min_eval_rows"],

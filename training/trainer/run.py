@@ -508,7 +508,12 @@ def _training_args(config: JobConfig, out: Path, *, has_eval: bool, select_best:
         return KTOConfig(**common, beta=t.beta, max_length=t.max_length)
     from trl import DPOConfig
 
-    return DPOConfig(**common, beta=t.beta, max_length=t.max_length, padding_free=False)
+    # sft_weight > 0: RPO, the preference loss plus the chosen answer's NLL (TRL's combined
+    # losses; TrainSpec.sft_weight).
+    losses = ({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, t.sft_weight]}
+              if t.sft_weight else {})
+    return DPOConfig(**common, beta=t.beta, max_length=t.max_length, padding_free=False,
+                     **losses)
 
 
 def _set_kto_weights(args: Any, rows: list[dict[str, Any]]) -> None:
