@@ -298,17 +298,17 @@ def training_defaults_get(*, tenant) -> dict[str, dict]:
     seed's defaults, then its base model's recipe (training.services.recipes), as
     `training_job_create` resolves them. What a form should start from: starting from the seed's
     values instead would state them, and stated values win over the recipe."""
-    from training.parameters import METHODS, training_params_defaults
-    from training.services.params import base_model_spec
-    from training.services.recipes import base_recipe, recipe_defaults
+    from training.parameters import METHODS
+    from training.services.params import base_model_spec, training_params_resolve
+    from training.services.recipes import base_recipe
 
     try:
         name = base_model_spec(training_settings_get(tenant=tenant).base_model or None)["name"]
     except InvalidInput:  # a base the operator no longer offers: a job would be refused anyway
         name = None
-    return {method: {**training_params_defaults(method=method),
-                     **(recipe_defaults(recipe=base_recipe(base_name=name, method=method),
-                                        method=method) if name else {})}
+    return {method: training_params_resolve(
+                method=method, given={},
+                recipe=base_recipe(base_name=name, method=method) if name else None)
             for method in METHODS}
 
 
