@@ -37,8 +37,9 @@ GOLDEN_FRACTION of the hash range. The choice depends only on that id, so the sa
 out of every job of the tenant, whatever else arrives later, and every version is scored on
 them (adapters' evaluation). A correction's SFT example and its DPO pair share the id, so both
 methods hold out the same items. When a set of >= MIN_EXAMPLES_FOR_EVAL examples has no golden
-item yet, the one with the lowest hash is held out so that the job still has an eval loss; that
-single item may train in a later, larger job (the only case where a held-out item is not stable).
+item yet, the one with the lowest hash is held out so that the job still has an eval loss (an SFT
+or DPO one: a KTO held-out loss needs two rows, see training.trainer.run); that single item may
+train in a later, larger job (the only case where a held-out item is not stable).
 
 DPO prompts: a pair's `prompt` is the last user message before the answer; when the conversation
 had earlier turns, the record also carries them as `messages` (the history, ending with that user

@@ -4,13 +4,15 @@ rewards rise above the undesirable ones'."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from trainer_helpers import answer, events_of, job, question, write_jsonl
 
 from training.trainer.config import KTO_WEIGHT_RATIO_RANGE, kto_weights, parse_job_config
 from training.trainer.errors import DataError, JobConfigError
 from training.trainer.manifest import verify_adapter_dir
-from training.trainer.run import run_job
+from training.trainer.run import kto_eval_batch_size, run_job
 
 BRUSH_OFF = "Sorry, please check our website for that."
 KTO_TRAIN = {
@@ -94,6 +96,36 @@ def test_kto_refuses_a_batch_of_one(tmp_path, tiny_base):
                  train_params={**KTO_TRAIN, "batch_size": 1})
     with pytest.raises(JobConfigError, match="batch_size must be at least 2"):
         parse_job_config(config)
+
+
+@pytest.mark.parametrize("rows", [2, 3, 8, 9, 16, 17, 25, 33, 73, 200])
+def test_no_kto_eval_batch_holds_a_single_row(rows):
+    """TRL pairs each KTO row with another row's answer for its KL reference (rotated within a
+    batch); a batch of one row pairs it with its own, and its loss is constant."""
+    size = kto_eval_batch_size(rows, 8)
+    batches = [min(size, rows - start) for start in range(0, rows, size)]
+    assert size >= 8 and 1 not in batches, (size, batches)
+
+
+def test_a_single_held_out_row_gives_no_kto_eval_loss(tmp_path, tiny_base, corrections):
+    """Before, a one-row golden set reported an eval loss of exactly weight / 2 at every
+    evaluation (stop 26's CI: [0.5] * 6), whatever the model learned; now the job says why it has
+    none, and the manifest still records the held-out file."""
+    rows = [kto_row(question(r), answer(r) if i % 2 else BRUSH_OFF, bool(i % 2), id=f"r-{i}")
+            for i, r in enumerate(corrections[:17])]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    config = job(tmp_path, tiny_base, write_jsonl(folder / "train.jsonl", rows[1:]),
+                 write_jsonl(folder / "eval.jsonl", rows[:1]), method="kto",
+                 train_params={**KTO_TRAIN, "epochs": 1, "eval_every": 1})
+    run_job(parse_job_config(config))
+    out = tmp_path / "out"
+    (started,) = events_of(out, "started")
+    assert any("KTO held-out loss needs at least 2" in n for n in started["notes"])
+    assert events_of(out, "eval") == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"]["eval"]["path"].endswith("eval.jsonl")
+    assert manifest["examples"]["eval"] == 0
 
 
 @pytest.mark.parametrize("desirable, undesirable", [
