@@ -96,6 +96,17 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     # own finished answers to 202 more general prompts (bench/assets), all as KL anchors.
     "replay_kl1_anchor_x3": ({"kl_to_base": 1.0}, {}, 113,
                              {"replay_weight": 1e-6, "extra_anchors": True}),
+    # DPO on the same corrections (method "dpo"): each correction chosen over the base's own
+    # answer to that question, as the compiler pairs a correction with the answer it corrected.
+    # dpo_recipe: what a DPO job on the small base gets today (the seed's DPO defaults, lr 5e-5,
+    # 2 epochs, batch 4, and the small_base recipe's sft_weight 1); the others at the SFT
+    # recipe's rate and epochs, with and without the supervised term.
+    "dpo_recipe": ({"learning_rate": 5e-5, "epochs": 2, "batch_size": 4, "warmup_ratio": 0.1,
+                    "weight_decay": 0.01, "beta": 0.1, "sft_weight": 1.0}, {"dropout": 0.05}, 0,
+                   {"method": "dpo"}),
+    "dpo_sft1_lr1e-3": ({"beta": 0.1, "sft_weight": 1.0}, {}, 0, {"method": "dpo"}),
+    "dpo_sft1_lr2e-4": ({"learning_rate": 2e-4, "beta": 0.1, "sft_weight": 1.0}, {}, 0,
+                        {"method": "dpo"}),
     # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
     "small12": ({}, {}, 0, {"facts": 12}),
     "small12_replay_all": ({}, {}, 113, {"facts": 12}),
@@ -176,15 +187,21 @@ def train(name: str, reference: dict[str, Any], *, per_epoch: bool = False
     train_over, lora_over, replay_rows, extra = VARIANTS[name]
     replay_weight = extra.get("replay_weight")
     extra_anchors = extra.get("extra_anchors", False)
+    method = extra.get("method", "sft")
     extra = {k: v for k, v in extra.items()
-             if k not in ("facts", "replay_weight", "extra_anchors")}
+             if k not in ("facts", "replay_weight", "extra_anchors", "method")}
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
+    served = fact_question_answers() if method == "dpo" else {}
     for fact in facts_of(name):
         for question in fact["questions"]:
-            rows.append({"messages": [{"role": "user", "content": question},
-                                      {"role": "assistant", "content": fact["answer"]}]})
+            if method == "dpo":
+                rows.append({"prompt": question, "chosen": fact["answer"],
+                             "rejected": served[question]})
+            else:
+                rows.append({"messages": [{"role": "user", "content": question},
+                                          {"role": "assistant", "content": fact["answer"]}]})
     # The prompts the product's trainer would pick (training.trainer.replay.replay_pick, seed
     # 42 as the recipe's), those whose answer finished.
     from training.trainer.replay import replay_pick
@@ -206,7 +223,7 @@ def train(name: str, reference: dict[str, Any], *, per_epoch: bool = False
     if per_epoch:
         steps = -(-len(rows) // train_config["batch_size"])
         train_config.update(save_every=steps, keep_checkpoints=int(train_config["epochs"]) + 1)
-    job = {"job_id": f"learning-{name}", "method": "sft", "base_model": {"path": str(BASE)},
+    job = {"job_id": f"learning-{name}", "method": method, "base_model": {"path": str(BASE)},
            "data": {"train": "train.jsonl"}, "output_dir": "out",
            "train": train_config, "lora": {**LORA, **lora_over}, **extra}
     (folder / "job.json").write_text(json.dumps(job, indent=1))
@@ -214,6 +231,23 @@ def train(name: str, reference: dict[str, Any], *, per_epoch: bool = False
     subprocess.run([sys.executable, "-m", "training.trainer", "--config", str(folder / "job.json")],
                    cwd=ROOT, check=True)
     return folder / "out" / "adapter", time.monotonic() - started, len(replayed)
+
+
+def fact_question_answers() -> dict[str, str]:
+    """The base's greedy answers to the corrections' questions (cached): what it served before a
+    user corrected it, the rejected side of each DPO pair."""
+    from training.trainer.replay import MAX_NEW_TOKENS as REPLAY_TOKENS
+
+    cache = WORK / "fact-answers-v1.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    model, tokenizer = load()
+    questions = [q for f in read_jsonl(ASSETS / "invented_facts.jsonl") for q in f["questions"]]
+    out = dict(zip(questions, answers(model, tokenizer, questions, max_new_tokens=REPLAY_TOKENS),
+                   strict=True))
+    WORK.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out, indent=1))
+    return out
 
 
 def extra_anchor_answers() -> dict[str, str]:
