@@ -141,9 +141,9 @@ def _run(
         # (rotated within a batch). A lone row is paired with its own answer, so its loss is
         # weight / 2 whatever the model: a number that looks like an eval loss and measures nothing.
         train_data.notes.append(
-            f"the held-out split has {len(eval_data.records)} row(s): a KTO held-out loss "
-            "needs at least 2 (its KL "
-            "reference pairs each row with another row's answer), so none is computed")
+            f"the held-out split has {len(eval_data.records)} row(s): a KTO held-out loss needs "
+            "at least 2 (its KL reference pairs each row with another row's answer), so none is "
+            "computed")
         eval_data = None
 
     import torch
@@ -197,11 +197,8 @@ def _run(
             f"the held-out split has {len(eval_data.records)} rows (fewer than "
             f"{config.train.select_min_eval_rows}): its eval loss is reported but does not pick "
             "the exported checkpoint or stop early; the last weights are exported")
-    args = _training_args(
-        config, out, has_eval=eval_data is not None, select_best=select_best,
-        configured_state=cpu_deepspeed,
-        eval_batch_size=(kto_eval_batch_size(len(eval_data.records), config.train.batch_size)
-                         if config.method == "kto" and eval_data is not None else None))
+    args = _training_args(config, out, has_eval=eval_data is not None,
+                          select_best=select_best, configured_state=cpu_deepspeed)
 
     # On a bf16-capable GPU the frozen base weights are loaded in bf16 (half the memory traffic of
     # fp32 under autocast); PEFT keeps the trainable LoRA weights in fp32. CPUs stay fp32.
@@ -261,6 +258,9 @@ def _run(
         # Set from the rows that train (after drops), so the weighted ratio is the recommended
         # one whatever the compiler or a hand-written file holds.
         _set_kto_weights(args, train_rows)
+        if eval_rows:  # likewise from the held-out rows that remain
+            args.per_device_eval_batch_size = kto_eval_batch_size(len(eval_rows),
+                                                                  config.train.batch_size)
     else:
         train_rows = dpo_rows(tokenizer, train_data, config.train.max_length)
         eval_rows = (
@@ -452,7 +452,7 @@ def distributed_facts(model: Any) -> dict[str, Any]:
 
 def kto_eval_batch_size(rows: int, batch_size: int) -> int:
     """An eval batch size for `rows` KTO rows that leaves no batch of one row: such a batch's KL
-    reference is that row's own answer (see run_job), and its loss a constant."""
+    reference is that row's own answer (see _run), and its loss a constant."""
     size = batch_size
     while size < rows and rows % size == 1:
         size += 1
@@ -460,7 +460,7 @@ def kto_eval_batch_size(rows: int, batch_size: int) -> int:
 
 
 def _training_args(config: JobConfig, out: Path, *, has_eval: bool, select_best: bool = True,
-                   configured_state: bool = False, eval_batch_size: int | None = None) -> Any:
+                   configured_state: bool = False) -> Any:
     import torch
 
     t = config.train
@@ -474,7 +474,7 @@ def _training_args(config: JobConfig, out: Path, *, has_eval: bool, select_best:
         "num_train_epochs": t.epochs,
         "learning_rate": t.learning_rate,
         "per_device_train_batch_size": t.batch_size,
-        "per_device_eval_batch_size": eval_batch_size or t.batch_size,
+        "per_device_eval_batch_size": t.batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         # transformers 5: a float below 1 given as warmup_steps is a ratio of the total steps.
         "warmup_steps": t.warmup_ratio,
