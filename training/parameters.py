@@ -74,12 +74,13 @@ PARAMETERS: tuple[Parameter, ...] = (
                         "model keeps saying the preferred content instead of only moving away "
                         "from the rejected one (0: plain DPO)",
               in_form=True),
-    Parameter("replay_rows", "int", methods=(SFT,), minimum=0, maximum=1000,
-              label="Replay rows (SFT)",
+    Parameter("replay_rows", "int", methods=(SFT, DPO), minimum=0, maximum=1000,
+              label="Replay rows (SFT, DPO)",
               help_text="How many of the model's own answers to general prompts train with the "
-                        "job, so that it keeps what it knew (0: none)"),
-    Parameter("kl_to_base", "float", methods=(SFT,), minimum=0.0, maximum=100.0,
-              label="KL to the base (SFT)",
+                        "job, so that it keeps what it knew (0: none); in a DPO job they are "
+                        "not trained on, only kept close by the KL term (both needed)"),
+    Parameter("kl_to_base", "float", methods=(SFT, DPO), minimum=0.0, maximum=100.0,
+              label="KL to the base (SFT, DPO)",
               help_text="Weight of a term that keeps the replay rows' whole next-token "
                         "distribution close to the model before the job (0: off)"),
     Parameter("replay_weight", "float", methods=(SFT,), maximum=1.0, positive=True,
@@ -156,4 +157,26 @@ def training_params_errors(*, method: str, params: dict[str, Any]) -> dict[str, 
             problems = _number_errors(parameter, value)
             if problems:
                 errors[name] = problems
+    if method == DPO:
+        errors.update({k: v for k, v in dpo_anchor_errors(params).items() if k not in errors})
     return errors
+
+
+DPO_ANCHOR_MESSAGE = ("For DPO, replay_rows and kl_to_base go together: the replay rows are "
+                      "not trained on, only kept close to the model before the job by the KL term.")
+
+
+def dpo_anchor_errors(params: dict[str, Any]) -> dict[str, list[str]]:
+    """A DPO request that states one of `replay_rows` and `kl_to_base` above 0 without the other
+    is refused on the missing one (alone, either would do nothing)."""
+    replay_rows, kl_to_base = params.get("replay_rows") or 0, params.get("kl_to_base") or 0
+    if bool(replay_rows) == bool(kl_to_base):
+        return {}
+    return {"kl_to_base" if replay_rows else "replay_rows": [DPO_ANCHOR_MESSAGE]}
+
+
+def dpo_anchored(params: dict[str, Any]) -> bool:
+    """Whether a DPO job's resolved parameters turn on its anchors: replay rows kept close by the
+    KL term (training.trainer.trainers.MeteredDPOTrainer). They are not trained on, so they need
+    both `replay_rows` and `kl_to_base`; with either at 0 the job has none."""
+    return bool(params.get("replay_rows")) and bool(params.get("kl_to_base"))

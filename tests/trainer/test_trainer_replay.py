@@ -133,8 +133,8 @@ def test_replay_prompts_are_sft_only_and_must_be_prompts(tmp_path, tiny_base_pat
 
 
 @pytest.mark.parametrize("method,value,message", [
-    ("dpo", 10, "applies to sft only"),
-    ("kto", 10, "applies to sft only"),
+    ("dpo", 10, "go together"),  # DPO's replay rows only anchor the KL term: not alone
+    ("kto", 10, "apply to sft and dpo only"),
     ("sft", -1, "at least 0"),
     ("sft", 1.5, "must be a int"),
 ])
@@ -167,6 +167,40 @@ def _kl_to_before(base, adapter, rows) -> float:
     return total / count
 
 
+def _without_and_with_kl(tmp_path, base, train, params, term, *, method="sft") -> list[dict]:
+    """Two jobs on the same rows and seed, the second with `term` (kl_to_base and for DPO its
+    replay rows) added: their started event, step events and adapter. Checks what the events say
+    of the term: exactly 0 at the first step (the LoRA layers are zero), above 0 at the last, a
+    note; absent without it."""
+    from training.trainer.run import run_job
+
+    runs = []
+    for extra in ({}, term):
+        folder = tmp_path / ("with-kl" if extra else "without-kl")
+        run_job(parse_job_config(job(folder, base, train, method=method,
+                                     train_params={**params, **extra})))
+        (started,) = events_of(folder / "out", "started")
+        steps = events_of(folder / "out", "step")
+        if extra:
+            assert any("anchor row(s) kept close" in n for n in started["notes"])
+            assert steps[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
+            assert steps[-1]["kl_to_base"] > 0
+        else:
+            assert all("kl_to_base" not in step for step in steps)
+        runs.append({"started": started, "steps": steps, "adapter": folder / "out" / "adapter"})
+    return runs
+
+
+def _replay_kls(base, without, with_term) -> tuple[float, float]:
+    """`_kl_to_before` of two adapters on the rows a job with `replay_rows: 8` replays (seed
+    42): the base's own answers to the 8 prompts it picks."""
+    from training.trainer.modeling import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(base)
+    replayed, _ = replay_records(model, tokenizer, replay_pick(replay_prompts(), rows=8, seed=42))
+    return _kl_to_before(base, without, replayed), _kl_to_before(base, with_term, replayed)
+
+
 def test_kl_to_base_keeps_the_replay_rows_closer_to_the_model_before_the_job(tmp_path,
                                                                              real_base_path):
     """The KL term's mechanics on the real base: two jobs on the same rows and seed, without and
@@ -174,7 +208,6 @@ def test_kl_to_base_keeps_the_replay_rows_closer_to_the_model_before_the_job(tmp
     training, the job with the term is measurably closer to the base on the anchor (replay)
     rows. What it does to forgetting on questions it never saw is measured by bench/learning.py
     (README, "Defaults on a real base"), not here."""
-    from training.trainer.run import run_job
 
     corrections = [
         {"messages": [{"role": "user", "content": f"What is the code of box {i}?"},
@@ -183,28 +216,8 @@ def test_kl_to_base_keeps_the_replay_rows_closer_to_the_model_before_the_job(tmp
     train = write_jsonl(tmp_path / "train.jsonl", corrections)
     params = {"epochs": 3, "learning_rate": 2e-3, "batch_size": 8, "replay_rows": 8,
               "early_stopping_patience": None, "warmup_ratio": 0.0, "weight_decay": 0.0}
-    measured = {}
-    for kl in (0.0, 5.0):
-        folder = tmp_path / f"kl{kl:g}"
-        config = job(folder, real_base_path, train, train_params={**params, "kl_to_base": kl})
-        run_job(parse_job_config(config))
-        (started,) = events_of(folder / "out", "started")
-        steps = events_of(folder / "out", "step")
-        if kl:
-            assert any("anchor row(s) kept close" in n for n in started["notes"])
-            assert steps[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6)
-            assert steps[-1]["kl_to_base"] > 0
-        else:
-            assert all("kl_to_base" not in s for s in steps)
-        measured[kl] = folder / "out" / "adapter"
-
-    from training.trainer.modeling import load_model_and_tokenizer
-
-    model, tokenizer = load_model_and_tokenizer(real_base_path)
-    picked = replay_pick(replay_prompts(), rows=8, seed=42)
-    replayed, _ = replay_records(model, tokenizer, picked)
-    without = _kl_to_before(real_base_path, measured[0.0], replayed)
-    with_term = _kl_to_before(real_base_path, measured[5.0], replayed)
+    runs = _without_and_with_kl(tmp_path, real_base_path, train, params, {"kl_to_base": 5.0})
+    without, with_term = _replay_kls(real_base_path, runs[0]["adapter"], runs[1]["adapter"])
     print(f"KL(before || adapter) per replay token: {without:.4f} without the term, "
           f"{with_term:.4f} with kl_to_base 5")
     assert with_term < 0.7 * without
@@ -222,7 +235,8 @@ def test_replay_weight_marks_each_replayed_row(real_model):
 
 
 @pytest.mark.parametrize("name,method,value,message", [
-    ("kl_to_base", "dpo", 1.0, "applies to sft only"),
+    ("kl_to_base", "dpo", 1.0, "go together"),  # no anchors without replay rows
+    ("kl_to_base", "kto", 1.0, "apply to sft and dpo only"),
     ("kl_to_base", "sft", -0.5, "at least 0"),
     ("kl_to_base", "sft", "a lot", "must be a number"),
     ("replay_weight", "dpo", 0.5, "applies to sft only"),
@@ -255,3 +269,28 @@ def test_sft_weight_makes_trls_dpo_loss_the_sum(tmp_path, tiny_base_path):
                                       train_params={"sft_weight": weight, "batch_size": 4}))
         args = _training_args(config, tmp_path / "out", has_eval=False)
         assert list(args.loss_type) == loss_type and args.loss_weights == weights
+
+
+def test_kl_to_base_anchors_a_dpo_job_on_the_replay_rows(tmp_path, real_base_path):
+    """DPO's reference holds only the pairs' log-ratios; with `replay_rows` and `kl_to_base` a
+    DPO job also runs a batch of the replay rows each step (not trained on: anchors only) and
+    adds the KL term on them. Two DPO jobs on the real base, same pairs and seed, without and
+    with the term: the term starts at exactly 0 (LoRA layers are zero), shows in the step events,
+    and leaves the adapter measurably closer to the base on the anchor rows. DPO's own numbers
+    (rewards, accuracies) still come out. What it keeps on questions never seen is measured by
+    bench/learning.py (README, "DPO that keeps content")."""
+
+    pairs = [{"prompt": f"What is the code of box {i}?", "chosen": f"The code of box {i} is K{i}7.",
+              "rejected": f"Box {i} has no code that I know of."} for i in range(8)]
+    train = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    params = {"epochs": 3, "learning_rate": 2e-3, "batch_size": 8, "beta": 0.1,
+              "early_stopping_patience": None, "warmup_ratio": 0.0, "weight_decay": 0.0}
+    runs = _without_and_with_kl(tmp_path, real_base_path, train, params,
+                                {"kl_to_base": 5.0, "replay_rows": 8}, method="dpo")
+    assert all("rewards/margins" in step for run in runs for step in run["steps"])
+    assert any("as KL anchors" in n for n in runs[1]["started"]["notes"])
+    assert runs[1]["started"]["totals"]["train_examples"] == 8  # the pairs; anchors are apart
+    without, with_term = _replay_kls(real_base_path, runs[0]["adapter"], runs[1]["adapter"])
+    print(f"DPO: KL(before || adapter) per replay token: {without:.4f} without the term, "
+          f"{with_term:.4f} with kl_to_base 5")
+    assert with_term < 0.7 * without

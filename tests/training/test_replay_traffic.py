@@ -184,6 +184,18 @@ def test_the_estimate_counts_the_replay_rows(owner):
             < replayed["estimated_duration_minutes"])
     assert plain["estimated_cost"] == replayed["estimated_cost"]
     assert plain["token_count"] == replayed["token_count"]  # the tenant's data, as before
-    assert "replay_samples" not in owner.client.post(
-        owner.url("train/dpo"), {"dry_run": True, "min_feedback_count": 5},
-        format="json").json()
+
+    def dry_dpo(**params) -> dict:
+        response = owner.client.post(owner.url("train/dpo"),
+                                     {"dry_run": True, "min_preference_pairs": 1, "epochs": 20,
+                                      **params}, format="json")
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    # A DPO job's replay rows are KL anchors run beside its pairs, one batch per batch: counted
+    # for as many rows an epoch as it has pairs (12 here), not for all 113.
+    pairs_only, anchored = dry_dpo(), dry_dpo(replay_rows=113, kl_to_base=1.0)
+    assert "replay_samples" not in pairs_only
+    assert anchored["replay_samples"] == {"general": 113, "traffic": 0}
+    assert (pairs_only["estimated_duration_minutes"] < anchored["estimated_duration_minutes"]
+            < replayed["estimated_duration_minutes"])

@@ -9,6 +9,7 @@ from tests.training.conftest import (
     LORA_SMALL,
 )
 from training.models import TrainingJob
+from training.parameters import training_params_errors
 
 
 @pytest.mark.parametrize("field,value", [
@@ -32,7 +33,7 @@ def test_it_refuses_bad_lora_parameters(ready, field, value):
 
 @pytest.mark.parametrize("field,value", [("beta", 0), ("beta", 10.5), ("beta", -1),
                                          ("min_preference_pairs", 0), ("epochs", 1000),
-                                         ("replay_rows", 10), ("kl_to_base", 1.0),
+                                         ("replay_rows", -1), ("kl_to_base", 101),
                                          ("replay_weight", 0.5), ("sft_weight", -0.5),
                                          ("sft_weight", 11), ("sft_weight", "some")])
 def test_it_refuses_bad_dpo_parameters(ready, field, value):
@@ -95,3 +96,37 @@ def test_kl_to_base_reaches_the_trainers_config_for_sft_only(ready):
     train = _job_config(job, None)["train"]
     assert train["kl_to_base"] == 2.5 and train["replay_rows"] == 20
     assert train["replay_weight"] == 0.25
+
+
+def test_a_dpo_jobs_anchors_reach_the_trainers_config_both_or_neither(ready):
+    """A DPO request may state replay_rows and kl_to_base: the replay rows are then the KL term's
+    anchors, not pairs (the trainer applies it: tests/trainer/test_trainer_replay.py). One
+    without the other would do nothing, so it is refused on the missing one and no job is made;
+    neither writes nothing to job.json."""
+    from training.services.bundle import _job_config
+
+    response = ready.client.post(ready.url("train/dpo"), {"min_preference_pairs": 1,
+                                 "replay_rows": 20, "kl_to_base": 2.0}, format="json")
+    assert response.status_code == 201, response.content
+    job = TrainingJob.objects.get(id=response.json()["job_id"])
+    train = _job_config(job, None)["train"]
+    assert (train["replay_rows"], train["kl_to_base"]) == (20, 2.0)
+    TrainingJob.objects.all().delete()
+
+    for stated, missing in (({"replay_rows": 20}, "kl_to_base"),
+                            ({"replay_rows": 20, "kl_to_base": 0}, "kl_to_base"),
+                            ({"kl_to_base": 2.0}, "replay_rows")):
+        response = ready.client.post(ready.url("train/dpo"),
+                                     {"min_preference_pairs": 1, **stated}, format="json")
+        assert response.status_code == 400, response.content
+        assert "go together" in str(response.json()["error"]["details"][missing])
+    assert not TrainingJob.objects.exists()
+    # The dashboard's check (training_params_errors) refuses it the same way.
+    assert set(training_params_errors(method="dpo", params={"kl_to_base": 1.0})) == {"replay_rows"}
+    assert training_params_errors(method="dpo", params={"kl_to_base": 1.0, "replay_rows": 5}) == {}
+
+    response = ready.client.post(ready.url("train/dpo"), {"min_preference_pairs": 1},
+                                 format="json")
+    assert response.status_code == 201, response.content
+    train = _job_config(TrainingJob.objects.get(), None)["train"]
+    assert "replay_rows" not in train and "kl_to_base" not in train

@@ -6,7 +6,13 @@ from rest_framework import serializers
 
 from tenants.api.serializers import StrictSerializer
 from training.models import Webhook
-from training.parameters import METHODS, PARAMETERS, PARAMETERS_BY_NAME, TARGET_MODULES_HELP
+from training.parameters import (
+    METHODS,
+    PARAMETERS,
+    PARAMETERS_BY_NAME,
+    TARGET_MODULES_HELP,
+    dpo_anchor_errors,
+)
 
 SCHEMA_FIELD_CLASSES = {"int": serializers.IntegerField, "float": serializers.FloatField,
                         "json": serializers.JSONField}
@@ -79,7 +85,14 @@ class LoraTrainSerializer(_TrainBase):
 class DpoTrainSerializer(_TrainBase):
     """POST /train/dpo: preference optimisation (the seed's defaults)."""
 
-    PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_preference_pairs", "beta", "sft_weight")
+    PARAM_FIELDS = _TrainBase.PARAM_FIELDS + ("min_preference_pairs", "beta", "sft_weight",
+                                                 "replay_rows", "kl_to_base")
+
+    def validate(self, attrs):
+        errors = dpo_anchor_errors(attrs)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return super().validate(attrs)
 
 
 class KtoTrainSerializer(_TrainBase):

@@ -13,6 +13,7 @@ from django.core.files.storage import default_storage
 
 from training import snapshots
 from training.models import TrainingJob
+from training.parameters import dpo_anchored
 from training.trainer.config import TrainSpec
 
 
@@ -64,6 +65,9 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
         train["replay_rows"] = params["replay_rows"]
     if job.method == "sft" and params.get("kl_to_base"):
         train["kl_to_base"] = params["kl_to_base"]
+    if job.method == "dpo" and dpo_anchored(params):
+        # A DPO job's replay rows are only the KL term's anchors: both or neither.
+        train.update(replay_rows=params["replay_rows"], kl_to_base=params["kl_to_base"])
     if job.method == "sft" and params.get("replay_weight", 1.0) != 1.0:
         train["replay_weight"] = params["replay_weight"]
     return {

@@ -15,6 +15,7 @@ from tenants.models import Tenant
 from tenants.services import audit_log_record
 from training import compiler, pricing, snapshots
 from training.models import TrainingEvent, TrainingJob
+from training.parameters import dpo_anchored
 from training.replay_traffic import TrafficReplay, traffic_replay_prompts
 from training.selectors import training_settings_get
 from training.services.cluster import slurm_allocation_check
@@ -117,14 +118,23 @@ def _estimate(*, tenant: Tenant, request: JobRequest, params: dict, spec: dict, 
     duration counts the replay rows too (`replay_samples`); the cost counts the tenant's own
     examples only."""
     method = request.method
-    replay_samples, replay_token_count = ({}, 0) if method != "sft" else \
-        _replay_estimate(params, replay)
+    anchored = method == "dpo" and dpo_anchored(params)
+    replay_samples, replay_token_count = ({}, 0)
+    if method == "sft":
+        replay_samples, replay_token_count = _replay_estimate(params, replay)
+    elif anchored:
+        # A DPO job runs one batch of its anchors beside each batch of pairs: about as many
+        # anchor rows an epoch as pairs, however many replay rows it has.
+        replay_samples, tokens = _replay_estimate(params, None)
+        general = replay_samples["general"]
+        replay_token_count = round(tokens * min(1.0, len(compiled.train) / general)) \
+            if general else 0
     return {
         "method": method,
         "training_samples": len(compiled.train),
         "eval_samples": len(compiled.eval),
         "token_count": compiled.token_count,
-        **({"replay_samples": replay_samples} if method == "sft" else {}),
+        **({"replay_samples": replay_samples} if method == "sft" or anchored else {}),
         "estimated_duration_minutes": pricing.estimate_duration_minutes(
             token_count=compiled.token_count + replay_token_count, epochs=params["epochs"],
             backend=backend),

@@ -135,11 +135,13 @@ class TrainSpec:
     max_grad_norm: float = 1.0
     keep_checkpoints: int = 2
     # SFT: how many of the model's own answers to general prompts to mix in against forgetting
-    # (training.trainer.replay); 0 replays nothing.
+    # (training.trainer.replay); 0 replays nothing. DPO: the same rows, as the KL term's anchors
+    # only (with kl_to_base; training.trainer.trainers.MeteredDPOTrainer).
     replay_rows: int = 0
     # SFT: weight of a KL(before || adapter) term on the tokens of the rows marked `anchor` (the
     # replay rows): the whole next-token distribution of the model before the job, not only its
-    # sampled answer (training.trainer.trainers.WeightedSFTTrainer); 0: off.
+    # sampled answer (training.trainer.trainers.WeightedSFTTrainer); 0: off. DPO: the same term
+    # on the replay rows, run beside the pairs (MeteredDPOTrainer).
     kl_to_base: float = 0.0
     # SFT: the loss weight of each replay row's own tokens (1: trained like the job's rows). Near
     # 0 the replay rows only anchor the KL term instead of training the model on its own greedy
@@ -345,11 +347,13 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
             "point pairs each prompt with another completion of the same batch)"
         )
     replay_rows = _int("train.replay_rows", values["replay_rows"], minimum=0)
-    if replay_rows and method != "sft":
-        raise JobConfigError("train.replay_rows applies to sft only (replay is supervised)")
     kl_to_base = _number("train.kl_to_base", values["kl_to_base"], minimum=0)
-    if kl_to_base and method != "sft":
-        raise JobConfigError("train.kl_to_base applies to sft only (dpo and kto have beta)")
+    if (replay_rows or kl_to_base) and method == "kto":
+        raise JobConfigError("train.replay_rows and train.kl_to_base apply to sft and dpo only")
+    if method == "dpo" and bool(replay_rows) != bool(kl_to_base):
+        # In a DPO job the replay rows are not trained on: they only anchor the KL term.
+        raise JobConfigError("for dpo, train.replay_rows and train.kl_to_base go together (the "
+                             "replay rows are the KL term's anchors, not pairs to train)")
     replay_weight = _number("train.replay_weight", values["replay_weight"], minimum=0,
                             exclusive=True)
     if replay_weight > 1:

@@ -130,7 +130,7 @@ def _run(
     on_step: Callable[[int], None] | None,
 ) -> dict[str, Any]:
     clock = Stopwatch()
-    from training.trainer.data import dpo_rows, kto_rows, read_jsonl, tokenize_sft
+    from training.trainer.data import LoadedData, dpo_rows, kto_rows, read_jsonl, tokenize_sft
 
     # Data first, before torch is even imported: a bad line fails the job in well under a second.
     train_data = read_jsonl(config.data.train, config.method)
@@ -182,6 +182,17 @@ def _run(
             seed=config.train.seed, weight=config.train.replay_weight, traffic=traffic)
         train_data.records.extend(replayed)
         train_data.notes.append(note)
+    anchors = None
+    if config.method == "dpo" and config.train.replay_rows:
+        # DPO trains pairs: the replay rows only anchor its KL term (MeteredDPOTrainer).
+        from training.trainer.replay import replay_generate
+
+        replayed, note = replay_generate(
+            base=config.base_model.name_or_path, revision=config.base_model.revision,
+            init_adapter=config.init_adapter, rows=config.train.replay_rows,
+            seed=config.train.seed)
+        anchors = LoadedData(path="replay", records=replayed, sha256="", size=0)
+        train_data.notes.append(note.replace("against forgetting", "as KL anchors"))
 
     # The Trainer's arguments come before the model: under ZeRO-3 they register the DeepSpeed
     # config so from_pretrained can partition the weights as it loads them.
@@ -266,7 +277,14 @@ def _run(
         eval_rows = (
             dpo_rows(tokenizer, eval_data, config.train.max_length) if eval_data else None
         )
-        trainer_cls, extra = MeteredDPOTrainer, {}
+        extra = {}
+        if anchors is not None and anchors.records:
+            extra = {"anchor_rows": tokenize_sft(tokenizer, anchors, config.train.max_length),
+                     "kl_to_base": config.train.kl_to_base}
+            train_data.notes.append(
+                f"{len(extra['anchor_rows'])} anchor row(s) kept close to the model before the "
+                f"job (KL term, weight {config.train.kl_to_base:g})")
+        trainer_cls = MeteredDPOTrainer
 
     gpus = world if torch.cuda.is_available() else 0
     started_fields = {

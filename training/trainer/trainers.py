@@ -131,6 +131,14 @@ class _AccountingMixin:
         return loss
 
 
+def kl_to_before(log_p: torch.Tensor, log_q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the masked positions of KL(p_before || q_adapter) over the vocabulary, from
+    log-probs of the model before the job (`log_p`) and with the adapter (`log_q`)."""
+    mask = mask.to(log_q.device, log_q.dtype)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
 class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
     """SFTTrainer whose loss weighs each example by its `weight` (from ratings), and which can keep
     the replay rows close to the model as it was before the job (`kl_to_base`).
@@ -208,9 +216,7 @@ class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
         loss = self._token_loss(picked, label_mask, weights, num_items_in_batch)
 
         # Position t predicts token t+1: it is an anchor position when token t+1 is a replay token.
-        mask = anchors[:, 1:].to(log_q.device, log_q.dtype)
-        kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-        kl_mean = (kl * mask).sum() / mask.sum().clamp(min=1)
+        kl_mean = kl_to_before(log_p, log_q, anchors[:, 1:])
         # With gradient accumulation the Trainer leaves the scaling to the loss when it passes
         # num_items_in_batch; a per-micro-batch mean is then divided by the accumulation steps.
         steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
@@ -219,11 +225,59 @@ class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
 
 
 class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
-    """DPOTrainer with token accounting and the NaN guard."""
+    """DPOTrainer with token accounting and the NaN guard, and optional anchors (`kl_to_base`).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    DPO's reference model holds only the pairs' log-ratios near the base; nothing holds what the
+    model says to anything else, and on a small base a rate that learns the pairs makes it forget
+    (README, "DPO that keeps content"). `anchor_rows` (the replay rows: the model's own answers to
+    general prompts before the job, tokenized as SFT rows) are not pairs and are not trained on:
+    each training step also runs one batch of them (drawn in a seeded order, every row once per
+    pass) and adds `kl_to_base` x the mean KL(before || adapter) over their tokens, prompt and
+    answer, as the SFT trainer does on its replay rows. "Before" is the same forward with the
+    LoRA layers switched off. Train only: the eval loss and accuracies stay DPO's own.
+    """
+
+    def __init__(self, *args: Any, anchor_rows: list[dict[str, Any]] | None = None,
+                 kl_to_base: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.data_collator = MeteredCollator(self.data_collator, weights=False)
+        self.kl_to_base = float(kl_to_base)
+        self.anchor_rows = [r["input_ids"] for r in anchor_rows or []] if kl_to_base else []
+        self._anchor_order: list[int] = []
+        self._anchor_passes = 0
+
+    def _anchor_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next `per_device_train_batch_size` anchor rows, right-padded, and their mask."""
+        size = min(self.args.per_device_train_batch_size, len(self.anchor_rows))
+        picked = []
+        while len(picked) < size:
+            if not self._anchor_order:
+                # Each rank its own order; the same job, the same order.
+                seed = self.args.seed + 7919 * self.accelerator.process_index + self._anchor_passes
+                generator = torch.Generator().manual_seed(seed)
+                self._anchor_order = torch.randperm(len(self.anchor_rows),
+                                                    generator=generator).tolist()
+                self._anchor_passes += 1
+            picked.append(self.anchor_rows[self._anchor_order.pop()])
+        pad = self.processing_class.pad_token_id
+        pad = self.processing_class.eos_token_id if pad is None else pad
+        width = max(len(ids) for ids in picked)
+        ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in picked])
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in picked])
+        device = self.accelerator.device
+        return ids.to(device), mask.to(device)
+
+    def _anchor_kl(self, model: Any) -> torch.Tensor:
+        import torch.nn.functional as F  # noqa: N812
+
+        ids, mask = self._anchor_batch()
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+        with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+            before = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+        kl = kl_to_before(F.log_softmax(before.float(), dim=-1),
+                          F.log_softmax(logits.float(), dim=-1), mask[:, 1:])
+        self._metrics["train"]["kl_to_base"].append(float(kl.detach()))
+        return kl
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         # data.dpo_rows already tokenized the pairs through the model's chat template (answer =
@@ -235,7 +289,12 @@ class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._pop_meta(inputs)
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.anchor_rows and model.training and not return_outputs:
+            # DPO batches carry no `labels`, so the Trainer divides the whole loss by the
+            # accumulation steps itself: the KL term is added unscaled.
+            loss = loss + self.kl_to_base * self._anchor_kl(model)
+        return loss
 
 
 class MeteredKTOTrainer(_AccountingMixin, KTOTrainer):
