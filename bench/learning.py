@@ -81,6 +81,11 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     # The anchor with a stronger pull toward the base (lost with kl 1: two capitals, 2+3, Moon).
     "replay_kl2_anchor": ({"kl_to_base": 2.0}, {}, 113, {"replay_weight": 1e-6}),
     "replay_kl4_anchor": ({"kl_to_base": 4.0}, {}, 113, {"replay_weight": 1e-6}),
+    # The recipe again, its adapter also scored with its update scaled down (--scales): does a
+    # step back toward the base (as weight-space interpolation does) keep more than it unlearns?
+    "replay_kl1_anchor_scaled": ({"kl_to_base": 1.0}, {}, 113, {"replay_weight": 1e-6}),
+    "replay_kl1_anchor_scaled_s7": ({"kl_to_base": 1.0, "seed": 7}, {}, 113,
+                                    {"replay_weight": 1e-6}),
     # A second seed (data order and LoRA init) for the two recipes compared.
     "replay_all_s7": ({"seed": 7}, {}, 113, {}),
     "replay_kl1_s7": ({"kl_to_base": 1.0, "seed": 7}, {}, 113, {}),
@@ -107,6 +112,11 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     "dpo_sft1_lr1e-3": ({"beta": 0.1, "sft_weight": 1.0}, {}, 0, {"method": "dpo"}),
     "dpo_sft1_lr2e-4": ({"learning_rate": 2e-4, "beta": 0.1, "sft_weight": 1.0}, {}, 0,
                         {"method": "dpo"}),
+    # DPO at the rate that learns, with the KL anchor the SFT recipe has: the trainer answers the
+    # 113 replay prompts itself and runs them beside the pairs as KL anchors only
+    # (MeteredDPOTrainer).
+    "dpo_sft1_lr1e-3_kl1": ({"beta": 0.1, "sft_weight": 1.0, "kl_to_base": 1.0}, {}, 113,
+                            {"method": "dpo"}),
     # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
     "small12": ({}, {}, 0, {"facts": 12}),
     "small12_replay_all": ({}, {}, 113, {"facts": 12}),
@@ -209,6 +219,10 @@ def train(name: str, reference: dict[str, Any], *, per_epoch: bool = False
     finished = {item["prompt"]: item["answer"] for item in reference["replay"]}
     picked = replay_pick([r["prompt"] for r in read_jsonl(REPLAY)], rows=replay_rows, seed=42)
     replayed = [p for p in picked if p in finished] if replay_rows else []
+    if method == "dpo":
+        # A DPO job's replay rows are not rows of its file: the trainer answers the prompts
+        # itself (train.replay_rows) and uses them as KL anchors only.
+        replayed = []
     if extra_anchors:
         finished.update(extra_anchor_answers())
         replayed += [r["prompt"] for r in read_jsonl(EXTRA_ANCHORS)
@@ -220,6 +234,8 @@ def train(name: str, reference: dict[str, Any], *, per_epoch: bool = False
                      **({"weight": replay_weight} if replay_weight else {})})
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     train_config = {**RECIPE, **train_over}
+    if method == "dpo" and replay_rows:
+        train_config["replay_rows"] = replay_rows
     if per_epoch:
         steps = -(-len(rows) // train_config["batch_size"])
         train_config.update(save_every=steps, keep_checkpoints=int(train_config["epochs"]) + 1)
@@ -270,8 +286,19 @@ def facts_of(name: str) -> list[dict[str, Any]]:
     return facts[:VARIANTS[name][3].get("facts", len(facts))]
 
 
-def evaluate(adapter: Path, reference: dict[str, Any], name: str) -> dict[str, Any]:
+def evaluate(adapter: Path, reference: dict[str, Any], name: str, scale: float = 1.0
+             ) -> dict[str, Any]:
+    """Greedy answers of the adapter, its LoRA update multiplied by `scale` (1: as trained)."""
     model, tokenizer = load(adapter)
+    if scale != 1.0:
+        from peft.helpers import rescale_adapter_scale
+
+        with rescale_adapter_scale(model, scale):
+            return _scores(model, tokenizer, reference, name)
+    return _scores(model, tokenizer, reference, name)
+
+
+def _scores(model, tokenizer, reference: dict[str, Any], name: str) -> dict[str, Any]:
     facts = facts_of(name)
     general = [g for g in read_jsonl(GENERAL) if g["id"] in set(reference["general_right"])]
     trained = answers(model, tokenizer, [f["questions"][0] for f in facts]) if facts else []
@@ -297,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-epoch", action="store_true",
                         help="also score the adapter of every epoch (where learning and "
                              "forgetting happen, and what choosing epochs per job could give)")
+    parser.add_argument("--scales", default="",
+                        help="comma-separated multipliers of the trained LoRA update (for "
+                             "example 0.9,0.8,0.7): each is scored too, to see whether a "
+                             "smaller step back toward the base keeps more than it unlearns")
     args = parser.parse_args(argv)
 
     general_q = {g["question"] for g in read_jsonl(GENERAL)}
@@ -330,6 +361,17 @@ def main(argv: list[str] | None = None) -> int:
                                                                    "general_kept")},
                                             "lost": [x["question"] for x in got["lost"]]})
                 print(f"{name} epoch {epoch}: trained {got['trained']}, held out "
+                      f"{got['held_out']}, general kept {got['general_kept']}/"
+                      f"{got['general_known']}", flush=True)
+        if args.scales:
+            scores["per_scale"] = []
+            for scale in (float(x) for x in args.scales.split(",")):
+                got = evaluate(adapter, reference, name, scale=scale)
+                scores["per_scale"].append({"scale": scale,
+                                            **{k: got[k] for k in ("trained", "held_out",
+                                                                   "general_kept")},
+                                            "lost": [x["question"] for x in got["lost"]]})
+                print(f"{name} x{scale}: trained {got['trained']}, held out "
                       f"{got['held_out']}, general kept {got['general_kept']}/"
                       f"{got['general_known']}", flush=True)
         train_over, lora_over, replay_rows, extra = VARIANTS[name]
