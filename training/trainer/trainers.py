@@ -262,8 +262,8 @@ class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
         pad = self.processing_class.pad_token_id
         pad = self.processing_class.eos_token_id if pad is None else pad
         width = max(len(ids) for ids in picked)
-        ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in picked])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in picked])
+        ids = torch.tensor([row + [pad] * (width - len(row)) for row in picked])
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in picked])
         device = self.accelerator.device
         return ids.to(device), mask.to(device)
 
