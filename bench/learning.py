@@ -117,6 +117,9 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     # (MeteredDPOTrainer).
     "dpo_sft1_lr1e-3_kl1": ({"beta": 0.1, "sft_weight": 1.0, "kl_to_base": 1.0}, {}, 113,
                             {"method": "dpo"}),
+    # The same with four times the KL weight: does a stronger anchor close the gap to SFT's?
+    "dpo_sft1_lr1e-3_kl4": ({"beta": 0.1, "sft_weight": 1.0, "kl_to_base": 4.0}, {}, 113,
+                            {"method": "dpo"}),
     # A small job (12 facts, 24 corrections): does replay sized for 60 rows drown it?
     "small12": ({}, {}, 0, {"facts": 12}),
     "small12_replay_all": ({}, {}, 113, {"facts": 12}),
