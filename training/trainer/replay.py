@@ -85,13 +85,13 @@ def replay_records(model: Any, tokenizer: Any, prompts: list[str], *,
 
 def replay_generate(*, base: str, revision: str | None, init_adapter: str | None, rows: int,
                     seed: int, prompts_path: str | Path | None = None,
-                    weight: float = 1.0,
-                    traffic: list[str] | None = None) -> tuple[list[dict], str]:
+                    weight: float = 1.0, traffic: list[str] | None = None,
+                    as_anchors: bool = False) -> tuple[list[dict], str]:
     """Load the model as it is before the job, answer `rows` replay prompts and the `traffic`
     prompts (the tenant's own, all of them, before the shipped ones), free the model.
 
     Returns the SFT records and a note for the job's events ("replayed 97 of the model's own
-    answers ...").
+    answers ..."); `as_anchors` (a DPO job's) words the note for rows only the KL term uses.
     """
     import gc
 
@@ -117,6 +117,7 @@ def replay_generate(*, base: str, revision: str | None, init_adapter: str | None
     asked = len(picked) + len(traffic)
     note = (f"replayed {len(records)} of the model's own answers to general prompts"
             + (f" and to {len(traffic)} of the tenant's own users' prompts" if traffic else "")
-            + f" against forgetting ({asked} asked, {unfinished} left out unfinished"
+            + (" as KL anchors" if as_anchors else " against forgetting")
+            + f" ({asked} asked, {unfinished} left out unfinished"
             + (f"; loss weight {weight:g}" if weight != 1.0 else "") + ")")
     return records, note

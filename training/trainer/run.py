@@ -171,7 +171,8 @@ def _run(
         from training.trainer.replay import traffic_prompts
 
         traffic = traffic_prompts(config.data.replay_prompts)
-    if config.method == "sft" and (config.train.replay_rows or traffic):
+    anchors = None
+    if config.train.replay_rows or traffic:  # SFT or DPO: the config refuses them for KTO
         # Before the Trainer's arguments: the answers come from a plain copy of the model as it
         # is before the job, never from the one ZeRO-3 partitions as it loads.
         from training.trainer.replay import replay_generate
@@ -179,20 +180,14 @@ def _run(
         replayed, note = replay_generate(
             base=config.base_model.name_or_path, revision=config.base_model.revision,
             init_adapter=config.init_adapter, rows=config.train.replay_rows,
-            seed=config.train.seed, weight=config.train.replay_weight, traffic=traffic)
-        train_data.records.extend(replayed)
+            seed=config.train.seed, weight=config.train.replay_weight, traffic=traffic,
+            as_anchors=config.method == "dpo")
+        if config.method == "dpo":
+            # DPO trains pairs: the replay rows only anchor its KL term (MeteredDPOTrainer).
+            anchors = LoadedData(path="replay", records=replayed, sha256="", size=0)
+        else:
+            train_data.records.extend(replayed)
         train_data.notes.append(note)
-    anchors = None
-    if config.method == "dpo" and config.train.replay_rows:
-        # DPO trains pairs: the replay rows only anchor its KL term (MeteredDPOTrainer).
-        from training.trainer.replay import replay_generate
-
-        replayed, note = replay_generate(
-            base=config.base_model.name_or_path, revision=config.base_model.revision,
-            init_adapter=config.init_adapter, rows=config.train.replay_rows,
-            seed=config.train.seed)
-        anchors = LoadedData(path="replay", records=replayed, sha256="", size=0)
-        train_data.notes.append(note.replace("against forgetting", "as KL anchors"))
 
     # The Trainer's arguments come before the model: under ZeRO-3 they register the DeepSpeed
     # config so from_pretrained can partition the weights as it loads them.
