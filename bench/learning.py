@@ -19,7 +19,9 @@ set (checked here). Results go to `bench/results/learning.json`.
     .venv/bin/python -m bench.learning --variants replay_kl1_anchor_per_epoch --per-epoch
 
 `--per-epoch` also scores the adapter at the end of every epoch (the trainer keeps a checkpoint
-per epoch), to see when learning and forgetting happen.
+per epoch), to see when learning and forgetting happen. `--margins` trains nothing: it measures
+how firmly the base holds each general answer it gets right (`key_margins`) beside how often the
+recipe's runs lost it (README, "Which answers go, and why").
 """
 
 from __future__ import annotations
@@ -101,6 +103,12 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     # own finished answers to 202 more general prompts (bench/assets), all as KL anchors.
     "replay_kl1_anchor_x3": ({"kl_to_base": 1.0}, {}, 113,
                              {"replay_weight": 1e-6, "extra_anchors": True}),
+    # The recipe with LoRA dropout 0.1 (the recipe has none): does noise on the adapter's input
+    # during training spread the update less onto questions no row asks?
+    "replay_kl1_anchor_do01": ({"kl_to_base": 1.0}, {"dropout": 0.1}, 113,
+                               {"replay_weight": 1e-6}),
+    "replay_kl1_anchor_do01_s7": ({"kl_to_base": 1.0, "seed": 7}, {"dropout": 0.1}, 113,
+                                  {"replay_weight": 1e-6}),
     # DPO on the same corrections (method "dpo"): each correction chosen over the base's own
     # answer to that question, as the compiler pairs a correction with the answer it corrected.
     # dpo_recipe: what a DPO job on the small base gets today (the seed's DPO defaults, lr 5e-5,
@@ -320,6 +328,96 @@ def _scores(model, tokenizer, reference: dict[str, Any], name: str) -> dict[str,
     }
 
 
+FLIP_MAX_MARGIN = 2.0  # nats: the branch points key_margins follows (a wider one barely flips)
+
+
+def key_margins(model, tokenizer, questions: list[str], keys: list[str]) -> list[dict[str, Any]]:
+    """How firmly the model holds each right answer. Its greedy reply is decoded with the scores
+    greedy decoding chose by (the model's generation config applied); at each token up to the
+    key's end, the margin in nats between the chosen token and the best other one. Reported:
+    the smallest margin over the tokens that spell the key (`margin`); over every token up to
+    the key's end (`prefix_margin`: a reply can go astray before it reaches the key); and
+    `flip_margin`, the smallest margin of a token whose runner-up, taken instead and followed
+    greedily, gives a wrong answer (a near-tie that matters; None when no branch point under
+    FLIP_MAX_MARGIN does), with that wrong reply."""
+    import torch
+
+    from training.trainer.generation import end_of_turn_strings, generation_kwargs, reply_clean
+
+    kwargs = generation_kwargs(model, tokenizer, max_new_tokens=MAX_NEW_TOKENS)
+    ends = end_of_turn_strings(tokenizer, kwargs["generation_config"])
+
+    def text_of(ids: list[int]) -> str:
+        return reply_clean(tokenizer.decode(ids, skip_special_tokens=False), ends)
+
+    out = []
+    for question, key in zip(questions, keys, strict=True):
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                               add_generation_prompt=True, tokenize=True,
+                                               return_dict=True, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                 **kwargs, return_dict_in_generate=True, output_scores=True)
+        new = gen.sequences[0, prompt.shape[1]:].tolist()
+        reply = text_of(new)
+        lower = reply.lower()
+        found = [(lower.find(k.lower()), k) for k in key.split("|") if k.lower() in lower]
+        if not found:
+            out.append({"question": question, "reply": reply, "margin": None})
+            continue
+        start, word = min(found)
+        end = start + len(word)
+        key_m, prefix_m, flips, text_len = [], [], [], 0
+        for i in range(len(new)):
+            before, text_len = text_len, len(tokenizer.decode(new[:i + 1],
+                                                              skip_special_tokens=False))
+            if before >= end:
+                break  # past the key
+            logp = torch.log_softmax(gen.scores[i][0].float(), dim=-1)
+            chosen = logp[new[i]].item()
+            logp[new[i]] = float("-inf")
+            runner_up = int(logp.argmax())
+            margin = chosen - logp[runner_up].item()
+            prefix_m.append(margin)
+            if text_len > start:  # this token spells part of the key
+                key_m.append(margin)
+            if margin < FLIP_MAX_MARGIN:
+                branch = torch.tensor([new[:i] + [runner_up]])
+                with torch.no_grad():
+                    more = model.generate(
+                        input_ids=torch.cat([prompt, branch], dim=1),
+                        attention_mask=torch.ones(1, prompt.shape[1] + branch.shape[1],
+                                                  dtype=torch.long),
+                        **{**kwargs, "max_new_tokens": MAX_NEW_TOKENS - i - 1})
+                flipped = text_of(more[0, prompt.shape[1]:].tolist())
+                if not right(flipped, key):
+                    flips.append((margin, flipped))
+        flip = min(flips, default=None)
+        out.append({"question": question, "reply": reply,
+                    "margin": round(min(key_m), 3) if key_m else None,
+                    "prefix_margin": round(min(prefix_m), 3) if prefix_m else None,
+                    "flip_margin": round(flip[0], 3) if flip else None,
+                    "flipped_reply": flip[1] if flip else None})
+    return out
+
+
+def base_margins(results: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The base's margin on each general question it answers right, beside how many of the
+    benchmark's runs so far lost that question: are the questions every recipe loses the ones
+    the base barely holds?"""
+    general = [g for g in read_jsonl(GENERAL) if g["id"] in set(reference["general_right"])]
+    model, tokenizer = load()
+    rows = key_margins(model, tokenizer, [g["question"] for g in general],
+                       [g["key"] for g in general])
+    runs = {k: v for k, v in results.get("variants", {}).items()
+            if k.startswith("replay_kl1_anchor") and "lost" in v}
+    for row in rows:
+        row["lost_in_runs"] = sum(row["question"] in {x["question"] for x in v["lost"]}
+                                  for v in runs.values())
+    rows.sort(key=lambda r: (r.get("flip_margin") is None, r.get("flip_margin") or 0.0))
+    return {"runs": len(runs), "variants": sorted(runs), "questions": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="small_base")
@@ -331,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated multipliers of the trained LoRA update (for "
                              "example 0.9,0.8,0.7): each is scored too, to see whether a "
                              "smaller step back toward the base keeps more than it unlearns")
+    parser.add_argument("--margins", action="store_true",
+                        help="only measure the base's margin on each general question it "
+                             "answers right, against how often the recipe's runs lost it")
     args = parser.parse_args(argv)
 
     general_q = {g["question"] for g in read_jsonl(GENERAL)}
@@ -350,6 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     results["base"] = {"general_right": len(reference["general_right"]),
                        "general_total": reference["general_total"],
                        "facts_known": reference["facts_known"]}
+    if args.margins:
+        results["base_margins"] = base_margins(results, reference)
+        for row in results["base_margins"]["questions"]:
+            print(f"{row['margin']!s:>7} {row['prefix_margin']!s:>7} {row['flip_margin']!s:>7}  "
+                  f"lost in "
+                  f"{row['lost_in_runs']:>2} of {results['base_margins']['runs']}  "
+                  f"{row['question']} -> {row['reply']} || {row['flipped_reply']}")
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        return 0
     for name in args.variants.split(","):
         adapter, seconds, replayed = train(name, reference, per_epoch=args.per_epoch)
         scores = evaluate(adapter, reference, name)
