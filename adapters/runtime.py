@@ -459,6 +459,20 @@ class ModelRuntime:
                                          max_new_tokens=max_new_tokens, batch_size=batch_size)
         return [text for text, _ in replies]
 
+    def base_branches(self, *, conversations: list[list[dict]], checks: list,
+                      max_new_tokens: int, base: BaseRef | None = None) -> list[dict]:
+        """For each conversation the base answers right (`checks[k](text)`), how firmly it
+        holds that answer: `training.trainer.generation.reply_branches` on the base, adapters
+        off. The evaluation's note on a regression (a base near-tie, or knowledge lost)."""
+        from training.trainer.generation import reply_branches
+
+        with self._lock:
+            loaded, context = self._prepare(None, base)
+            with context:
+                return [reply_branches(loaded.model, loaded.tokenizer, conversation, check,
+                                       max_new_tokens=max_new_tokens)
+                        for conversation, check in zip(conversations, checks, strict=True)]
+
     def stream(self, *, messages: list[dict], adapter: AdapterRef | None, max_new_tokens: int,
                temperature: float = 0.0, top_p: float | None = None,
                base: BaseRef | None = None) -> CompletionStream:

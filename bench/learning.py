@@ -328,76 +328,34 @@ def _scores(model, tokenizer, reference: dict[str, Any], name: str) -> dict[str,
     }
 
 
-FLIP_MAX_MARGIN = 2.0  # nats: the branch points key_margins follows (a wider one barely flips)
-
-
 def key_margins(model, tokenizer, questions: list[str], keys: list[str]) -> list[dict[str, Any]]:
-    """How firmly the model holds each right answer. Its greedy reply is decoded with the scores
-    greedy decoding chose by (the model's generation config applied); at each token up to the
-    key's end, the margin in nats between the chosen token and the best other one. Reported:
-    the smallest margin over the tokens that spell the key (`margin`); over every token up to
-    the key's end (`prefix_margin`: a reply can go astray before it reaches the key); and
-    `flip_margin`, the smallest margin of a token whose runner-up, taken instead and followed
-    greedily, gives a wrong answer (a near-tie that matters; None when no branch point under
-    FLIP_MAX_MARGIN does), with that wrong reply."""
-    import torch
-
-    from training.trainer.generation import end_of_turn_strings, generation_kwargs, reply_clean
-
-    kwargs = generation_kwargs(model, tokenizer, max_new_tokens=MAX_NEW_TOKENS)
-    ends = end_of_turn_strings(tokenizer, kwargs["generation_config"])
-
-    def text_of(ids: list[int]) -> str:
-        return reply_clean(tokenizer.decode(ids, skip_special_tokens=False), ends)
+    """How firmly the model holds each right answer (training.trainer.generation.reply_branches,
+    what the product's evaluation reports for a regression): the smallest lead in nats of the
+    chosen token over the runner-up, over the tokens that spell the key (`margin`) and over every
+    token up to the key's end (`prefix_margin`: a reply can go astray before it reaches the
+    key); and `flip_margin`, the smallest lead of a token whose runner-up, taken instead and
+    followed greedily, gives a wrong answer (a near-tie that matters), with that wrong reply."""
+    from training.trainer.generation import reply_branches
 
     out = []
     for question, key in zip(questions, keys, strict=True):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                               add_generation_prompt=True, tokenize=True,
-                                               return_dict=True, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
-                                 **kwargs, return_dict_in_generate=True, output_scores=True)
-        new = gen.sequences[0, prompt.shape[1]:].tolist()
-        reply = text_of(new)
-        lower = reply.lower()
-        found = [(lower.find(k.lower()), k) for k in key.split("|") if k.lower() in lower]
+        got = reply_branches(model, tokenizer, [{"role": "user", "content": question}],
+                             lambda text, key=key: right(text, key),
+                             max_new_tokens=MAX_NEW_TOKENS)
+        lower = got["reply"].lower()
+        found = [lower.find(k.lower()) for k in key.split("|") if k.lower() in lower]
         if not found:
-            out.append({"question": question, "reply": reply, "margin": None})
+            out.append({"question": question, "reply": got["reply"], "margin": None})
             continue
-        start, word = min(found)
-        end = start + len(word)
-        key_m, prefix_m, flips, text_len = [], [], [], 0
-        for i in range(len(new)):
-            before, text_len = text_len, len(tokenizer.decode(new[:i + 1],
-                                                              skip_special_tokens=False))
-            if before >= end:
-                break  # past the key
-            logp = torch.log_softmax(gen.scores[i][0].float(), dim=-1)
-            chosen = logp[new[i]].item()
-            logp[new[i]] = float("-inf")
-            runner_up = int(logp.argmax())
-            margin = chosen - logp[runner_up].item()
-            prefix_m.append(margin)
-            if text_len > start:  # this token spells part of the key
-                key_m.append(margin)
-            if margin < FLIP_MAX_MARGIN:
-                branch = torch.tensor([new[:i] + [runner_up]])
-                with torch.no_grad():
-                    more = model.generate(
-                        input_ids=torch.cat([prompt, branch], dim=1),
-                        attention_mask=torch.ones(1, prompt.shape[1] + branch.shape[1],
-                                                  dtype=torch.long),
-                        **{**kwargs, "max_new_tokens": MAX_NEW_TOKENS - i - 1})
-                flipped = text_of(more[0, prompt.shape[1]:].tolist())
-                if not right(flipped, key):
-                    flips.append((margin, flipped))
-        flip = min(flips, default=None)
-        out.append({"question": question, "reply": reply,
+        start = min(found)
+        leads = got["leads"]
+        key_m = [lead for _, chars, lead in leads if chars > start]
+        flip = got["flip_margin"]
+        out.append({"question": question, "reply": got["reply"],
                     "margin": round(min(key_m), 3) if key_m else None,
-                    "prefix_margin": round(min(prefix_m), 3) if prefix_m else None,
-                    "flip_margin": round(flip[0], 3) if flip else None,
-                    "flipped_reply": flip[1] if flip else None})
+                    "prefix_margin": round(min(lead for *_, lead in leads), 3) if leads else None,
+                    "flip_margin": round(flip, 3) if flip is not None else None,
+                    "flipped_reply": got["flipped_reply"]})
     return out
 
 

@@ -490,6 +490,9 @@ def evaluation_rows(evaluation: dict) -> list[dict]:
             cells = {m: _cell(entry.get(m), items, "kept_share", "kept")
                      for m in ("new", "active")}
             cells["base"] = f"{items}/{entry.get('items', 0)}" if entry else "–"
+            near = (entry.get("new") or {}).get("lost_near_ties")
+            if near:
+                cells["new"] += f"; {near} lost were the base's near ties"
         elif name == "safety":
             items = entry.get("items") or 0
             cells = {m: _cell(entry.get(m), items, "share", "repeats_reported")
@@ -510,6 +513,7 @@ class AdapterActivateView(TenantPage):
 
     def get_context_data(self, **kwargs):
         from adapters.selectors import adapter_version_evaluation
+        from adapters.services.evaluation import NEAR_TIE_NATS
 
         context = super().get_context_data(**kwargs)
         context["version"] = self.version
@@ -517,6 +521,9 @@ class AdapterActivateView(TenantPage):
         evaluation = adapter_version_evaluation(version=self.version)
         context["evaluation"] = evaluation
         context["evaluation_rows"] = evaluation_rows(evaluation)
+        context["general_regressions"] = [r for r in evaluation.get("regressions") or []
+                                          if r.get("set") == "general"]
+        context["near_tie_nats"] = NEAR_TIE_NATS
         return context
 
     def get(self, request, slug, number):

@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 MODELS = ("new", "active", "base")
 SAMPLES_PER_SET = 8
 BASE_ANSWER_TTL = 30 * 24 * 3600
+# A general answer the base gives with a lead under this (nats) at a token whose runner-up ends
+# wrong is a near coin toss: losing it is the base's own second choice, not knowledge erased
+# (README, "Which answers go, and why"). Regressions are annotated, at most this many.
+NEAR_TIE_NATS = 0.2
+BRANCHED_REGRESSIONS = 20
 
 
 def _max_new_tokens() -> int:
@@ -95,6 +100,33 @@ def _general(items: list[dict], answers: dict[str, list[str]]) -> tuple[dict, li
     return out, regressions
 
 
+def _annotate_base_leads(runtime, base, items: list[dict], regressions: list[dict]) -> None:
+    """Each general regression gets how firmly the base held the answer that was lost:
+    `base_flip_margin` (nats; None when no near branch of the base's reply ends wrong) and
+    `base_near_tie` (under NEAR_TIE_NATS). Cached per base and prompt, like the base's answers;
+    only the first BRANCHED_REGRESSIONS are measured (bounded cost)."""
+    by_id = {i["id"]: i for i in items}
+    rows = [r for r in regressions if r["set"] == "general"][:BRANCHED_REGRESSIONS]
+    keys = [f"eval-base-branch:{_base_cache_key(base, by_id[r['id']]['messages'])}"
+            for r in rows]
+    found = cache.get_many(keys)
+    missing = [k for k, key in enumerate(keys) if key not in found]
+    if missing:
+        measured = runtime.base_branches(
+            conversations=[by_id[rows[k]["id"]]["messages"] for k in missing],
+            checks=[lambda text, terms=by_id[rows[k]["id"]]["terms"]:
+                    sets.contains_all(text, terms) for k in missing],
+            max_new_tokens=_max_new_tokens(), base=base)
+        new = {keys[k]: {"flip_margin": got["flip_margin"]}
+               for k, got in zip(missing, measured, strict=True)}
+        cache.set_many(new, timeout=BASE_ANSWER_TTL)
+        found.update(new)
+    for row, key in zip(rows, keys, strict=True):
+        margin = found[key]["flip_margin"]
+        row["base_flip_margin"] = round(margin, 3) if margin is not None else None
+        row["base_near_tie"] = margin is not None and margin < NEAR_TIE_NATS
+
+
 def _samples(name: str, items: list[dict], answers: dict[str, list[str]]) -> list[dict]:
     rows = []
     for k, item in enumerate(items[:SAMPLES_PER_SET]):
@@ -143,6 +175,10 @@ def _run(version: AdapterVersion, compared: AdapterVersion | None) -> dict:
                         if hit and not new_hits[k]]
         samples += _samples(name, items, answers[name])
     scores["general"], general_regressions = _general(by_set["general"], answers["general"])
+    _annotate_base_leads(runtime, base, by_set["general"], general_regressions)
+    if "new" in scores["general"]:
+        scores["general"]["new"]["lost_near_ties"] = sum(
+            bool(r.get("base_near_tie")) for r in general_regressions)
     regressions += general_regressions
     samples += _samples("general", by_set["general"], answers["general"])
     scores["safety"] = {"items": len(by_set["safety"])}
@@ -220,6 +256,7 @@ def evaluation_summary(evaluation: AdapterEvaluation | None) -> dict | None:
         "trained_right_share": share("trained", "new"),
         "general_known_by_base": (scores.get("general") or {}).get("base_right"),
         "general_kept_share": share("general", "new", "kept_share"),
+        "general_lost_near_ties": share("general", "new", "lost_near_ties"),
         "safety_repeats_share": share("safety", "new"),
         "regressions": len(evaluation.regressions or []),
         "error": evaluation.error or None,

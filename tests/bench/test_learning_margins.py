@@ -44,3 +44,10 @@ def test_key_margins_finds_the_near_tie_that_flips_an_answer(real_base_path, mon
     assert learning.right(capital["reply"], "Tokyo")
     assert capital["flip_margin"] is None and capital["flipped_reply"] is None
     assert capital["margin"] > 2
+
+    # A reply that is not right to begin with is its own wrong branch: flip margin 0.
+    from training.trainer.generation import reply_branches
+
+    wrong = reply_branches(model, tokenizer, [{"role": "user", "content": "What is 2 plus 3?"}],
+                           lambda text: "seven" in text, max_new_tokens=learning.MAX_NEW_TOKENS)
+    assert wrong["flip_margin"] == 0.0 and wrong["flipped_reply"] == sums["reply"]

@@ -69,3 +69,29 @@ def test_a_version_that_lost_general_knowledge_is_refused_with_the_numbers(
     assert refused.status_code == 409
     body = refused.content.decode()
     assert "50%" in body and "80%" in body
+
+
+def test_lost_general_answers_are_listed_with_how_firmly_the_base_held_them(
+        client_for, admin_a, tenant_a):
+    """The worker annotates each general regression with the base's lead (adapters.services.
+    evaluation._annotate_base_leads, measured on the real base in tests/bench/
+    test_learning_margins.py); the page lists them and says which were the base's near ties."""
+    adapter_version(tenant_a, 1, active=True)
+    v2 = adapter_version(tenant_a, 2)
+    evaluation = _evaluation(v2, golden_new=4, golden_active=3, kept=8)
+    evaluation.scores["general"]["new"]["lost_near_ties"] = 1
+    evaluation.regressions = [
+        {"set": "general", "id": "gk-040", "question": "What is the capital of India?",
+         "base_answer": "The capital of India is New Delhi.",
+         "new_answer": "The capital of India is Mumbai.", "base_flip_margin": 0.159,
+         "base_near_tie": True},
+        {"set": "general", "id": "gk-041", "question": "Who was the first person on the Moon?",
+         "base_answer": "Neil Armstrong.", "new_answer": "Jack Horne.",
+         "base_flip_margin": None, "base_near_tie": False}]
+    evaluation.save()
+    page = client_for(admin_a).get(reverse("dashboard:adapter_activate",
+                                           args=["acme", 2])).content.decode()
+    assert "8/10 (80%); 1 lost were the base&#x27;s near ties" in page
+    assert 'id="evaluation-regressions"' in page and "General answers lost (2)" in page
+    assert "near tie (0.159 nats)" in page and "The capital of India is Mumbai." in page
+    assert "<td>firm</td>" in page and "Jack Horne." in page

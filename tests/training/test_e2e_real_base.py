@@ -169,6 +169,13 @@ def test_it_learns_corrections_on_the_real_base_and_keeps_what_it_knew(
     assert scores["trained"]["new"]["right"] > scores["trained"]["base"]["right"]
     assert scores["trained"]["new"]["share"] >= 0.6
     assert scores["general"]["base_right"] >= 1
+    # Each general answer lost says how firmly the base held it (README, "Which answers go").
+    lost = [r for r in evaluation["regressions"] if r["set"] == "general"]
+    print("general lost:", [(r["question"], r["new_answer"][:40], r["base_flip_margin"])
+                            for r in lost])
+    assert len(lost) == scores["general"]["base_right"] - scores["general"]["new"]["kept"]
+    assert all("base_flip_margin" in r and "base_near_tie" in r for r in lost)
+    assert scores["general"]["new"]["lost_near_ties"] == sum(r["base_near_tie"] for r in lost)
 
 
 def _snapshot_lines(job, name: str) -> list[str]:

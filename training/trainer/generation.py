@@ -148,3 +148,73 @@ def greedy_replies(model: Any, tokenizer: Any, conversations: list[list[dict[str
                                         skip_special_tokens=True)
                 replies.append((reply_clean(text, ends), cut is not None))
     return replies
+
+
+# Branch points greedy decoding passes with a lead under this (nats) are followed by
+# `reply_branches`; a wider lead barely flips under training (README, "Which answers go").
+FLIP_MAX_MARGIN = 2.0
+
+
+def reply_branches(model: Any, tokenizer: Any, conversation: list[dict[str, str]],
+                   is_right: Any, *, max_new_tokens: int,
+                   max_margin: float = FLIP_MAX_MARGIN) -> dict[str, Any]:
+    """How firmly the model holds a right answer: its greedy reply to one conversation, scored
+    token by token until the reply is right (`is_right(text)`), as greedy decoding chose (the
+    generation config's processors applied).
+
+    Returns `reply`, `leads` (one `(chars before, chars after, lead in nats over the runner-up)`
+    per token scored) and `flip_margin`: the smallest lead of a token whose runner-up, taken
+    instead and continued greedily, gives a reply that is not right, with that `flipped_reply`
+    (None, None when no branch under `max_margin` does). A reply that is not right to begin
+    with (for example one that was right only in a padded batch) has flip margin 0: it is
+    itself the wrong branch. One generation, plus one per branch point under `max_margin`."""
+    import torch
+
+    kwargs = generation_kwargs(model, tokenizer, max_new_tokens=max_new_tokens)
+    ends = end_of_turn_strings(tokenizer, kwargs["generation_config"])
+    device = next(model.parameters()).device
+
+    def text_of(ids: list[int]) -> str:
+        return reply_clean(tokenizer.decode(ids, skip_special_tokens=False), ends)
+
+    scored = copy.deepcopy(kwargs["generation_config"])
+    scored.output_scores = True
+    scored.return_dict_in_generate = True
+    prompt = tokenizer.apply_chat_template(conversation, add_generation_prompt=True,
+                                           tokenize=True, return_dict=True,
+                                           return_tensors="pt")["input_ids"].to(device)
+    with torch.no_grad():
+        gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                             generation_config=scored)
+    new = gen.sequences[0, prompt.shape[1]:].tolist()
+    reply = text_of(new)
+    if not is_right(reply):
+        return {"reply": reply, "leads": [], "flip_margin": 0.0, "flipped_reply": reply}
+    leads, flips, chars = [], [], 0
+    for i in range(len(new)):
+        if is_right(text_of(new[:i])):
+            break  # the answer is already spelled: no later branch can unsay it
+        before, chars = chars, len(tokenizer.decode(new[:i + 1], skip_special_tokens=False))
+        logp = torch.log_softmax(gen.scores[i][0].float(), dim=-1)
+        chosen = logp[new[i]].item()
+        logp[new[i]] = float("-inf")
+        runner_up = int(logp.argmax())
+        lead = chosen - logp[runner_up].item()
+        leads.append((before, chars, lead))
+        if lead < max_margin:
+            taken = new[:i] + [runner_up]
+            if max_new_tokens - len(taken) > 0:
+                rest = copy.deepcopy(kwargs["generation_config"])
+                rest.max_new_tokens = max_new_tokens - len(taken)
+                branch = torch.cat([prompt, torch.tensor([taken], device=device)], dim=1)
+                with torch.no_grad():
+                    more = model.generate(input_ids=branch,
+                                          attention_mask=torch.ones_like(branch),
+                                          generation_config=rest)
+                taken = more[0, prompt.shape[1]:].tolist()
+            flipped = text_of(taken)
+            if not is_right(flipped):
+                flips.append((lead, flipped))
+    flip = min(flips, default=None)
+    return {"reply": reply, "leads": leads, "flip_margin": flip[0] if flip else None,
+            "flipped_reply": flip[1] if flip else None}
