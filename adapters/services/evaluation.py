@@ -107,8 +107,9 @@ def _annotate_base_leads(runtime, base, items: list[dict], regressions: list[dic
     only the first BRANCHED_REGRESSIONS are measured (bounded cost)."""
     by_id = {i["id"]: i for i in items}
     rows = [r for r in regressions if r["set"] == "general"][:BRANCHED_REGRESSIONS]
-    keys = [f"eval-base-branch:{_base_cache_key(base, by_id[r['id']]['messages'])}"
-            for r in rows]
+    keys = ["eval-base-branch:" + _base_cache_key(
+                base, [*by_id[r["id"]]["messages"], {"terms": by_id[r["id"]]["terms"]}])
+            for r in rows]  # the key words decide what "wrong" is, so they are in the key
     found = cache.get_many(keys)
     missing = [k for k, key in enumerate(keys) if key not in found]
     if missing:
