@@ -492,7 +492,7 @@ def evaluation_rows(evaluation: dict) -> list[dict]:
             cells["base"] = f"{items}/{entry.get('items', 0)}" if entry else "–"
             near = (entry.get("new") or {}).get("lost_near_ties")
             if near:
-                cells["new"] += f"; {near} lost were the base's near ties"
+                cells["new"] += f"; lost near ties of the base: {near}"
         elif name == "safety":
             items = entry.get("items") or 0
             cells = {m: _cell(entry.get(m), items, "share", "repeats_reported")

@@ -91,7 +91,7 @@ def test_lost_general_answers_are_listed_with_how_firmly_the_base_held_them(
     evaluation.save()
     page = client_for(admin_a).get(reverse("dashboard:adapter_activate",
                                            args=["acme", 2])).content.decode()
-    assert "8/10 (80%); 1 lost were the base&#x27;s near ties" in page
+    assert "8/10 (80%); lost near ties of the base: 1" in page
     assert 'id="evaluation-regressions"' in page and "General answers lost (2)" in page
     assert "near tie (0.159 nats)" in page and "The capital of India is Mumbai." in page
     assert "<td>firm</td>" in page and "Jack Horne." in page
