@@ -107,8 +107,6 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     # during training spread the update less onto questions no row asks?
     "replay_kl1_anchor_do01": ({"kl_to_base": 1.0}, {"dropout": 0.1}, 113,
                                {"replay_weight": 1e-6}),
-    "replay_kl1_anchor_do01_s7": ({"kl_to_base": 1.0, "seed": 7}, {"dropout": 0.1}, 113,
-                                  {"replay_weight": 1e-6}),
     # DPO on the same corrections (method "dpo"): each correction chosen over the base's own
     # answer to that question, as the compiler pairs a correction with the answer it corrected.
     # dpo_recipe: what a DPO job on the small base gets today (the seed's DPO defaults, lr 5e-5,
@@ -413,8 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         results["base_margins"] = base_margins(results, reference)
         for row in results["base_margins"]["questions"]:
             print(f"{row['margin']!s:>7} {row['prefix_margin']!s:>7} {row['flip_margin']!s:>7}  "
-                  f"lost in "
-                  f"{row['lost_in_runs']:>2} of {results['base_margins']['runs']}  "
+                  f"lost in {row['lost_in_runs']:>2} of {results['base_margins']['runs']}  "
                   f"{row['question']} -> {row['reply']} || {row['flipped_reply']}")
         out.write_text(json.dumps(results, indent=1) + "\n")
         return 0

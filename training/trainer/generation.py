@@ -180,12 +180,10 @@ def reply_branches(model: Any, tokenizer: Any, conversation: list[dict[str, str]
     scored = copy.deepcopy(kwargs["generation_config"])
     scored.output_scores = True
     scored.return_dict_in_generate = True
-    prompt = tokenizer.apply_chat_template(conversation, add_generation_prompt=True,
-                                           tokenize=True, return_dict=True,
-                                           return_tensors="pt")["input_ids"].to(device)
+    prompt, mask, _ = chat_batch(tokenizer, [conversation],
+                                 pad_id=kwargs["generation_config"].pad_token_id, device=device)
     with torch.no_grad():
-        gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
-                             generation_config=scored)
+        gen = model.generate(input_ids=prompt, attention_mask=mask, generation_config=scored)
     new = gen.sequences[0, prompt.shape[1]:].tolist()
     reply = text_of(new)
     if not is_right(reply):
