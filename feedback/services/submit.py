@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from django.db import connection, transaction
+from django.db.models.signals import post_save
 
 from feedback.models import Conversation, Feedback, Message
 from feedback.pii import pii_is_hold, pii_redact
@@ -163,6 +164,38 @@ def _feedback_supersede(tenant: Tenant, *, conversation_id: str, message_id: str
     return superseded, reported
 
 
+def _feedback_insert(row: Feedback) -> None:
+    """INSERT `row` as `row.save()` would, in one prepared statement, then send post_save
+    (created) as save() does: its receivers (training, adapters) queue their checks on commit.
+
+    save() spent about 1 ms of CPU per feedback POST building the same INSERT (issue 16); the
+    values still go through each field's own `pre_save` and `get_db_prep_save` (defaults, JSON,
+    time zones), so what is stored is what save() stores. The model has no pre_save receivers."""
+    fields = [f for f in Feedback._meta.concrete_fields if not f.primary_key]
+    params = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(connection.vendor, tuple(f.column for f in fields)), params)
+        row.pk = cursor.fetchone()[0]
+    row._state.adding = False
+    row._state.db = connection.alias
+    post_save.send(sender=Feedback, instance=row, created=True, update_fields=None, raw=False,
+                   using=connection.alias)
+
+
+_INSERT_SQL: dict[tuple, str] = {}
+
+
+def _insert_sql(vendor: str, columns: tuple[str, ...]) -> str:
+    key = (vendor, columns)
+    if key not in _INSERT_SQL:
+        quote = connection.ops.quote_name
+        _INSERT_SQL[key] = (
+            f"INSERT INTO {quote(Feedback._meta.db_table)} "
+            f"({', '.join(quote(c) for c in columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING {quote('id')}")
+    return _INSERT_SQL[key]
+
+
 @transaction.atomic
 def feedback_submit(*, tenant: Tenant, conversation_id: str, message_id: str, type: str,
                     correction: str = "", rating: int | None = None,
@@ -192,7 +225,7 @@ def feedback_submit(*, tenant: Tenant, conversation_id: str, message_id: str, ty
     )
     row.excluded_reason = excluded_reason(
         row, reported={message_id} if reported or type == Feedback.REPORT else set())
-    row.save()
+    _feedback_insert(row)
     delta.update(feedback_contribution(row))
     # Only a report changes why the other feedback on the message is excluded; a superseded
     # row was handled above and changes nothing for the others.
