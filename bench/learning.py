@@ -107,6 +107,13 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     # during training spread the update less onto questions no row asks?
     "replay_kl1_anchor_do01": ({"kl_to_base": 1.0}, {"dropout": 0.1}, 113,
                                {"replay_weight": 1e-6}),
+    # The recipe plus a hinge on any shrinking of the base's lead where its greedy choice on an
+    # anchor answer was a close call (train.keep_margin): the KL term barely sees a near tie
+    # tipped, and the general answers lost are mostly the base's near ties tipped (--margins).
+    "replay_kl1_anchor_margin1": ({"kl_to_base": 1.0, "keep_margin": 1.0}, {}, 113,
+                                  {"replay_weight": 1e-6}),
+    "replay_kl1_anchor_margin01": ({"kl_to_base": 1.0, "keep_margin": 0.1}, {}, 113,
+                                   {"replay_weight": 1e-6}),
     # DPO on the same corrections (method "dpo"): each correction chosen over the base's own
     # answer to that question, as the compiler pairs a correction with the answer it corrected.
     # dpo_recipe: what a DPO job on the small base gets today (the seed's DPO defaults, lr 5e-5,

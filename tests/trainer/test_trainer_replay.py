@@ -247,6 +247,9 @@ def test_replay_weight_marks_each_replayed_row(real_model):
     ("sft_weight", "kto", 0.5, "applies to dpo only"),
     ("sft_weight", "dpo", -1, "at least 0"),
     ("sft_weight", "dpo", "much", "must be a number"),
+    ("keep_margin", "sft", 1.0, "applies to sft with train.kl_to_base"),  # no kl_to_base
+    ("keep_margin", "dpo", 1.0, "applies to sft with train.kl_to_base"),
+    ("keep_margin", "sft", -1, "at least 0"),
 ])
 def test_loss_terms_are_validated(tmp_path, tiny_base_path, name, method, value, message):
     """kl_to_base and replay_weight (SFT) and sft_weight (DPO): refused in job.json by the
@@ -255,6 +258,49 @@ def test_loss_terms_are_validated(tmp_path, tiny_base_path, name, method, value,
                  train_params={name: value, "batch_size": 4})
     with pytest.raises(JobConfigError, match=message):
         parse_job_config(config)
+
+
+def test_margin_shrink_sees_a_close_call_tipped_that_the_kl_term_barely_sees():
+    """train.keep_margin's term: a near tie (0.52 / 0.48) turned around changes the greedy choice
+    while KL(before || after) stays near 0; the term is the lead lost (0.16 nats). A firm choice
+    (lead above 2 nats) is outside its window, a lead that grows costs nothing, and positions
+    outside the mask count for nothing."""
+    import torch
+
+    from training.trainer.trainers import kl_to_before, margin_shrink
+
+    before = torch.log(torch.tensor([[[0.52, 0.48, 1e-9], [0.98, 0.01, 0.01]]]))
+    tipped = torch.log(torch.tensor([[[0.48, 0.52, 1e-9], [0.60, 0.39, 0.01]]]))
+    firmer = torch.log(torch.tensor([[[0.70, 0.30, 1e-9], [0.98, 0.01, 0.01]]]))
+    both = torch.tensor([[True, True]])
+    lead = float(torch.log(torch.tensor(0.52 / 0.48)))
+    assert float(kl_to_before(before[:, :1], tipped[:, :1], both[:, :1])) < 0.01
+    assert float(margin_shrink(before, tipped, both)) == pytest.approx(2 * lead, rel=1e-4)
+    assert float(margin_shrink(before, firmer, both)) == 0.0
+    assert float(margin_shrink(before, tipped, torch.tensor([[False, True]]))) == 0.0
+
+
+def test_keep_margin_reports_its_term_in_the_step_events(tmp_path, tiny_base):
+    """A job with train.keep_margin runs the hinge beside the KL term and reports it per step:
+    exactly 0 at the first step (the LoRA layers start at zero, so no lead has moved). Whether it
+    keeps more of what the base knew is measured by bench/learning.py (README: it does not)."""
+    from training.trainer.run import run_job
+
+    rows = [{"messages": [{"role": "user", "content": f"What is the code of box {i}?"},
+                          {"role": "assistant", "content": f"The code of box {i} is K{i}7."}]}
+            for i in range(8)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    run_job(parse_job_config(job(tmp_path, tiny_base, train, train_params={
+        "epochs": 2, "batch_size": 4, "replay_rows": 4, "kl_to_base": 1.0, "keep_margin": 1.0,
+        "replay_weight": 1e-6, "early_stopping_patience": None, "learning_rate": 5e-3})))
+    (started,) = events_of(tmp_path / "out", "started")
+    assert any("close-call hinge, weight 1" in note for note in started["notes"])
+    # A step whose batch holds no anchor row has neither term (as for kl_to_base alone).
+    steps = [s for s in events_of(tmp_path / "out", "step") if "kl_to_base" in s]
+    assert steps and all("margin_shrink" in step for step in steps)
+    assert steps[0]["step"] == 1 and steps[0]["margin_shrink"] == pytest.approx(0.0, abs=1e-6)
+    assert all(step["margin_shrink"] >= 0 for step in steps)
+    assert any(step["margin_shrink"] > 0 for step in steps)
 
 
 def test_sft_weight_makes_trls_dpo_loss_the_sum(tmp_path, tiny_base_path):

@@ -148,6 +148,11 @@ class TrainSpec:
     # answers, which alone cost 3 of the 57 general answers it knew (README, "Defaults on a real
     # base").
     replay_weight: float = 1.0
+    # SFT, with kl_to_base: weight of a term that keeps the greedy choices of the model before
+    # the job where they were close calls (its lead over the runner-up under 2 nats) on the
+    # anchor rows' answers: a hinge on any shrinking of that lead
+    # (training.trainer.trainers.margin_shrink); 0: off. Measured in bench/learning.py.
+    keep_margin: float = 0.0
     # DPO: weight of a supervised loss (the chosen answer's mean token NLL) added to the
     # preference loss, as in RPO (Pang et al. 2024, "Iterative Reasoning Preference
     # Optimization"); TRL's `loss_type=["sigmoid", "sft"]` with these `loss_weights`. Plain DPO
@@ -360,6 +365,10 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
         raise JobConfigError(f"train.replay_weight must be at most 1, got {replay_weight}")
     if replay_weight != 1 and method != "sft":
         raise JobConfigError("train.replay_weight applies to sft only (replay is supervised)")
+    keep_margin = _number("train.keep_margin", values["keep_margin"], minimum=0)
+    if keep_margin and not (method == "sft" and kl_to_base):
+        raise JobConfigError("train.keep_margin applies to sft with train.kl_to_base (it acts on "
+                             "the same anchor rows)")
     sft_weight = _number("train.sft_weight", values["sft_weight"], minimum=0)
     if sft_weight and method != "dpo":
         raise JobConfigError("train.sft_weight applies to dpo only (sft is supervised already; "
@@ -369,6 +378,7 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
         sft_weight=float(sft_weight),
         kl_to_base=float(kl_to_base),
         replay_weight=float(replay_weight),
+        keep_margin=float(keep_margin),
         select_min_eval_rows=_int("train.select_min_eval_rows", values["select_min_eval_rows"],
                                   minimum=1),
         epochs=_number("train.epochs", values["epochs"], minimum=0, exclusive=True),

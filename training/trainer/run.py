@@ -250,11 +250,14 @@ def _run(
                 "train.kl_to_base is set but no row is marked anchor (replay rows are): "
                 "no KL term")
         elif config.train.kl_to_base:
+            margin = (f"; close-call hinge, weight {config.train.keep_margin:g}"
+                      if config.train.keep_margin else "")
             train_data.notes.append(
                 f"{anchored} anchor row(s) kept close to the model before the job "
-                f"(KL term, weight {config.train.kl_to_base:g})")
+                f"(KL term, weight {config.train.kl_to_base:g}{margin})")
         trainer_cls, extra = WeightedSFTTrainer, {"weighted": weighted,
-                                                   "kl_to_base": config.train.kl_to_base}
+                                                   "kl_to_base": config.train.kl_to_base,
+                                                   "keep_margin": config.train.keep_margin}
     elif config.method == "kto":
         train_rows = kto_rows(tokenizer, train_data, config.train.max_length)
         eval_rows = (

@@ -139,6 +139,27 @@ def kl_to_before(log_p: torch.Tensor, log_q: torch.Tensor, mask: torch.Tensor) -
     return (kl * mask).sum() / mask.sum().clamp(min=1)
 
 
+# A greedy choice of the model before the job counts as a close call under this lead (nats) over
+# its runner-up: the window bench/learning.py --margins follows branches in.
+CLOSE_CALL_NATS = 2.0
+
+
+def margin_shrink(log_p: torch.Tensor, log_q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean, over the masked positions where the model before the job (`log_p`) chose its top
+    token by less than CLOSE_CALL_NATS over the runner-up, of how much the adapter (`log_q`)
+    shrank that lead: relu(lead_before - lead_after), both measured on the same two tokens.
+
+    The KL term barely sees a close call tipped: at (0.52, 0.48) -> (0.48, 0.52) it is 0.003
+    nats, while the greedy answer changes. This term is that change's size."""
+    top = log_p.topk(2, dim=-1)
+    lead_before = top.values[..., 0] - top.values[..., 1]
+    after = log_q.gather(-1, top.indices)
+    lead_after = after[..., 0] - after[..., 1]
+    close = mask.to(torch.bool).to(log_q.device) & (lead_before < CLOSE_CALL_NATS)
+    shrink = torch.relu(lead_before - lead_after) * close
+    return shrink.sum() / close.sum().clamp(min=1)
+
+
 class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
     """SFTTrainer whose loss weighs each example by its `weight` (from ratings), and which can keep
     the replay rows close to the model as it was before the job (`kl_to_base`).
@@ -157,10 +178,11 @@ class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
     """
 
     def __init__(self, *args: Any, weighted: bool = False, kl_to_base: float = 0.0,
-                 **kwargs: Any) -> None:
+                 keep_margin: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.weighted = weighted
         self.kl_to_base = float(kl_to_base)
+        self.keep_margin = float(keep_margin)
         # TRL refuses a custom collator with padding-free batches; wrapping its own one after
         # construction keeps TRL's batching and adds our counts and weights.
         self.data_collator = MeteredCollator(self.data_collator, weights=weighted,
@@ -221,7 +243,14 @@ class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
         # num_items_in_batch; a per-micro-batch mean is then divided by the accumulation steps.
         steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
         self._metrics["train"]["kl_to_base"].append(float(kl_mean.detach()))
-        return loss + self.kl_to_base * kl_mean / steps
+        loss = loss + self.kl_to_base * kl_mean / steps
+        if self.keep_margin:
+            # The greedy choices that matter are the anchor answers' (their label positions).
+            answers = (anchors[:, 1:].to(label_mask.device) > 0) & label_mask
+            shrink = margin_shrink(log_p, log_q, answers)
+            self._metrics["train"]["margin_shrink"].append(float(shrink.detach()))
+            loss = loss + self.keep_margin * shrink / steps
+        return loss
 
 
 class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
@@ -378,7 +407,8 @@ class EventsCallback(TrainerCallback):
         self._last_time, self._last_tokens = now, totals.real_tokens
         extra = {
             k: logs[k] for k in logs
-            if k.startswith("rewards/") or k in ("mean_token_accuracy", "kl_to_base")
+            if k.startswith("rewards/")
+            or k in ("mean_token_accuracy", "kl_to_base", "margin_shrink")
         }
         self.writer.emit(
             "step",
