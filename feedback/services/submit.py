@@ -170,11 +170,15 @@ def _feedback_insert(row: Feedback) -> None:
 
     save() spent about 1 ms of CPU per feedback POST building the same INSERT (issue 16); the
     values still go through each field's own `pre_save` and `get_db_prep_save` (defaults, JSON,
-    time zones), so what is stored is what save() stores. The model has no pre_save receivers."""
+    time zones), so what is stored is what save() stores. The model has no pre_save receivers.
+    A database without INSERT ... RETURNING takes save() itself."""
+    if not _insert_returns_id():
+        row.save()
+        return
     fields = [f for f in Feedback._meta.concrete_fields if not f.primary_key]
     params = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
     with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(connection.vendor, tuple(f.column for f in fields)), params)
+        cursor.execute(_insert_sql(tuple(f.column for f in fields)), params)
         row.pk = cursor.fetchone()[0]
     row._state.adding = False
     row._state.db = connection.alias
@@ -185,8 +189,13 @@ def _feedback_insert(row: Feedback) -> None:
 _INSERT_SQL: dict[tuple, str] = {}
 
 
-def _insert_sql(vendor: str, columns: tuple[str, ...]) -> str:
-    key = (vendor, columns)
+def _insert_returns_id() -> bool:
+    """Whether the database has INSERT ... RETURNING (SQLite before 3.35 has not)."""
+    return connection.features.can_return_columns_from_insert
+
+
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    key = (connection.vendor, columns)
     if key not in _INSERT_SQL:
         quote = connection.ops.quote_name
         _INSERT_SQL[key] = (

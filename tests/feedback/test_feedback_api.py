@@ -230,3 +230,29 @@ def test_the_feedback_body_is_what_drfs_fields_give(owner, log_conversation):
     listed = owner.client.get(owner.url("feedback") + "?include_history=true").json()["results"]
     assert sorted(listed, key=lambda b: b["id"]) == [
         FeedbackSerializer(r).fields_representation(r) for r in rows]
+
+
+@pytest.mark.parametrize("returning", [True, False])
+def test_the_stored_row_is_the_one_answered_with_or_without_insert_returning(
+        owner, log_conversation, monkeypatch, returning):
+    """feedback_submit inserts the row with its own INSERT ... RETURNING (issue 16); a database
+    without it (SQLite before 3.35) takes save(). Either way the answer's id is the stored row's,
+    with the fields save() stores: the same row either way. (The suite's databases have
+    RETURNING, so the other path is chosen by patching the submit service's own check: Django's
+    feature flag is shared with its own inserts.)"""
+    from feedback.services import submit
+
+    log_conversation("conv_1")
+    monkeypatch.setattr(submit, "_insert_returns_id", lambda: returning)
+    response = post_feedback(owner, type="correction", correction="Use 500mg, ask ann@example.com.",
+                             metadata={"user_id": "u1", "category": "dosage"})
+    assert response.status_code == 201, response.content
+    row = Feedback.objects.get(pk=response.json()["id"])
+    assert (row.tenant_id, row.type, row.user_id, row.is_latest) == (
+        owner.tenant.pk, "correction", "u1", True)
+    assert row.metadata == {"user_id": "u1", "category": "dosage"}
+    assert row.message.external_id == "conv_1_a1" and row.conversation.external_id == "conv_1"
+    assert "ann@example.com" not in row.correction and row.pii_redactions
+    assert row.created_at is not None and row.created_at.tzinfo is not None
+    s = stats(owner)
+    assert s["corrections"] == 1 and s["usable_for_training"] == 1
