@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
 
 from django.db import connection, transaction
 from django.db.models.signals import post_save
@@ -178,7 +179,7 @@ def _feedback_insert(row: Feedback) -> None:
     fields = [f for f in Feedback._meta.concrete_fields if not f.primary_key]
     params = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
     with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(tuple(f.column for f in fields)), params)
+        cursor.execute(_insert_sql(connection.vendor, tuple(f.column for f in fields)), params)
         row.pk = cursor.fetchone()[0]
     row._state.adding = False
     row._state.db = connection.alias
@@ -186,23 +187,18 @@ def _feedback_insert(row: Feedback) -> None:
                    using=connection.alias)
 
 
-_INSERT_SQL: dict[tuple, str] = {}
-
-
 def _insert_returns_id() -> bool:
     """Whether the database has INSERT ... RETURNING (SQLite before 3.35 has not)."""
     return connection.features.can_return_columns_from_insert
 
 
-def _insert_sql(columns: tuple[str, ...]) -> str:
-    key = (connection.vendor, columns)
-    if key not in _INSERT_SQL:
-        quote = connection.ops.quote_name
-        _INSERT_SQL[key] = (
-            f"INSERT INTO {quote(Feedback._meta.db_table)} "
+@cache
+def _insert_sql(vendor: str, columns: tuple[str, ...]) -> str:
+    """The INSERT of `_feedback_insert`, built once per database vendor and column list."""
+    quote = connection.ops.quote_name
+    return (f"INSERT INTO {quote(Feedback._meta.db_table)} "
             f"({', '.join(quote(c) for c in columns)}) "
             f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING {quote('id')}")
-    return _INSERT_SQL[key]
 
 
 @transaction.atomic
