@@ -114,6 +114,12 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
                                   {"replay_weight": 1e-6}),
     "replay_kl1_anchor_margin01": ({"kl_to_base": 1.0, "keep_margin": 0.1}, {}, 113,
                                    {"replay_weight": 1e-6}),
+    # The recipe under bf16 autocast on the CPU (train.precision "bf16"; the weights stay fp32):
+    # a CPU with AMX runs the matrix products about 2.5x faster in bf16. Does it learn and keep
+    # the same? Run beside replay_kl1_anchor for the time (2026-12-04: it kept 50/57 against 53
+    # and was not faster, 365 s against 336; README, "Precision on a CPU").
+    "replay_kl1_anchor_bf16": ({"kl_to_base": 1.0, "precision": "bf16"}, {}, 113,
+                               {"replay_weight": 1e-6}),
     # DPO on the same corrections (method "dpo"): each correction chosen over the base's own
     # answer to that question, as the compiler pairs a correction with the answer it corrected.
     # dpo_recipe: what a DPO job on the small base gets today (the seed's DPO defaults, lr 5e-5,

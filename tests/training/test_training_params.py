@@ -130,3 +130,18 @@ def test_a_dpo_jobs_anchors_reach_the_trainers_config_both_or_neither(ready):
     assert response.status_code == 201, response.content
     train = _job_config(TrainingJob.objects.get(), None)["train"]
     assert "replay_rows" not in train and "kl_to_base" not in train
+
+
+def test_the_operators_precision_reaches_every_jobs_config(ready, settings):
+    """settings.TRAINING_PRECISION (env TRAINING_PRECISION): "auto" leaves the choice to the
+    trainer on the machine it runs on (job.json says nothing); "fp32" or "bf16" is written to
+    every job's train section (the trainer applies it: tests/trainer/test_trainer_precision.py)."""
+    from training.services.bundle import _job_config
+
+    response = ready.client.post(ready.url("train/lora"), LORA_SMALL, format="json")
+    assert response.status_code == 201, response.content
+    job = TrainingJob.objects.get(id=response.json()["job_id"])
+    assert "precision" not in _job_config(job, None)["train"]
+    for precision in ("fp32", "bf16"):
+        settings.TRAINING_PRECISION = precision
+        assert _job_config(job, None)["train"]["precision"] == precision

@@ -163,6 +163,12 @@ class TrainSpec:
     # pick the exported checkpoint or stop the run early: on a handful of rows the differences
     # between checkpoints are noise (a CI run exported step 133 of 252 on 6 rows, 1.077 vs 1.092).
     select_min_eval_rows: int = 16
+    # Arithmetic of the forward and backward passes: "auto" is bf16 autocast on a GPU that has
+    # bf16 (its frozen base weights loaded in bf16) and fp32 elsewhere; "bf16" also asks for bf16
+    # autocast on a CPU (the weights stay fp32; measured on the small_base recipe it kept 50/57
+    # against fp32's 53/57 and was not faster: README, "Precision on a CPU"); "fp32" turns
+    # autocast off everywhere.
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,7 @@ class JobConfig:
 
 
 _TOP_KEYS = {f.name for f in fields(JobConfig)}
+PRECISIONS = ("auto", "bf16", "fp32")
 _TRAIN_KEYS = {f.name for f in fields(TrainSpec)}
 _LORA_KEYS = {f.name for f in fields(LoraSpec)}
 
@@ -373,7 +380,12 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
     if sft_weight and method != "dpo":
         raise JobConfigError("train.sft_weight applies to dpo only (sft is supervised already; "
                              "kto has no chosen answer)")
+    precision = values["precision"]
+    if precision not in PRECISIONS:
+        raise JobConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {precision!r}")
     return TrainSpec(
+        precision=precision,
         replay_rows=replay_rows,
         sft_weight=float(sft_weight),
         kl_to_base=float(kl_to_base),

@@ -207,8 +207,9 @@ def _run(
                           select_best=select_best, configured_state=cpu_deepspeed)
 
     # On a bf16-capable GPU the frozen base weights are loaded in bf16 (half the memory traffic of
-    # fp32 under autocast); PEFT keeps the trainable LoRA weights in fp32. CPUs stay fp32.
-    base_dtype = torch.bfloat16 if args.bf16 else None
+    # fp32 under autocast); PEFT keeps the trainable LoRA weights in fp32. On a CPU they stay
+    # fp32, also under bf16 autocast (train.precision "bf16").
+    base_dtype = torch.bfloat16 if args.bf16 and torch.cuda.is_available() else None
     try:
         model = load_base_model(config.base_model.name_or_path,
                                 revision=config.base_model.revision, dtype=base_dtype)
@@ -475,12 +476,27 @@ def kto_eval_batch_size(rows: int, batch_size: int) -> int:
     return size
 
 
-def _training_args(config: JobConfig, out: Path, *, has_eval: bool, select_best: bool = True,
-                   configured_state: bool = False) -> Any:
+def _bf16(precision: str) -> tuple[bool, bool]:
+    """(bf16 autocast, on the CPU) for train.precision: "auto" is bf16 on a GPU with bf16,
+    "bf16" also on a CPU, "fp32" never."""
     import torch
 
+    if precision == "fp32":
+        return False, False
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return True, False
+        if precision == "bf16":
+            raise TrainingFailure(BAD_CONFIG, "train.precision bf16: this GPU has no bf16")
+        return False, False
+    return precision == "bf16", precision == "bf16"
+
+
+def _training_args(config: JobConfig, out: Path, *, has_eval: bool, select_best: bool = True,
+                   configured_state: bool = False) -> Any:
+
     t = config.train
-    use_bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    use_bf16, cpu_autocast = _bf16(t.precision)
     save_every = t.save_every
     if has_eval and select_best and save_every % t.eval_every:
         # load_best_model_at_end needs saves on evaluation steps; round up to the next multiple.
@@ -513,6 +529,8 @@ def _training_args(config: JobConfig, out: Path, *, has_eval: bool, select_best:
         "seed": t.seed,
         "data_seed": t.seed,
         "bf16": use_bf16,
+        # transformers accepts bf16 without a GPU only when told the run is on the CPU.
+        **({"use_cpu": True} if cpu_autocast else {}),
         "fp16": False,
         # transformers 5 name; TRL's `gradient_checkpointing=True` default then no longer applies
         # (it costs ~30% on a CPU for nothing at these sizes).
@@ -652,6 +670,8 @@ def _final_metrics(
         "global_step": state.global_step,
         "best_step": (state.best_global_step if selected else None) or state.global_step,
         "best_eval_loss": state.best_metric,
+        # What train.precision resolved to on this machine.
+        "precision": "bf16" if trainer.args.bf16 else "fp32",
     }
     if config.method == "kto":
         labels = trainer.train_dataset["label"]
