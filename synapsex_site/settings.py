@@ -256,7 +256,8 @@ TRAINING_BACKEND = env_choice("TRAINING_BACKEND", "local", {"local", "slurm"})
 TRAINING_HEARTBEAT_SECONDS = env_int("TRAINING_HEARTBEAT_SECONDS", 10, minimum=1)
 TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 120, minimum=5)
 # The trainer's arithmetic (train.precision in every job.json): "auto" lets the trainer choose by
-# the machine it runs on (README, "Precision"); "fp32" or "bf16" force one.
+# the machine it runs on (README, "Precision on a CPU"); "fp32" or "bf16" force one. The same
+# three values as the trainer's PRECISIONS (training.trainer.config; settings import no app code).
 TRAINING_PRECISION = env_choice("TRAINING_PRECISION", "auto", {"auto", "bf16", "fp32"})
 # Fallback throughput for the duration estimate until a backend has finished jobs of its own.
 TRAINING_DEFAULT_TOKENS_PER_SECOND = env_float("TRAINING_DEFAULT_TOKENS_PER_SECOND", 2000.0)

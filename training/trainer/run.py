@@ -209,7 +209,7 @@ def _run(
     # On a bf16-capable GPU the frozen base weights are loaded in bf16 (half the memory traffic of
     # fp32 under autocast); PEFT keeps the trainable LoRA weights in fp32. On a CPU they stay
     # fp32, also under bf16 autocast (train.precision "bf16").
-    base_dtype = torch.bfloat16 if args.bf16 and torch.cuda.is_available() else None
+    base_dtype = torch.bfloat16 if args.bf16 and not args.use_cpu else None
     try:
         model = load_base_model(config.base_model.name_or_path,
                                 revision=config.base_model.revision, dtype=base_dtype)
@@ -494,7 +494,6 @@ def _bf16(precision: str) -> tuple[bool, bool]:
 
 def _training_args(config: JobConfig, out: Path, *, has_eval: bool, select_best: bool = True,
                    configured_state: bool = False) -> Any:
-
     t = config.train
     use_bf16, cpu_autocast = _bf16(t.precision)
     save_every = t.save_every
