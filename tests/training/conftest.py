@@ -117,9 +117,11 @@ def ready(owner):
 # --- workers -------------------------------------------------------------------------------
 
 def run_worker_burst(queues=("training", "default"), *, rounds: int = 1,
-                     wait_scheduled: float = 0.0) -> None:
+                     wait_scheduled: float = 0.0, until=None) -> None:
     """Drain the queues with an in-process SimpleWorker (burst). With `wait_scheduled`, keep
-    draining while retries are scheduled (webhook backoff), up to that many seconds."""
+    draining while retries are scheduled (webhook backoff), up to that many seconds after the
+    first drain; with `until` (a callable), keep draining until it answers True instead of until
+    nothing is scheduled (a test that waits for a retry says which outcome it waits for)."""
     import django_rq
     from rq import SimpleWorker
 
@@ -131,31 +133,32 @@ def run_worker_burst(queues=("training", "default"), *, rounds: int = 1,
         worker.work(burst=True)
         # Waiting for scheduled retries starts once the first drain (the training) is over.
         deadline = deadline or time.monotonic() + wait_scheduled
-        pending = sum(q.scheduled_job_registry.count for q in qs)
+        done = until() if until is not None else \
+            sum(q.scheduled_job_registry.count for q in qs) == 0
         rounds -= 1
-        if (pending == 0 and rounds <= 0) or time.monotonic() > deadline:
+        if (done and rounds <= 0) or time.monotonic() > deadline:
             return
         time.sleep(0.5)
 
 
 def _enqueue_due(qs) -> None:
     """Scheduled jobs whose time has come (webhook retries with backoff) into their queues, in
-    this process, as RQ's own burst start does.
+    this process, as RQ's own scheduler does.
 
     Not `work(burst=True, with_scheduler=True)`: after a job that runs longer than the worker's
     maintenance interval (the real-base training, about 10 minutes) RQ 3.0 forks a scheduler
     process even in burst mode, and the burst's teardown SIGTERMs it at once; when the signal
     lands before the child has installed its own handlers, the child keeps the worker's
-    inherited one, ignores it, and the teardown's join waits forever (a CI run hung so)."""
+    inherited one, ignores it, and the teardown's join waits forever (a CI run hung so).
+
+    Nor behind RQ's scheduler locks: the test's queues have no other consumer (`rq_connection`
+    emptied them), and a lock still held by anyone else (up to 61 s) would skip due retries
+    silently, which is one way a CI run saw a webhook retry never sent."""
     from rq.scheduler import RQScheduler
 
     scheduler = RQScheduler(qs, connection=qs[0].connection)
-    scheduler.acquire_locks()
-    if scheduler.acquired_locks:
-        try:
-            scheduler.enqueue_scheduled_jobs()
-        finally:
-            scheduler.release_locks()
+    scheduler.prepare_registries([q.name for q in qs])
+    scheduler.enqueue_scheduled_jobs()
 
 
 def worker_env(redis_url: str, paths: dict) -> dict:
