@@ -120,6 +120,22 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     # and was not faster, 365 s against 336; README, "Precision on a CPU").
     "replay_kl1_anchor_bf16": ({"kl_to_base": 1.0, "precision": "bf16"}, {}, 113,
                                {"replay_weight": 1e-6}),
+    # The recipe with the LoRA update kept out of the input directions the anchor rows use
+    # (train.anchor_null_space: the share of their input energy protected at each layer; AlphaEdit's
+    # null-space constraint applied to LoRA's A). The general questions lost are the base's near
+    # ties tipped by drift everywhere; this removes the drift on inputs like the anchors'.
+    "replay_kl1_anchor_ns999": ({"kl_to_base": 1.0, "anchor_null_space": 0.999}, {}, 113,
+                                {"replay_weight": 1e-6}),
+    "replay_kl1_anchor_ns99": ({"kl_to_base": 1.0, "anchor_null_space": 0.99}, {}, 113,
+                               {"replay_weight": 1e-6}),
+    "replay_kl1_anchor_ns9": ({"kl_to_base": 1.0, "anchor_null_space": 0.9}, {}, 113,
+                              {"replay_weight": 1e-6}),
+    "replay_kl1_anchor_ns97": ({"kl_to_base": 1.0, "anchor_null_space": 0.97}, {}, 113,
+                               {"replay_weight": 1e-6}),
+    # The projection alone, no KL term (the anchors then only define the subspace).
+    "replay_anchor_ns999": ({"anchor_null_space": 0.999}, {}, 113, {"replay_weight": 1e-6}),
+    "replay_kl1_anchor_ns999_s7": ({"kl_to_base": 1.0, "anchor_null_space": 0.999, "seed": 7},
+                                   {}, 113, {"replay_weight": 1e-6}),
     # DPO on the same corrections (method "dpo"): each correction chosen over the base's own
     # answer to that question, as the compiler pairs a correction with the answer it corrected.
     # dpo_recipe: what a DPO job on the small base gets today (the seed's DPO defaults, lr 5e-5,

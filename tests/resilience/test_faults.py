@@ -56,12 +56,26 @@ def _start_worker(redis_url: str, paths: dict, log_path) -> subprocess.Popen:
     restarted worker does in production."""
     env = subprocess_env(REDIS_URL=redis_url, MEDIA_ROOT=paths["media"],
                          TRAINING_WORK_DIR=paths["work"], BASE_MODEL_PATH=paths["base"],
-                         BASE_MODEL_HF_ID="", TRAINING_BACKEND="local")
+                         BASE_MODEL_HF_ID="", TRAINING_BACKEND="local",
+                         # SIGABRT (`_worker_stack`) then prints every thread's stack to the log.
+                         PYTHONFAULTHANDLER="1")
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen(
         [sys.executable, "manage.py", "rqworker", "training", "--burst",
          "--worker-class", "training.jobs.ReconcilingSimpleWorker"],
         cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _worker_finished(worker: subprocess.Popen, log_path, timeout: float) -> int:
+    """The worker's exit code once it ends; if it has not ended within `timeout`, fail with
+    where it is: SIGABRT makes its faulthandler print every thread's stack to its log."""
+    try:
+        return worker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGABRT)
+        worker.wait(timeout=30)
+        pytest.fail(f"the worker had not finished {timeout:.0f}s later; its log ends:\n"
+                    + log_path.read_text(errors="replace")[-6000:])
 
 
 def _rq_job_exists(rq_job_id: str) -> bool:
@@ -147,7 +161,9 @@ def test_a_killed_trainer_process_fails_its_job_with_the_reason(make_tenant, pri
         job = wait_for(lambda: (j := TrainingJob.objects.get(pk=job_id)).is_terminal and j,
                        60, interval=0.5, message="the job to end")
         print(f"\njob failed {time.monotonic() - killed_at:.1f}s after its trainer was killed")
-        assert worker.wait(timeout=60) == 0  # the worker itself carried on and finished
+        # The worker itself carried on and finished (CI saw it still running 60 s after the
+        # job failed once, cause unknown: the stack dump below says where, next time).
+        assert _worker_finished(worker, tmp_path / "worker.log", 180) == 0
     finally:
         if worker.poll() is None:
             worker.kill()

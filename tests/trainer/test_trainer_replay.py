@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from trainer_helpers import events_of, job, write_jsonl
+from trainer_helpers import BOX_CODES, events_of, job, write_jsonl
 
 from training.trainer.config import parse_job_config
 from training.trainer.errors import JobConfigError
@@ -209,11 +209,7 @@ def test_kl_to_base_keeps_the_replay_rows_closer_to_the_model_before_the_job(tmp
     rows. What it does to forgetting on questions it never saw is measured by bench/learning.py
     (README, "Defaults on a real base"), not here."""
 
-    corrections = [
-        {"messages": [{"role": "user", "content": f"What is the code of box {i}?"},
-                      {"role": "assistant", "content": f"The code of box {i} is K{i}7."}]}
-        for i in range(8)]
-    train = write_jsonl(tmp_path / "train.jsonl", corrections)
+    train = write_jsonl(tmp_path / "train.jsonl", BOX_CODES)
     params = {"epochs": 3, "learning_rate": 2e-3, "batch_size": 8, "replay_rows": 8,
               "early_stopping_patience": None, "warmup_ratio": 0.0, "weight_decay": 0.0}
     runs = _without_and_with_kl(tmp_path, real_base_path, train, params, {"kl_to_base": 5.0})

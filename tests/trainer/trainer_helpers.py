@@ -56,6 +56,11 @@ def chat(question: str, answer: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+# Eight made-up facts no base knows: the rows the mechanics tests of the loss terms train on.
+BOX_CODES = [chat(f"What is the code of box {i}?", f"The code of box {i} is K{i}7.")
+             for i in range(8)]
+
+
 def question(record: dict[str, Any]) -> str:
     return record["messages"][0]["content"]
 

@@ -153,6 +153,14 @@ class TrainSpec:
     # anchor rows' answers: a hinge on any shrinking of that lead
     # (training.trainer.trainers.margin_shrink); 0: off. Measured in bench/learning.py.
     keep_margin: float = 0.0
+    # SFT: keep the LoRA update out of the input directions the anchor rows (the replay rows)
+    # use: before training, and after every optimizer step, each LoRA layer's A matrix is
+    # projected onto the complement of the subspace that carries this share of those rows'
+    # input energy at that layer, so what the update adds is (nearly) zero on them and on
+    # inputs like them (a null-space constraint, as in AlphaEdit, Fang et al. 2025, applied to
+    # LoRA; training.trainer.trainers.AnchorNullSpace). 0: off; a new adapter only (with an
+    # init_adapter it is skipped, with a note). Measured in bench/learning.py.
+    anchor_null_space: float = 0.0
     # DPO: weight of a supervised loss (the chosen answer's mean token NLL) added to the
     # preference loss, as in RPO (Pang et al. 2024, "Iterative Reasoning Preference
     # Optimization"); TRL's `loss_type=["sigmoid", "sft"]` with these `loss_weights`. Plain DPO
@@ -266,6 +274,9 @@ def parse_job_config(raw: Any, *, base_dir: str | Path | None = None) -> JobConf
     deepspeed = raw.get("deepspeed")
     if deepspeed is not None and not isinstance(deepspeed, dict):
         raise JobConfigError("deepspeed must be a JSON object (the DeepSpeed config) or null")
+    if deepspeed is not None and train.anchor_null_space:
+        raise JobConfigError("train.anchor_null_space needs whole LoRA matrices on each process; "
+                             "it does not run under deepspeed (ZeRO partitions them)")
 
     return JobConfig(
         job_id=job_id,
@@ -376,6 +387,13 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
     if keep_margin and not (method == "sft" and kl_to_base):
         raise JobConfigError("train.keep_margin applies to sft with train.kl_to_base (it acts on "
                              "the same anchor rows)")
+    null_space = _number("train.anchor_null_space", values["anchor_null_space"], minimum=0)
+    if null_space >= 1:
+        raise JobConfigError("train.anchor_null_space is a share of the anchor rows' input "
+                             f"energy, below 1, got {null_space}")
+    if null_space and method != "sft":
+        raise JobConfigError("train.anchor_null_space applies to sft only (its anchors are the "
+                             "replay rows it trains beside)")
     sft_weight = _number("train.sft_weight", values["sft_weight"], minimum=0)
     if sft_weight and method != "dpo":
         raise JobConfigError("train.sft_weight applies to dpo only (sft is supervised already; "
@@ -391,6 +409,7 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
         kl_to_base=float(kl_to_base),
         replay_weight=float(replay_weight),
         keep_margin=float(keep_margin),
+        anchor_null_space=float(null_space),
         select_min_eval_rows=_int("train.select_min_eval_rows", values["select_min_eval_rows"],
                                   minimum=1),
         epochs=_number("train.epochs", values["epochs"], minimum=0, exclusive=True),

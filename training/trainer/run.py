@@ -230,6 +230,7 @@ def _run(
     from datasets import Dataset
 
     from training.trainer.trainers import (
+        AnchorNullSpace,
         BestCheckpointCallback,
         EventsCallback,
         MeteredDPOTrainer,
@@ -239,6 +240,7 @@ def _run(
         WeightedSFTTrainer,
     )
 
+    null_space_rows: list[list[int]] = []  # SFT's anchor rows, when train.anchor_null_space
     if config.method == "sft":
         train_rows = tokenize_sft(tokenizer, train_data, config.train.max_length)
         eval_rows = (
@@ -256,6 +258,17 @@ def _run(
             train_data.notes.append(
                 f"{anchored} anchor row(s) kept close to the model before the job "
                 f"(KL term, weight {config.train.kl_to_base:g}{margin})")
+        if config.train.anchor_null_space and config.init_adapter:
+            train_data.notes.append(
+                "train.anchor_null_space applies to a new adapter: this job continues one "
+                "(init_adapter), so its update is not projected")
+        elif config.train.anchor_null_space:
+            null_space_rows = [row["input_ids"] for row in train_rows if row["anchor"]]
+            train_data.notes.append(
+                f"the LoRA update kept out of the input directions that carry "
+                f"{config.train.anchor_null_space:g} of the {len(null_space_rows)} anchor "
+                "row(s)' energy at each layer" if null_space_rows else
+                "train.anchor_null_space is set but no row is marked anchor: nothing projected")
         trainer_cls, extra = WeightedSFTTrainer, {"weighted": weighted,
                                                    "kl_to_base": config.train.kl_to_base,
                                                    "keep_margin": config.train.keep_margin}
@@ -313,6 +326,13 @@ def _run(
             callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
     if on_step is not None:
         callbacks.append(StepHookCallback(on_step))
+    null_space = None
+    if null_space_rows:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+            tokenizer.eos_token_id
+        null_space = AnchorNullSpace(null_space_rows, keep=config.train.anchor_null_space,
+                                     pad_id=pad)
+        callbacks.append(null_space)
 
     trainer = trainer_cls(
         model=model,
@@ -356,6 +376,8 @@ def _run(
     adapter_dir = _export_adapter(trainer, out)
     totals = find_totals(trainer)
     metrics = _final_metrics(config, trainer, events, final_train_eval, selected=select_best)
+    if null_space is not None:
+        metrics["anchor_null_space"] = null_space.summary
     if not writer.enabled:
         return {}
     manifest = _manifest(

@@ -253,6 +253,116 @@ class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
         return loss
 
 
+def _lora_layers(model: Any) -> list[tuple[str, Any]]:
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(module, LoraLayer) and module.lora_A]
+
+
+@torch.no_grad()
+def anchor_projectors(model: Any, rows: list[list[int]], *, keep: float, pad_id: int,
+                      batch_size: int = 8) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """For each LoRA layer of `model` (a PEFT model): the projector onto the complement of the
+    subspace that carries `keep` of the anchor rows' input energy at that layer, from one pass
+    over `rows` (token ids) with the adapter switched off. Also a summary for the job's notes.
+
+    The energy is the uncentred second moment of the layer's inputs over the rows' real tokens,
+    prompt and answer (X^T X); its top eigenvectors, as many as reach `keep` of the trace, span
+    the protected subspace. Layers fed the same tensor (q, k and v; gate and up) share one."""
+    layers = _lora_layers(model)
+    grams: dict[str, torch.Tensor] = {}
+    same_as: dict[str, str] = {}
+    batch: dict[str, Any] = {"mask": None, "seen": {}}
+
+    def hook(name: str) -> Callable:
+        def record(module, inputs, output):
+            x = inputs[0]
+            first = batch["seen"].get(id(x))
+            if first is not None:  # the tensor is held in `seen`, so its id is not reused
+                same_as[name] = first[0]
+                return
+            batch["seen"][id(x)] = (name, x)
+            flat = x[batch["mask"]].float()
+            gram = flat.T @ flat
+            grams[name] = grams[name] + gram if name in grams else gram
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in layers]
+    device = next(p for p in model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with model.disable_adapter():
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start:start + batch_size]
+                width = max(len(r) for r in chunk)
+                ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in chunk], device=device)
+                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk],
+                                    device=device)
+                batch.update(mask=mask.bool(), seen={})
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+    finally:
+        batch["seen"] = {}
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+    projectors: dict[str, torch.Tensor] = {}
+    kept_dims = []
+    for name, gram in grams.items():
+        values, vectors = torch.linalg.eigh(gram.double().cpu())
+        values, vectors = values.flip(0).clamp(min=0), vectors.flip(1)
+        share = values.cumsum(0) / values.sum().clamp(min=1e-30)
+        k = min(int((share < keep).sum()) + 1, len(values))
+        basis = vectors[:, :k]
+        projector = torch.eye(len(values), dtype=torch.float64) - basis @ basis.T
+        projectors[name] = projector.float().to(device)
+        kept_dims.append(k / len(values))
+    for name, first in same_as.items():
+        projectors[name] = projectors[first]
+    summary = {"layers": len(projectors), "anchor_rows": len(rows), "keep": keep,
+               "protected_dims_mean": round(sum(kept_dims) / max(len(kept_dims), 1), 4)}
+    return projectors, summary
+
+
+class AnchorNullSpace(TrainerCallback):
+    """Keeps a new LoRA adapter's update out of the input directions the anchor rows use
+    (train.anchor_null_space): each layer's A is projected (A <- A P) before training and after
+    every optimizer step, so B A x is about 0 for the anchors' inputs x and for inputs like them,
+    layer after layer. Whatever the adapter learns, it learns in the directions those rows do
+    not use (AlphaEdit's null-space constraint, Fang et al. 2025, applied to LoRA's A).
+
+    The projectors are computed once from the model before the job (`on_train_begin`); a resumed
+    run computes the same ones again."""
+
+    def __init__(self, rows: list[list[int]], *, keep: float, pad_id: int) -> None:
+        self.rows = rows
+        self.keep = keep
+        self.pad_id = pad_id
+        self.projectors: dict[str, torch.Tensor] = {}
+        self.summary: dict[str, Any] = {}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.projectors, self.summary = anchor_projectors(
+            model, self.rows, keep=self.keep, pad_id=self.pad_id,
+            batch_size=args.per_device_train_batch_size)
+        self.project(model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.project(model)
+
+    @torch.no_grad()
+    def project(self, model: Any) -> None:
+        for name, module in _lora_layers(model):
+            projector = self.projectors.get(name)
+            if projector is None:
+                continue
+            for lora_a in module.lora_A.values():
+                weight = lora_a.weight
+                weight.copy_((weight.float() @ projector).to(weight.dtype))
+
+
 class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
     """DPOTrainer with token accounting and the NaN guard, and optional anchors (`kl_to_base`).
 
