@@ -238,6 +238,7 @@ def _run(
         RunTotals,
         StepHookCallback,
         WeightedSFTTrainer,
+        pad_id_of,
     )
 
     null_space_rows: list[list[int]] = []  # SFT's anchor rows, when train.anchor_null_space
@@ -328,10 +329,8 @@ def _run(
         callbacks.append(StepHookCallback(on_step))
     null_space = None
     if null_space_rows:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
-            tokenizer.eos_token_id
         null_space = AnchorNullSpace(null_space_rows, keep=config.train.anchor_null_space,
-                                     pad_id=pad)
+                                     pad_id=pad_id_of(tokenizer))
         callbacks.append(null_space)
 
     trainer = trainer_cls(

@@ -253,6 +253,21 @@ class WeightedSFTTrainer(_AccountingMixin, SFTTrainer):
         return loss
 
 
+def pad_id_of(tokenizer: Any) -> int:
+    """The token that pads a batch: the tokenizer's pad token, else its end-of-sequence one."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
+        tokenizer.eos_token_id
+
+
+def right_padded(rows: list[list[int]], pad_id: int, device: Any
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows as one right-padded batch and its attention mask, on `device`."""
+    width = max(len(row) for row in rows)
+    ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+    return ids.to(device), mask.to(device)
+
+
 def _lora_layers(model: Any) -> list[tuple[str, Any]]:
     from peft.tuners.lora import LoraLayer
 
@@ -295,11 +310,7 @@ def anchor_projectors(model: Any, rows: list[list[int]], *, keep: float, pad_id:
     try:
         with model.disable_adapter():
             for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
-                width = max(len(r) for r in chunk)
-                ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in chunk], device=device)
-                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk],
-                                    device=device)
+                ids, mask = right_padded(rows[start:start + batch_size], pad_id, device)
                 batch.update(mask=mask.bool(), seen={})
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
     finally:
@@ -398,13 +409,7 @@ class MeteredDPOTrainer(_AccountingMixin, DPOTrainer):
                                                     generator=generator).tolist()
                 self._anchor_passes += 1
             picked.append(self.anchor_rows[self._anchor_order.pop()])
-        pad = self.processing_class.pad_token_id
-        pad = self.processing_class.eos_token_id if pad is None else pad
-        width = max(len(ids) for ids in picked)
-        ids = torch.tensor([row + [pad] * (width - len(row)) for row in picked])
-        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in picked])
-        device = self.accelerator.device
-        return ids.to(device), mask.to(device)
+        return right_padded(picked, pad_id_of(self.processing_class), self.accelerator.device)
 
     def _anchor_kl(self, model: Any) -> torch.Tensor:
         import torch.nn.functional as F  # noqa: N812
