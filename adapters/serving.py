@@ -6,6 +6,9 @@ Which version answers a request, in order:
    still an arm of the split (a conversation never switches mid-way, even when the weights are
    changed), else `ab_route(conversation_id, weights)` - a stable hash, so stateless and sticky;
 3. the tenant's active version; none = the base model (`adapter_version: null`).
+A version trained with a scope (`scope_gate`, adapters.scope) then answers only prompts like
+those it trained on: for any other, the base model it was trained on answers, adapter off, and
+the body's `scope` says so (`in_scope`, the prompt's `similarity`, the `threshold`).
 The version is read from the database on every request: an activation is served by the next
 request, without a restart. What generates is the process's runtime, or, with
 `INFERENCE_SERVER_URL` set, a multi-LoRA server speaking vLLM's API (adapters.inference_server).
@@ -45,6 +48,7 @@ from adapters.runtime import (
     base_ref_resolve,
     default_base_ref,
 )
+from adapters.scope import scope_decision
 from adapters.selectors import ab_route, ab_test_arms
 from tenants.errors import Conflict, InvalidInput, NotFound, Unavailable
 from tenants.models import Tenant
@@ -144,14 +148,23 @@ def serving_models_list(*, tenant: Tenant) -> dict:
 
 
 def _prepare(*, tenant: Tenant, conversation_id: str | None, adapter_version: str | None,
-             model: str | None) -> tuple[str, RoutedVersion, AdapterRef | None, BaseRef]:
+             model: str | None, messages: list[dict]
+             ) -> tuple[str, RoutedVersion, AdapterRef | None, BaseRef, dict | None]:
+    """(conversation id, the version routed to, the adapter that generates, the base, the
+    version's scope decision). A version with a scope (adapters.scope) hands a prompt out of
+    it to the base model it was trained on: no adapter generates, the reply still counts for
+    the version."""
     from feedback.services import new_public_id
 
     conversation_id = conversation_id or new_public_id("conv")
     routed = serving_version_select(tenant=tenant, conversation_id=conversation_id,
                                     adapter_version=adapter_version, model=model)
     adapter = AdapterRef.of(routed.version, tenant_slug=tenant.slug) if routed.version else None
-    return conversation_id, routed, adapter, serving_base_for_tenant(tenant)
+    base = serving_base_for_tenant(tenant)
+    scope = scope_decision(routed.version, messages)
+    if adapter is not None and scope is not None and not scope["in_scope"]:
+        adapter, base = None, adapter.base or base
+    return conversation_id, routed, adapter, base, scope
 
 
 def _turns_log(*, tenant: Tenant, conversation_id: str, messages: list[dict], user: str,
@@ -174,10 +187,10 @@ def chat_completion_create(*, tenant: Tenant, messages: list[dict], max_tokens: 
                            adapter_version: str | None = None, model: str | None = None,
                            user: str = "", top_p: float | None = None) -> dict:
     """Answer a chat-completions request for the tenant; returns the OpenAI-shaped body."""
-    conversation_id, routed, adapter, base = _prepare(
-        tenant=tenant, conversation_id=conversation_id, adapter_version=adapter_version,
-        model=model)
     prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
+    conversation_id, routed, adapter, base, scope = _prepare(
+        tenant=tenant, conversation_id=conversation_id, adapter_version=adapter_version,
+        model=model, messages=prompt)
     try:
         completion = serving_runtime(adapter, base).generate(
             messages=prompt, adapter=adapter, base=base, max_new_tokens=max_tokens,
@@ -203,6 +216,7 @@ def chat_completion_create(*, tenant: Tenant, messages: list[dict], max_tokens: 
         "message_id": reply.external_id,
         "adapter_version": routed.version.version if routed.version else None,
         "routing": routed.reason,
+        **({"scope": scope} if scope is not None else {}),
     }
 
 
@@ -220,10 +234,10 @@ def chat_completion_stream(*, tenant: Tenant, messages: list[dict], max_tokens: 
     integrity errors are raised here, before the response starts."""
     from feedback.services import new_public_id
 
-    conversation_id, routed, adapter, base = _prepare(
-        tenant=tenant, conversation_id=conversation_id, adapter_version=adapter_version,
-        model=model)
     prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
+    conversation_id, routed, adapter, base, scope = _prepare(
+        tenant=tenant, conversation_id=conversation_id, adapter_version=adapter_version,
+        model=model, messages=prompt)
     try:
         stream = serving_runtime(adapter, base).stream(
             messages=prompt, adapter=adapter, base=base, max_new_tokens=max_tokens,
@@ -232,7 +246,7 @@ def chat_completion_stream(*, tenant: Tenant, messages: list[dict], max_tokens: 
         raise Unavailable("model_unavailable", str(exc)) from exc
     return ChatEventStream(tenant=tenant, conversation_id=conversation_id, messages=messages,
                            user=user, routed=routed, stream=stream,
-                           reply_id=new_public_id("msg"))
+                           reply_id=new_public_id("msg"), scope=scope)
 
 
 class ChatEventStream:
@@ -241,7 +255,8 @@ class ChatEventStream:
     servers and Django call `close()` on a dropped client)."""
 
     def __init__(self, *, tenant: Tenant, conversation_id: str, messages: list[dict], user: str,
-                 routed: RoutedVersion, stream: CompletionStream, reply_id: str):
+                 routed: RoutedVersion, stream: CompletionStream, reply_id: str,
+                 scope: dict | None = None):
         self.tenant = tenant
         self.conversation_id = conversation_id
         self.messages = messages
@@ -249,6 +264,7 @@ class ChatEventStream:
         self.routed = routed
         self.stream = stream
         self.reply_id = reply_id
+        self.scope = scope
         self.created = int(time.time())
         self.logged = None  # (completion, reply row) once logged
         self._events = self._generate()
@@ -298,7 +314,8 @@ class ChatEventStream:
             completion, _ = self._log_once()
             if completion is None:
                 raise ModelUnavailableError("generation failed")
-            yield self._chunk({}, completion.finish_reason, usage=_usage(completion))
+            yield self._chunk({}, completion.finish_reason, usage=_usage(completion),
+                              **({"scope": self.scope} if self.scope is not None else {}))
         except ModelUnavailableError as exc:
             error = {"error": {"code": "model_unavailable", "message": str(exc), "details": {}}}
             yield f"data: {json.dumps(error)}\n\n".encode()

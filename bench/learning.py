@@ -27,6 +27,7 @@ recipe's runs lost it (README, "Which answers go, and why").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -42,6 +43,10 @@ REPLAY = ASSETS / "replay_prompts.jsonl"
 # 202 more general prompts for the anchor-pool variant (none is an evaluation question, nor a
 # shipped replay prompt; checked in main): does a larger anchor pool keep more?
 EXTRA_ANCHORS = ROOT / "bench" / "assets" / "anchor_prompts_extra.jsonl"
+# One freer rewording of each invented fact ("Who started the Brimwood Company?"), written for
+# the scope gate's measurement after it was built: the shipped held-out paraphrases are templated
+# ("Do you know ...?") and keep every content word of the trained question.
+FREE_PARAPHRASES = ROOT / "bench" / "assets" / "free_paraphrases.jsonl"
 BASE = Path(os.environ.get("SYNAPSEX_REAL_BASE", ROOT / "var" / "models" / "smollm2-135m-instruct"))
 WORK = ROOT / "var" / "bench-learning"
 MAX_NEW_TOKENS = 32
@@ -136,6 +141,12 @@ VARIANTS: dict[str, tuple[dict, dict, int, dict]] = {
     "replay_anchor_ns999": ({"anchor_null_space": 0.999}, {}, 113, {"replay_weight": 1e-6}),
     "replay_kl1_anchor_ns999_s7": ({"kl_to_base": 1.0, "anchor_null_space": 0.999, "seed": 7},
                                    {}, 113, {"replay_weight": 1e-6}),
+    # The recipe with its scope (train.scope_gate 0.5; training.trainer.scope): the adapter
+    # answers only prompts like those it trained on, the base the others. Scored as served.
+    "replay_kl1_anchor_scope": ({"kl_to_base": 1.0, "scope_gate": 0.5}, {}, 113,
+                                {"replay_weight": 1e-6}),
+    "replay_kl1_anchor_scope_s7": ({"kl_to_base": 1.0, "scope_gate": 0.5, "seed": 7}, {}, 113,
+                                   {"replay_weight": 1e-6}),
     # DPO on the same corrections (method "dpo"): each correction chosen over the base's own
     # answer to that question, as the compiler pairs a correction with the answer it corrected.
     # dpo_recipe: what a DPO job on the small base gets today (the seed's DPO defaults, lr 5e-5,
@@ -188,7 +199,21 @@ def answers(model, tokenizer, questions: list[str], max_new_tokens: int = MAX_NE
     from training.trainer.generation import greedy_replies
 
     chats = [[{"role": "user", "content": q}] for q in questions]
-    replies = greedy_replies(model, tokenizer, chats, max_new_tokens=max_new_tokens)
+    scope = getattr(model, "synapsex_scope", None)
+    if scope is None:
+        replies = greedy_replies(model, tokenizer, chats, max_new_tokens=max_new_tokens)
+    else:  # as served: the base answers what is out of the adapter's scope
+        inside = [scope.covers(q) for q in questions]
+        replies = [None] * len(chats)
+        for covered in (True, False):
+            picked = [k for k, c in enumerate(inside) if c is covered]
+            if not picked:
+                continue
+            with contextlib.nullcontext() if covered else model.disable_adapter():
+                got = greedy_replies(model, tokenizer, [chats[k] for k in picked],
+                                     max_new_tokens=max_new_tokens)
+            for k, reply in zip(picked, got, strict=True):
+                replies[k] = reply
     return ["" if finished_only and not finished else text for text, finished in replies]
 
 
@@ -324,10 +349,18 @@ def facts_of(name: str) -> list[dict[str, Any]]:
     return facts[:VARIANTS[name][3].get("facts", len(facts))]
 
 
-def evaluate(adapter: Path, reference: dict[str, Any], name: str, scale: float = 1.0
-             ) -> dict[str, Any]:
-    """Greedy answers of the adapter, its LoRA update multiplied by `scale` (1: as trained)."""
+def evaluate(adapter: Path, reference: dict[str, Any], name: str, scale: float = 1.0,
+             gated: bool = True) -> dict[str, Any]:
+    """Greedy answers of the adapter, its LoRA update multiplied by `scale` (1: as trained).
+    An adapter with a scope (train.scope_gate) is scored as it is served: the base model,
+    adapter off, answers the prompts out of its scope."""
     model, tokenizer = load(adapter)
+    manifest = adapter.parent / "manifest.json"
+    scope = json.loads(manifest.read_text()).get("scope") if manifest.is_file() else None
+    if scope and gated:
+        from training.trainer.scope import Scope
+
+        model.synapsex_scope = Scope(scope)
     if scale != 1.0:
         from peft.helpers import rescale_adapter_scale
 
@@ -342,12 +375,25 @@ def _scores(model, tokenizer, reference: dict[str, Any], name: str) -> dict[str,
     trained = answers(model, tokenizer, [f["questions"][0] for f in facts]) if facts else []
     held_out = answers(model, tokenizer, [f["held_out"][0] for f in facts]) if facts else []
     general_replies = answers(model, tokenizer, [g["question"] for g in general])
+    keys = {f["id"]: f["key"] for f in facts}
+    free = [x for x in read_jsonl(FREE_PARAPHRASES) if x["fact"] in keys]
+    free_replies = answers(model, tokenizer, [x["question"] for x in free]) if free else []
     lost = [{"question": g["question"], "reply": reply}
             for g, reply in zip(general, general_replies, strict=True)
             if not right(reply, g["key"])]
+    scope = getattr(model, "synapsex_scope", None)
+    routed = {} if scope is None else {"scope_to_adapter": {
+        "trained": sum(scope.covers(f["questions"][0]) for f in facts),
+        "held_out": sum(scope.covers(f["held_out"][0]) for f in facts),
+        "free_paraphrases": sum(scope.covers(x["question"]) for x in free),
+        "general": sum(scope.covers(g["question"]) for g in general),
+        "general_questions": [g["question"] for g in general if scope.covers(g["question"])]}}
     return {
+        **routed,
         "trained": sum(right(a, f["key"]) for f, a in zip(facts, trained, strict=True)),
         "held_out": sum(right(a, f["key"]) for f, a in zip(facts, held_out, strict=True)),
+        "free_paraphrases": sum(right(a, keys[x["fact"]])
+                                for x, a in zip(free, free_replies, strict=True)),
         "facts": len(facts),
         "general_kept": len(general) - len(lost),
         "general_known": len(general),
@@ -417,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margins", action="store_true",
                         help="only measure the base's margin on each general question it "
                              "answers right, against how often the recipe's runs lost it")
+    parser.add_argument("--no-train", action="store_true",
+                        help="score the variant's adapter from its last run again (in var/"
+                             "bench-learning) instead of training it")
+    parser.add_argument("--ungated", action="store_true",
+                        help="score an adapter with a scope without its gate (the adapter "
+                             "answers every prompt), stored as <variant>_ungated")
     args = parser.parse_args(argv)
 
     general_q = {g["question"] for g in read_jsonl(GENERAL)}
@@ -445,8 +497,13 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(results, indent=1) + "\n")
         return 0
     for name in args.variants.split(","):
-        adapter, seconds, replayed = train(name, reference, per_epoch=args.per_epoch)
-        scores = evaluate(adapter, reference, name)
+        if args.no_train:
+            adapter = WORK / name / "out" / "adapter"
+            previous = results.get("variants", {}).get(name, {})
+            seconds, replayed = previous.get("train_seconds", 0.0), previous.get("replay_rows", 0)
+        else:
+            adapter, seconds, replayed = train(name, reference, per_epoch=args.per_epoch)
+        scores = evaluate(adapter, reference, name, gated=not args.ungated)
         if args.per_epoch:
             checkpoints = sorted((adapter.parent / "checkpoints").glob("checkpoint-*"),
                                  key=lambda p: int(p.name.split("-")[1]))
@@ -472,13 +529,14 @@ def main(argv: list[str] | None = None) -> int:
                       f"{got['held_out']}, general kept {got['general_kept']}/"
                       f"{got['general_known']}", flush=True)
         train_over, lora_over, replay_rows, extra = VARIANTS[name]
-        results.setdefault("variants", {})[name] = {
+        stored = f"{name}_ungated" if args.ungated else name
+        results.setdefault("variants", {})[stored] = {
             "train": {**RECIPE, **train_over}, "lora": {**LORA, **lora_over},
             "replay_rows": replayed, **extra,
             "train_seconds": round(seconds, 1), **scores,
         }
-        print(f"{name}: trained {scores['trained']}/{scores['facts']}, held out "
-              f"{scores['held_out']}/{scores['facts']}, "
+        print(f"{stored}: trained {scores['trained']}/{scores['facts']}, held out "
+              f"{scores['held_out']}/{scores['facts']}, free {scores['free_paraphrases']}, "
               f"general kept {scores['general_kept']}/{scores['general_known']} "
               f"({seconds:.0f} s)", flush=True)
         out.write_text(json.dumps(results, indent=1) + "\n")

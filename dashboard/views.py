@@ -501,6 +501,11 @@ def evaluation_rows(evaluation: dict) -> list[dict]:
             items = entry.get("items") or 0
             cells = {m: _cell(entry.get(m), items, "share", "right")
                      for m in ("new", "active", "base")}
+        reached = ((scores.get("scope") or {}).get("new") or {}).get(name)
+        if reached is not None and cells["new"] != "–":
+            # A version with a scope: how many of the set's items its adapter answered (the
+            # base answered the rest, as chat serves it).
+            cells["new"] += f"; {reached} of {entry.get('items', 0)} within its scope"
         rows.append({"label": label, "items": items, **cells})
     return rows
 

@@ -92,6 +92,12 @@ PARAMETERS: tuple[Parameter, ...] = (
               help_text="Up to this many of your own users' prompts (openings of your newest "
                         "conversations that drew no complaint) replayed with the job like the "
                         "general prompts (0: none)"),
+    Parameter("scope_gate", "float", methods=(SFT, DPO, KTO), minimum=0.0, maximum=1.0,
+              label="Scope gate",
+              help_text="Serve the new version only on prompts this similar (0-1) to a prompt "
+                        "it trained on; the base model answers the others, so what it learned "
+                        "cannot change answers it was not taught (0: off, it answers every "
+                        "prompt)"),
     Parameter("min_feedback_count", "int", methods=(SFT, KTO), minimum=1, maximum=10_000_000,
               label="Minimum feedback (SFT, KTO)", in_form=True),
     Parameter("min_preference_pairs", "int", methods=(DPO,), minimum=1, maximum=10_000_000,

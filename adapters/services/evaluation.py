@@ -21,6 +21,8 @@ from django.utils import timezone
 
 from adapters import evaluation as sets
 from adapters.models import AdapterEvaluation, AdapterVersion
+from adapters.scope import version_scope
+from training.trainer.scope import last_user_text
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,23 @@ def _base_cache_key(base, messages: list[dict]) -> str:
     return "eval-base-answer:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def _answers(runtime, items: list[dict], *, adapter, base) -> list[str]:
+def _answers(runtime, items: list[dict], *, adapter, base, scope=None) -> list[str]:
     """Greedy replies; the base model's are cached (Django's cache) per base and prompt, since
-    every evaluation of a tenant (and of every tenant on that base) asks it the same questions."""
+    every evaluation of a tenant (and of every tenant on that base) asks it the same questions.
+    A version with a scope (adapters.scope) is scored as it is served: the base answers the
+    items out of it."""
     if not items:
         return []
+    if adapter is not None and scope is not None:
+        inside = [scope.covers(last_user_text(i["messages"])) for i in items]
+        replies: list[str | None] = [None] * len(items)
+        for covered in (True, False):
+            picked = [k for k, c in enumerate(inside) if c is covered]
+            got = _answers(runtime, [items[k] for k in picked],
+                           adapter=adapter if covered else None, base=base)
+            for k, reply in zip(picked, got, strict=True):
+                replies[k] = reply
+        return replies
     conversations = [i["messages"] for i in items]
     if adapter is not None:
         return runtime.generate_batch(conversations=conversations, adapter=adapter, base=base,
@@ -146,13 +160,15 @@ def _run(version: AdapterVersion, compared: AdapterVersion | None) -> dict:
     runtime = runtime_get()
     base = version_base_ref(version)
     models = {"new": AdapterRef.of(version), "base": None}
+    scopes = {"new": version_scope(version)}
     if compared is not None:
         models["active"] = AdapterRef.of(compared)
+        scopes["active"] = version_scope(compared)
     by_set = {"golden": sets.golden_items(version.tenant),
               "trained": sets.trained_items(version),
               "general": sets.general_items(),
               "safety": sets.safety_items(version.tenant)}
-    answers = {name: {m: _answers(runtime, items, adapter=ref, base=base)
+    answers = {name: {m: _answers(runtime, items, adapter=ref, base=base, scope=scopes.get(m))
                       for m, ref in models.items()} for name, items in by_set.items()}
     scores, regressions, samples = {}, [], []
     for name in ("golden", "trained"):
@@ -186,6 +202,12 @@ def _run(version: AdapterVersion, compared: AdapterVersion | None) -> dict:
     for model in answers["safety"]:
         scores["safety"][model] = _safety(by_set["safety"], answers["safety"][model])
     samples += _samples("safety", by_set["safety"], answers["safety"])
+    for model, scope in scopes.items():
+        if scope is not None:  # how many items of each set the version's own adapter answered
+            scores.setdefault("scope", {})[model] = {
+                "threshold": scope.threshold,
+                **{name: sum(scope.covers(last_user_text(i["messages"])) for i in items)
+                   for name, items in by_set.items()}}
     for entry in scores.values():
         for value in entry.values():
             if isinstance(value, dict):

@@ -110,6 +110,10 @@ def trained_result_dirs(tmp_path_factory, tiny_base_path) -> dict[str, Path]:
     """Two adapters really trained (the trainer's Python entry, `run_job`) on the tiny base to
     give different answers to the same prompt. ml-notes: the seed defaults do not move a tiny
     model, so lr 5e-3, 10 epochs, r 8 (about 12 s each on two CPU cores)."""
+    return _trained(tmp_path_factory, tiny_base_path, TRAINED_ANSWERS)
+
+
+def _trained(tmp_path_factory, tiny_base_path, answers: dict[str, str]) -> dict[str, Path]:
     import json
 
     from training.trainer.config import parse_job_config
@@ -117,7 +121,7 @@ def trained_result_dirs(tmp_path_factory, tiny_base_path) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("trained")
     out = {}
-    for name, answer in TRAINED_ANSWERS.items():
+    for name, answer in answers.items():
         folder = root / name
         folder.mkdir()
         rows = [{"messages": [{"role": "user", "content": SECRET_PROMPT},
@@ -130,8 +134,17 @@ def trained_result_dirs(tmp_path_factory, tiny_base_path) -> dict[str, Path]:
             "data": {"train": "train.jsonl", "eval": "eval.jsonl"}, "output_dir": "out",
             "lora": {"r": 8, "alpha": 16},
             "train": {"epochs": 10, "learning_rate": 5e-3, "batch_size": 8, "seed": 0,
-                      "eval_every": 1000, "save_every": 1000},
+                      "eval_every": 1000, "save_every": 1000,
+                      **({"scope_gate": 0.5} if name == "apple_scoped" else {})},
         }, base_dir=folder)
         run_job(config)
         out[name] = folder / "out"
     return out
+
+
+@pytest.fixture(scope="session")
+def scoped_result_dir(tmp_path_factory, tiny_base_path) -> Path:
+    """The "apple" adapter trained the same way with train.scope_gate 0.5: its manifest holds
+    its scope (training.trainer.scope), so it is served only on prompts like SECRET_PROMPT."""
+    return _trained(tmp_path_factory, tiny_base_path, {"apple_scoped": TRAINED_ANSWERS["apple"]}
+                    )["apple_scoped"]

@@ -1,6 +1,8 @@
 """Serving: chat/completions answers with the active adapter or the A/B arm, logs every turn,
 follows activation without a restart, and never loads a tampered adapter."""
 
+import json
+
 import pytest
 
 from adapters.runtime import runtime_get, runtime_reset
@@ -169,3 +171,44 @@ def test_an_unknown_adapter_version_override_is_404(owner, base_model):
     response = _ask(owner, adapter_version="v7")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "version_not_found"
+
+
+def test_a_version_with_a_scope_lets_the_base_answer_what_it_was_not_taught(
+        owner, base_model, make_version, trained_result_dirs, scoped_result_dir):
+    """The "apple" adapter trained with train.scope_gate answers its own question; a prompt
+    unlike anything it trained on is answered by the base model, adapter off, exactly as
+    `adapter_version: "base"` answers it, and the reply still counts for the version. The same
+    adapter trained without a scope answers that prompt otherwise (so the gate is what
+    changed it)."""
+    other = "Tell me about the ocean waves."
+    base_reply = _ask(owner, content=other, adapter_version="base").json()
+    unscoped = make_version(owner.tenant, result_dir=trained_result_dirs["apple"])
+    scoped = make_version(owner.tenant, result_dir=scoped_result_dir)
+    assert scoped.manifest["scope"]["threshold"] == 0.5
+    assert scoped.eval_metrics["scope_gate"]["trained_prompts"] == 1
+
+    ungated = _ask(owner, content=other, adapter_version=unscoped.version).json()
+    assert "scope" not in ungated
+    assert ungated["choices"][0]["message"]["content"] != \
+        base_reply["choices"][0]["message"]["content"]
+
+    taught = _ask(owner, adapter_version=scoped.version).json()
+    assert taught["choices"][0]["message"]["content"] == TRAINED_ANSWERS["apple"]
+    assert taught["scope"] == {"in_scope": True, "similarity": 1.0, "threshold": 0.5}
+    gated = _ask(owner, content=other, adapter_version=scoped.version).json()
+    print(f"\nbase: {base_reply['choices'][0]['message']['content']!r}; without a scope: "
+          f"{ungated['choices'][0]['message']['content']!r}; gated: {gated['scope']}")
+    assert gated["scope"]["in_scope"] is False and gated["scope"]["similarity"] < 0.5
+    assert gated["choices"][0]["message"]["content"] == \
+        base_reply["choices"][0]["message"]["content"]
+    assert gated["adapter_version"] == scoped.version
+    assert Message.objects.get(external_id=gated["message_id"]).served_by_version == scoped
+
+    # Streamed the same: the last chunk says what the gate decided.
+    streamed = _ask(owner, content=other, adapter_version=scoped.version, stream=True)
+    chunks = [json.loads(line[6:]) for line in
+              b"".join(streamed.streaming_content).decode().split("\n\n")
+              if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == \
+        base_reply["choices"][0]["message"]["content"]
+    assert chunks[-1]["scope"]["in_scope"] is False

@@ -249,3 +249,30 @@ def test_an_evaluation_only_dataset_is_scored_with_the_golden_set_and_never_trai
     golden = adapter_version_evaluate(version=river).scores["golden"]
     assert golden["items"] == 1 and golden["ids"][0].startswith("ds_")
     assert golden["active"]["right"] == 1 and golden["new"]["right"] == 0
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_version_with_a_scope_is_evaluated_as_it_is_served(
+        owner, base_model, make_version, trained_result_dirs, scoped_result_dir, small_sets):
+    """A version trained with train.scope_gate answers the golden correction of its own
+    question with its adapter, and the general questions (unlike anything it trained on)
+    with the base model, adapter off, as chat serves it: it keeps every general answer the
+    base had, and the scores say how many items of each set its adapter answered."""
+    from adapters.services import adapter_version_evaluate
+
+    _golden_correction(owner, SECRET_PROMPT, TRAINED_ANSWERS["apple"])
+    unscoped = make_version(owner.tenant, result_dir=trained_result_dirs["apple"])
+    ungated = adapter_version_evaluate(version=unscoped).scores["general"]
+    print(f"\nthe same adapter without a scope: {ungated}")
+    assert ungated["new"]["kept_share"] < 1.0  # so the gate is what keeps them below
+    scoped = make_version(owner.tenant, result_dir=scoped_result_dir)
+    evaluation = adapter_version_evaluate(version=scoped)
+    assert evaluation.status == "completed", evaluation.error
+    scores = evaluation.scores
+    print(f"\nscope: {scores['scope']}; general: {scores['general']}")
+    assert scores["scope"]["new"]["threshold"] == 0.5
+    assert scores["scope"]["new"]["golden"] == 1 and scores["scope"]["new"]["general"] == 0
+    assert scores["golden"]["new"]["right"] == 1
+    assert scores["general"]["base_right"] >= 6
+    assert scores["general"]["new"]["kept_share"] == 1.0
+    assert not [r for r in evaluation.regressions if r["set"] == "general"]

@@ -95,3 +95,19 @@ def test_lost_general_answers_are_listed_with_how_firmly_the_base_held_them(
     assert 'id="evaluation-regressions"' in page and "General answers lost (2)" in page
     assert "near tie (0.159 nats)" in page and "The capital of India is Mumbai." in page
     assert "<td>firm</td>" in page and "Jack Horne." in page
+
+
+def test_a_version_with_a_scope_says_how_many_items_its_adapter_answered(
+        client_for, admin_a, tenant_a):
+    """A version trained with a scope (scope_gate) was scored as served: the evaluation counts
+    how many items of each set reached its adapter, and the page says so beside its score."""
+    adapter_version(tenant_a, 1, active=True)
+    v2 = adapter_version(tenant_a, 2)
+    evaluation = _evaluation(v2, golden_new=4, golden_active=3, kept=10)
+    evaluation.scores["scope"] = {"new": {"threshold": 0.5, "golden": 4, "trained": 2,
+                                          "general": 1, "safety": 0}}
+    evaluation.save()
+    page = client_for(admin_a).get(reverse("dashboard:adapter_activate",
+                                           args=["acme", 2])).content.decode()
+    assert "4/4 (100%); 4 of 4 within its scope" in page
+    assert "10/10 (100%); 1 of 20 within its scope" in page

@@ -14,7 +14,7 @@ import json
 
 import pytest
 from test_trainer_replay import _replay_kls
-from trainer_helpers import BOX_CODES, events_of, job, write_jsonl
+from trainer_helpers import BOX_CODES, events_of, job, new_then_continued, write_jsonl
 
 from training.trainer.config import parse_job_config
 from training.trainer.errors import JobConfigError
@@ -119,23 +119,13 @@ def test_a_job_leaves_its_anchor_rows_as_they_were_and_still_trains(tmp_path, re
 def test_a_job_that_continues_an_adapter_is_not_projected_and_says_so(tmp_path, tiny_base_path):
     """The projection assumes the adapter starts at zero (B = 0): an init_adapter's own update
     is not in that subspace, so a job that continues one skips it, with a note, and trains."""
-    from training.trainer.run import run_job
-
-    anchors = [{**row, "anchor": True, "weight": 1e-6} for row in BOX_CODES[4:]]
-    train = write_jsonl(tmp_path / "train.jsonl", BOX_CODES[:4] + anchors)
-    params = {"epochs": 2, "learning_rate": 2e-3, "batch_size": 4,
-              "early_stopping_patience": None, "anchor_null_space": 0.99}
-    first = tmp_path / "first"
-    run_job(parse_job_config(job(first, tiny_base_path, train, train_params=params)))
-    (started,) = events_of(first / "out", "started")
+    first, second = new_then_continued(tmp_path, tiny_base_path, {"anchor_null_space": 0.99})
+    (started,) = events_of(first, "started")
     assert any("kept out of the input directions that carry 0.99 of the 4 anchor" in n
                for n in started["notes"])
 
-    second = tmp_path / "second"
-    run_job(parse_job_config(job(second, tiny_base_path, train, train_params=params,
-                                 init_adapter=str(first / "out" / "adapter"))))
-    (started,) = events_of(second / "out", "started")
+    (started,) = events_of(second, "started")
     assert any("applies to a new adapter" in n for n in started["notes"])
-    manifest = json.loads((second / "out" / "manifest.json").read_text())
+    manifest = json.loads((second / "manifest.json").read_text())
     assert "anchor_null_space" not in manifest["metrics"]
     assert manifest["metrics"]["global_step"] > 0

@@ -61,6 +61,23 @@ BOX_CODES = [chat(f"What is the code of box {i}?", f"The code of box {i} is K{i}
              for i in range(8)]
 
 
+def new_then_continued(tmp: Path, base: Path, option: dict[str, Any]) -> tuple[Path, Path]:
+    """Two short SFT jobs on the box codes (4 trained rows, 4 anchor rows) with a trainer
+    option set (`option`, train keys): a new adapter, then a job that continues it
+    (init_adapter). Returns their output folders."""
+    from training.trainer.config import parse_job_config
+    from training.trainer.run import run_job
+
+    anchors = [{**row, "anchor": True, "weight": 1e-6} for row in BOX_CODES[4:]]
+    train = write_jsonl(tmp / "train.jsonl", BOX_CODES[:4] + anchors)
+    params = {"epochs": 2, "learning_rate": 2e-3, "batch_size": 4,
+              "early_stopping_patience": None, **option}
+    run_job(parse_job_config(job(tmp / "first", base, train, train_params=params)))
+    run_job(parse_job_config(job(tmp / "second", base, train, train_params=params,
+                                 init_adapter=str(tmp / "first" / "out" / "adapter"))))
+    return tmp / "first" / "out", tmp / "second" / "out"
+
+
 def question(record: dict[str, Any]) -> str:
     return record["messages"][0]["content"]
 

@@ -143,6 +143,20 @@ def test_it_learns_corrections_on_the_real_base_and_keeps_what_it_knew(
     # recipe was not changed for this test.
     assert sum(trained_hits) >= 0.7 * len(trained_q)
     assert sum(held_hits) >= 0.6 * len(held_out)
+    # The recipe serves the version only within its scope (scope_gate; adapters.scope): a
+    # general question unlike every trained prompt is answered by the base model itself,
+    # greedily, as before the job, so none of those can be lost; and every never-trained
+    # paraphrase reaches the adapter (they keep the facts' names).
+    from adapters.models import AdapterVersion
+    from adapters.scope import version_scope
+
+    scope = version_scope(AdapterVersion.objects.get(tenant=ctx.tenant, number=1))
+    assert scope is not None and body["params"]["scope_gate"] == 0.5
+    outside = [k for k, (question, _) in enumerate(known) if not scope.covers(question)]
+    print(f"scope: {len(known) - len(outside)}/{len(known)} known general questions reach the "
+          f"adapter, {sum(scope.covers(q) for q, _ in held_out)}/{len(held_out)} paraphrases")
+    assert all(kept_hits[k] for k in outside)
+    assert all(scope.covers(question) for question, _ in held_out)
     # The recipe replays the model's own answers to general prompts (none of them asked here)
     # with a KL term to the model before the job: bench/learning.py measured 50/57 kept with
     # both, 42/57 with replay alone, 36/57 with neither, on the 110-question set.

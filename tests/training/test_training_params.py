@@ -21,6 +21,7 @@ from training.parameters import training_params_errors
     ("lora_dropout", 1.0), ("min_feedback_count", 0), ("replay_rows", -1),
     ("replay_rows", 1001), ("kl_to_base", -1), ("kl_to_base", 101), ("kl_to_base", "high"),
     ("replay_weight", 0), ("replay_weight", 1.5), ("replay_weight", -0.1), ("sft_weight", 1.0),
+    ("scope_gate", -0.1), ("scope_gate", 1.5), ("scope_gate", "near"),
 ])
 def test_it_refuses_bad_lora_parameters(ready, field, value):
     response = ready.client.post(ready.url("train/lora"), {**LORA_SMALL, field: value},
@@ -145,3 +146,19 @@ def test_the_operators_precision_reaches_every_jobs_config(ready, settings):
     for precision in ("fp32", "bf16"):
         settings.TRAINING_PRECISION = precision
         assert _job_config(job, None)["train"]["precision"] == precision
+
+
+def test_scope_gate_reaches_the_trainers_config(ready):
+    """The request's scope_gate is stored with the job and written to job.json's train section
+    (the trainer builds the scope: tests/trainer/test_trainer_scope.py); 0 writes nothing."""
+    from training.services.bundle import _job_config
+
+    for path, body in (("train/lora", LORA_SMALL), ("train/dpo", {"min_preference_pairs": 1})):
+        for gate, written in ((0.6, 0.6), (0, None)):
+            response = ready.client.post(ready.url(path), {**body, "scope_gate": gate},
+                                         format="json")
+            assert response.status_code == 201, response.content
+            job = TrainingJob.objects.get(id=response.json()["job_id"])
+            assert job.params["scope_gate"] == gate
+            assert _job_config(job, None)["train"].get("scope_gate") == written
+            TrainingJob.objects.all().delete()

@@ -70,6 +70,8 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
         train.update(replay_rows=params["replay_rows"], kl_to_base=params["kl_to_base"])
     if job.method == "sft" and params.get("replay_weight", 1.0) != 1.0:
         train["replay_weight"] = params["replay_weight"]
+    if params.get("scope_gate"):
+        train["scope_gate"] = params["scope_gate"]
     if settings.TRAINING_PRECISION != "auto":
         train["precision"] = settings.TRAINING_PRECISION
     return {

@@ -161,6 +161,13 @@ class TrainSpec:
     # LoRA; training.trainer.trainers.AnchorNullSpace). 0: off; a new adapter only (with an
     # init_adapter it is skipped, with a note). Measured in bench/learning.py.
     anchor_null_space: float = 0.0
+    # Serve the adapter only on prompts like those it trained on (training.trainer.scope): the
+    # job stores its scope (its prompts' content words, weighted against general prompts) in the
+    # manifest, and serving lets the base model, adapter off, answer a prompt whose similarity to
+    # every trained prompt is below this threshold (0-1; 0: off, the adapter answers everything).
+    # A new adapter only (with an init_adapter it is skipped, with a note: the parent's prompts
+    # are not in the bundle). Measured in bench/learning.py.
+    scope_gate: float = 0.0
     # DPO: weight of a supervised loss (the chosen answer's mean token NLL) added to the
     # preference loss, as in RPO (Pang et al. 2024, "Iterative Reasoning Preference
     # Optimization"); TRL's `loss_type=["sigmoid", "sft"]` with these `loss_weights`. Plain DPO
@@ -394,6 +401,10 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
     if null_space and method != "sft":
         raise JobConfigError("train.anchor_null_space applies to sft only (its anchors are the "
                              "replay rows it trains beside)")
+    scope_gate = _number("train.scope_gate", values["scope_gate"], minimum=0)
+    if scope_gate > 1:
+        raise JobConfigError("train.scope_gate is a similarity threshold between 0 and 1, got "
+                             f"{scope_gate}")
     sft_weight = _number("train.sft_weight", values["sft_weight"], minimum=0)
     if sft_weight and method != "dpo":
         raise JobConfigError("train.sft_weight applies to dpo only (sft is supervised already; "
@@ -410,6 +421,7 @@ def _parse_train(raw: Any, method: str, preset: dict[str, Any]) -> TrainSpec:
         replay_weight=float(replay_weight),
         keep_margin=float(keep_margin),
         anchor_null_space=float(null_space),
+        scope_gate=float(scope_gate),
         select_min_eval_rows=_int("train.select_min_eval_rows", values["select_min_eval_rows"],
                                   minimum=1),
         epochs=_number("train.epochs", values["epochs"], minimum=0, exclusive=True),

@@ -299,6 +299,7 @@ def _run(
                 f"job (KL term, weight {config.train.kl_to_base:g})")
         trainer_cls = MeteredDPOTrainer
 
+    scope = _scope(config, train_data, anchors)
     gpus = world if torch.cuda.is_available() else 0
     started_fields = {
         "job_id": config.job_id,
@@ -377,6 +378,8 @@ def _run(
     metrics = _final_metrics(config, trainer, events, final_train_eval, selected=select_best)
     if null_space is not None:
         metrics["anchor_null_space"] = null_space.summary
+    if scope is not None:
+        metrics["scope_gate"] = scope["summary"]
     if not writer.enabled:
         return {}
     manifest = _manifest(
@@ -391,6 +394,8 @@ def _run(
         world,
         adapter_dir,
     )
+    if scope is not None:
+        manifest["scope"] = scope["scope"]
     manifest_path = write_manifest(out / "manifest.json", manifest)
     real_fraction = totals.real_tokens / totals.computed_tokens if totals.computed_tokens else None
     return writer.emit(
@@ -408,6 +413,33 @@ def _run(
         manifest_path=str(manifest_path),
         **({"distributed": distributed} if distributed is not None else {}),
     )
+
+
+def _scope(config: JobConfig, train_data: Any, anchors: Any) -> dict[str, Any] | None:
+    """The adapter's scope (train.scope_gate; training.trainer.scope) from the job's rows: the
+    prompts it trains, against its anchor (replay) prompts and the shipped general prompts.
+    None when off, or when the job continues an adapter (its parent's prompts are not here)."""
+    if not config.train.scope_gate:
+        return None
+    if config.init_adapter:
+        train_data.notes.append(
+            "train.scope_gate applies to a new adapter: this job continues one (init_adapter), "
+            "whose earlier prompts are not in its data, so it answers every prompt")
+        return None
+    from training.trainer.scope import Scope, background_prompts, record_prompt, scope_build
+
+    records = train_data.records + (anchors.records if anchors is not None else [])
+    trained = [record_prompt(r) for r in records if not r.get("anchor")]
+    anchored = [record_prompt(r) for r in records if r.get("anchor")]
+    background = list(dict.fromkeys(anchored + background_prompts()))
+    scope = scope_build(trained, background=background, threshold=config.train.scope_gate)
+    summary = Scope(scope).summary(background)
+    train_data.notes.append(
+        f"served only on prompts like its {summary['trained_prompts']} trained prompt(s) "
+        f"(similarity at least {config.train.scope_gate:g}); others go to the base model. "
+        f"{summary['background_reaching_adapter']} of {len(background)} general and anchor "
+        "prompts would reach the adapter")
+    return {"scope": scope, "summary": summary}
 
 
 def find_totals(trainer: Any) -> Any:
