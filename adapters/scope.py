@@ -11,11 +11,13 @@ part of the version. Versions without a scope (any job before it, or trained wit
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 
 from training.trainer.scope import Scope, last_user_text
 
+logger = logging.getLogger(__name__)
 CACHE_SIZE = 64
 _scopes: OrderedDict[tuple, Scope | None] = OrderedDict()
 _lock = threading.Lock()
@@ -29,7 +31,15 @@ def version_scope(version) -> Scope | None:
             _scopes.move_to_end(key)
             return _scopes[key]
     data = (version.manifest or {}).get("scope")
-    scope = Scope(data) if data else None
+    scope = None
+    if data:
+        try:
+            scope = Scope(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Only the trainer writes a manifest's scope; one it cannot read is served like a
+            # version without a scope (the adapter answers everything), and said in the log.
+            logger.error("version %s has an unreadable scope (%s): served without it",
+                         version.version, exc)
     with _lock:
         _scopes[key] = scope
         while len(_scopes) > CACHE_SIZE:

@@ -212,3 +212,17 @@ def test_a_version_with_a_scope_lets_the_base_answer_what_it_was_not_taught(
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == \
         base_reply["choices"][0]["message"]["content"]
     assert chunks[-1]["scope"]["in_scope"] is False
+
+
+def test_an_unreadable_scope_is_served_as_no_scope_and_logged(caplog):
+    """Only the trainer writes a scope; should a manifest's be unreadable, the version answers
+    every prompt (as a version without a scope does) and the log says why."""
+    from adapters.models import AdapterVersion
+    from adapters.scope import scope_decision, version_scope
+
+    for number, scope in enumerate(({"format": "other"}, {"format": "synapsex-scope/1"}), 1):
+        version = AdapterVersion(number=number, sha256=f"{number}" * 64,
+                                 manifest={"scope": scope})
+        assert version_scope(version) is None
+        assert scope_decision(version, [{"role": "user", "content": "hi"}]) is None
+    assert caplog.text.count("unreadable scope") == 2
