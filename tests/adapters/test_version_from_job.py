@@ -116,3 +116,22 @@ def test_it_records_the_parent_version_for_continued_training(owner, make_job, m
     v2 = adapter_version_create_from_job(job=job, result_dir=_copy(untrained_result_dirs[1],
                                                                     tmp_path))
     assert v2.parent_id == v1.pk
+
+
+def test_a_continued_jobs_bundle_carries_the_parents_scope(owner, make_version, scoped_result_dir,
+                                                           untrained_result_dirs, tmp_path):
+    """A job that continues a version gets that version's adapter files and, when the version
+    has a scope (train.scope_gate), the scope beside them, which the trainer merges into the new
+    version's (tests/trainer/test_trainer_scope.py). A version without a scope sends none."""
+    from training.services.bundle import _download_adapter
+    from training.trainer.scope import PARENT_SCOPE_FILE
+
+    scoped = make_version(owner.tenant, result_dir=scoped_result_dir)
+    folder = _download_adapter(scoped, tmp_path / "scoped")
+    assert (folder / "adapter_model.safetensors").is_file()
+    assert json.loads((folder / PARENT_SCOPE_FILE).read_text()) == scoped.manifest["scope"]
+
+    plain = make_version(owner.tenant, result_dir=untrained_result_dirs[0])
+    folder = _download_adapter(plain, tmp_path / "plain")
+    assert (folder / "adapter_model.safetensors").is_file()
+    assert not (folder / PARENT_SCOPE_FILE).exists()

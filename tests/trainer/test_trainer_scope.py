@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 
 import pytest
-from trainer_helpers import BOX_CODES, events_of, job, new_then_continued
+from trainer_helpers import BOX_CODES, chat, events_of, job, new_then_continued, write_jsonl
 
 from training.trainer.config import parse_job_config
-from training.trainer.errors import JobConfigError
+from training.trainer.errors import DataError, JobConfigError
 from training.trainer.scope import Scope, background_prompts, record_prompt, scope_build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,11 +85,12 @@ def test_the_prompt_of_a_record_is_its_last_user_message():
                           "label": True}) == "Hi"
 
 
-def test_a_job_stores_its_scope_and_a_continuing_job_skips_it(tmp_path, tiny_base_path):
+def test_a_job_stores_its_scope_and_a_continuing_job_inherits_it(tmp_path, tiny_base_path):
     """The trained rows' prompts make the scope, anchor rows are background; the manifest holds
     it, the metrics say what the job's prompts say about the threshold, the started event says
-    it in words. A job that continues an adapter has no scope (its parent's prompts are not in
-    its data), says so, and trains."""
+    it in words. A job that continues an adapter merges that adapter's scope (scope.json beside
+    its files) into its own; continuing one without a scope, it has none either (the parent
+    answered everything), and says so; an unreadable parent scope fails the job as bad data."""
     first, second = new_then_continued(tmp_path, tiny_base_path, {"scope_gate": 0.5})
     manifest = json.loads((first / "manifest.json").read_text())
     scope = Scope(manifest["scope"])
@@ -103,8 +104,42 @@ def test_a_job_stores_its_scope_and_a_continuing_job_skips_it(tmp_path, tiny_bas
     (started,) = events_of(first, "started")
     assert any("served only on prompts like its" in n for n in started["notes"])
 
+    # The adapter it continued had no scope beside its files: it answered every prompt, and
+    # so does the continuation.
     (started,) = events_of(second, "started")
-    assert any("train.scope_gate applies to a new adapter" in n for n in started["notes"])
+    assert any("the adapter this job continues (init_adapter) has no scope" in n
+               for n in started["notes"])
     manifest = json.loads((second / "manifest.json").read_text())
     assert "scope" not in manifest and "scope_gate" not in manifest["metrics"]
     assert manifest["metrics"]["global_step"] > 0
+
+    # With the parent's scope beside its files (as the platform's bundle writes it), the
+    # continuation's scope holds both jobs' prompts.
+    from training.trainer.run import run_job
+    from training.trainer.scope import PARENT_SCOPE_FILE
+
+    parent = first / "adapter"
+    (parent / PARENT_SCOPE_FILE).write_text(json.dumps(json.loads(
+        (first / "manifest.json").read_text())["scope"]))
+    crates = [chat(f"What colour is crate {i}?", f"Crate {i} is teal.") for i in (9, 10)]
+    third = tmp_path / "third"
+    run_job(parse_job_config(job(third, tiny_base_path,
+                                 write_jsonl(tmp_path / "crates.jsonl", crates * 2),
+                                 train_params={"epochs": 1, "learning_rate": 2e-3,
+                                               "batch_size": 4, "scope_gate": 0.5},
+                                 init_adapter=str(parent))))
+    manifest = json.loads((third / "out" / "manifest.json").read_text())
+    scope = Scope(manifest["scope"])
+    assert all(scope.covers(q) for q in trained + ["What colour is crate 9?"])
+    assert manifest["metrics"]["scope_gate"]["trained_prompts"] == len(set(trained)) + 2
+    (started,) = events_of(third / "out", "started")
+    assert any(f"{len(set(trained))} of them from the adapter it continues" in n
+               for n in started["notes"])
+
+    (parent / PARENT_SCOPE_FILE).write_text('{"format": "synapsex-scope/1"}')
+    with pytest.raises(DataError, match="scope of the adapter this job continues"):
+        run_job(parse_job_config(job(tmp_path / "fourth", tiny_base_path,
+                                     tmp_path / "crates.jsonl",
+                                     train_params={"epochs": 1, "scope_gate": 0.5,
+                                                   "batch_size": 4},
+                                     init_adapter=str(parent))))

@@ -93,7 +93,8 @@ def _job_config(job: TrainingJob, init_adapter: Path | None) -> dict:
 
 
 def _download_adapter(version, dest: Path) -> Path:
-    """The parent version's adapter files, each checked against its stored sha256."""
+    """The parent version's adapter files, each checked against its stored sha256, and its
+    scope (train.scope_gate) when it has one."""
     dest.mkdir(parents=True, exist_ok=True)
     for name, digest in (version.files or {}).items():
         if not name.endswith((".safetensors", ".json")) or name == "manifest.json":
@@ -104,6 +105,12 @@ def _download_adapter(version, dest: Path) -> Path:
         if expected and hashlib.sha256(data).hexdigest() != expected:
             raise ValueError(f"{version.version}/{name} does not match its sha256")
         (dest / name).write_bytes(data)
+    scope = (version.manifest or {}).get("scope")
+    if scope:
+        # The trainer merges the parent's scope into the new version's (train.scope_gate).
+        from training.trainer.scope import PARENT_SCOPE_FILE
+
+        (dest / PARENT_SCOPE_FILE).write_text(json.dumps(scope))
     return dest
 
 

@@ -165,8 +165,9 @@ class TrainSpec:
     # job stores its scope (its prompts' content words, weighted against general prompts) in the
     # manifest, and serving lets the base model, adapter off, answer a prompt whose similarity to
     # every trained prompt is below this threshold (0-1; 0: off, the adapter answers everything).
-    # A new adapter only (with an init_adapter it is skipped, with a note: the parent's prompts
-    # are not in the bundle). Measured in bench/learning.py.
+    # With an init_adapter, the scope beside its files (scope.json, written by the platform's
+    # bundle) is merged in; an init_adapter without one answered every prompt, so the job has
+    # no scope either (a note says so). Measured in bench/learning.py.
     scope_gate: float = 0.0
     # DPO: weight of a supervised loss (the chosen answer's mean token NLL) added to the
     # preference loss, as in RPO (Pang et al. 2024, "Iterative Reasoning Preference

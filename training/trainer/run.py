@@ -417,25 +417,50 @@ def _run(
 
 def _scope(config: JobConfig, train_data: Any, anchors: Any) -> dict[str, Any] | None:
     """The adapter's scope (train.scope_gate; training.trainer.scope) from the job's rows: the
-    prompts it trains, against its anchor (replay) prompts and the shipped general prompts.
-    None when off, or when the job continues an adapter (its parent's prompts are not here)."""
+    prompts it trains (and those of the adapter it continues, from the scope beside that
+    adapter's files), against its anchor (replay) prompts and the shipped general prompts. None
+    when off, or when the adapter it continues has no scope (it answered every prompt)."""
     if not config.train.scope_gate:
         return None
+    from training.trainer.scope import (
+        PARENT_SCOPE_FILE,
+        Scope,
+        background_prompts,
+        record_prompt,
+        scope_build,
+    )
+
+    parent = None
     if config.init_adapter:
-        train_data.notes.append(
-            "train.scope_gate applies to a new adapter: this job continues one (init_adapter), "
-            "whose earlier prompts are not in its data, so it answers every prompt")
-        return None
-    from training.trainer.scope import Scope, background_prompts, record_prompt, scope_build
+        # The adapter it continues answers within its own scope only if it has one (the
+        # platform's bundle puts it beside the adapter's files); one without answered
+        # everything, and so must this one.
+        path = Path(config.init_adapter) / PARENT_SCOPE_FILE
+        try:
+            parent = json.loads(path.read_text()) if path.is_file() else None
+            if parent is not None:
+                Scope(parent)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"the scope of the adapter this job continues ({path}) cannot be "
+                            f"read: {exc}") from exc
+        if parent is None:
+            train_data.notes.append(
+                "train.scope_gate: the adapter this job continues (init_adapter) has no scope, "
+                "so it answered every prompt, and so does this one")
+            return None
 
     records = train_data.records + (anchors.records if anchors is not None else [])
     trained = [record_prompt(r) for r in records if not r.get("anchor")]
     anchored = [record_prompt(r) for r in records if r.get("anchor")]
     background = list(dict.fromkeys(anchored + background_prompts()))
-    scope = scope_build(trained, background=background, threshold=config.train.scope_gate)
+    scope = scope_build(trained, background=background, threshold=config.train.scope_gate,
+                        parent=parent)
     summary = Scope(scope).summary(background)
+    inherited = (f", {len(parent['prompts'])} of them from the adapter it continues"
+                 if parent is not None else "")
     train_data.notes.append(
-        f"served only on prompts like its {summary['trained_prompts']} trained prompt(s) "
+        f"served only on prompts like its {summary['trained_prompts']} trained prompt(s)"
+        f"{inherited} "
         f"(similarity at least {config.train.scope_gate:g}); others go to the base model. "
         f"{summary['background_reaching_adapter']} of {len(background)} general and anchor "
         "prompts would reach the adapter")

@@ -35,6 +35,9 @@ from typing import Any
 from training.text import content_words
 
 SCOPE_FORMAT = "synapsex-scope/1"
+# A job that continues an adapter finds the parent's scope beside its files (the platform's
+# bundle writes it there): the new version's scope is both jobs' prompts.
+PARENT_SCOPE_FILE = "scope.json"
 BACKGROUND = Path(__file__).resolve().parent / "assets" / "replay_prompts.jsonl"
 
 
@@ -62,12 +65,14 @@ def last_user_text(messages: list[dict]) -> str:
     return users[-1] if users else ""
 
 
-def scope_build(trained: list[str], *, background: list[str], threshold: float
-                ) -> dict[str, Any]:
+def scope_build(trained: list[str], *, background: list[str], threshold: float,
+                parent: dict[str, Any] | None = None) -> dict[str, Any]:
     """The scope of an adapter trained on `trained` (the prompts), against `background` (general
-    prompts the job did not train to change). JSON-able."""
+    prompts the job did not train to change); with `parent` (the scope of the adapter the job
+    continues), its prompts are the new scope's too. JSON-able."""
+    inherited = [list(b) for b in parent["prompts"] if b] if parent else []
     bags = [sorted(content_words(p)) for p in dict.fromkeys(trained)]
-    bags = [b for b in bags if b]
+    bags = list({tuple(b): b for b in inherited + bags if b}.values())
     documents = [set(b) for b in bags] + [set(content_words(p)) for p in background]
     df: dict[str, int] = {}
     for doc in documents:
