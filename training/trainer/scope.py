@@ -56,11 +56,11 @@ def record_prompt(record: dict[str, Any]) -> str:
         if isinstance(prompt, str):
             return prompt
         messages = prompt or []
-    users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
-    return users[-1] if users else ""
+    return last_user_text(messages)
 
 
 def last_user_text(messages: list[dict]) -> str:
+    """The content of the last user message ("" when there is none): what the gate reads."""
     users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
     return users[-1] if users else ""
 
