@@ -23,6 +23,10 @@ TRL refuses `max_length` with padding-free batches unless it packs (it would not
 that side runs with `max_length=None`: the few examples longer than `max_length` train whole
 there; the figure is real tokens per second, counted on each side, so it stays comparable.
 
+`--attention packed_sdpa` (benchmark 1's decomposition side, not a baseline): the same TRL run on
+the platform's attention for padding-free rows, to show how much of the platform's lead is that
+attention path and how much is the rest of its trainer.
+
 Measurement hooks only (they change nothing the trainer computes): a wrapper around TRL's own
 collator that counts real (attention-mask) and computed (tensor) tokens, and a callback that
 stamps the time and the token count at the end of every optimizer step. Prints one JSON line.
@@ -55,7 +59,15 @@ def main() -> int:
     p.add_argument("--bf16", action="store_true", help="on a GPU, as the platform does there")
     p.add_argument("--padding-free", action="store_true",
                    help="TRL's own padding-free batches (SFTConfig(padding_free=True))")
+    p.add_argument("--attention", default=None,
+                   help="attn_implementation for the model (default: transformers' choice); "
+                        "packed_sdpa is the platform's (training/trainer/attention.py)")
     args = p.parse_args()
+    if args.attention == "packed_sdpa":
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from training.trainer.attention import register
+
+        register()
 
     os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(args.out, "hf-datasets"))
     from datasets import load_dataset
@@ -81,6 +93,8 @@ def main() -> int:
             report_to="none",
             bf16=args.bf16,
             padding_free=args.padding_free,
+            model_init_kwargs=({"attn_implementation": args.attention} if args.attention
+                               else None),
             gradient_checkpointing=False,
             seed=args.seed,
             disable_tqdm=True,

@@ -226,6 +226,15 @@ def _run(
             raise TrainingFailure(BAD_CONFIG, f"cannot load init_adapter: {exc}") from exc
     else:
         peft_config = _lora_config(config)
+    attention = getattr(model.config, "_attn_implementation", None)
+    if config.method == "sft" and (config.padding_free or config.packing):
+        from training.trainer.attention import NAME as PACKED_SDPA
+        from training.trainer.attention import use_packed_attention
+
+        # Without FlashAttention, SDPA over a padding-free row computes every example against
+        # every other under a dense mask; packed_sdpa runs each example's own causal triangle.
+        if use_packed_attention(model):
+            attention = PACKED_SDPA
 
     from datasets import Dataset
 
@@ -309,7 +318,7 @@ def _run(
             "revision": config.base_model.revision,
             "init_adapter": config.init_adapter,
         },
-        "parameters": _hyperparameters(config),
+        "parameters": {**_hyperparameters(config), "attention": attention},
         "totals": {
             "train_examples": len(train_rows),
             "eval_examples": len(eval_rows) if eval_rows else 0,
