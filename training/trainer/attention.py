@@ -36,8 +36,7 @@ def segment_lengths(position_ids: torch.Tensor | None, length: int) -> list[int]
     starts = torch.nonzero(row[1:] != row[:-1] + 1).flatten() + 1
     if starts.numel() == 0:
         return None
-    bounds = [0, *starts.tolist(), length]
-    return [end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    return _between([0, *starts.tolist(), length])
 
 
 def _lengths_from_cumulative(cumulative: torch.Tensor | None, length: int) -> list[int] | None:
@@ -48,6 +47,11 @@ def _lengths_from_cumulative(cumulative: torch.Tensor | None, length: int) -> li
     bounds = cumulative.tolist()
     if bounds[0] != 0 or bounds[-1] != length:
         return None
+    return _between(bounds)
+
+
+def _between(bounds: list[int]) -> list[int]:
+    """The lengths between consecutive boundaries."""
     return [end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
